@@ -1,0 +1,106 @@
+"""Trial checkpoints: model, optimiser, counters and RNG state in one file, loaded without running code.
+
+``torch.load(weights_only=True)`` only rebuilds tensors and plain containers; a pickle that tries to call anything
+is refused by the unpickler before it runs, and we turn that refusal into a clear error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+CHECKPOINT_FILE = "trial_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable, of another format, or unsafe to load."""
+
+
+@dataclass(kw_only=True)
+class TrainState:
+    """Counters that continue across restores."""
+
+    epoch: int = 0
+    """Finished epochs."""
+    step: int = 0
+    """Optimiser steps taken."""
+    best_val_loss: float = math.inf
+    """Lowest validation loss so far in this trial's lineage."""
+
+
+def save_checkpoint(
+    directory: str,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    model_config: dict[str, Any],
+    data_info: dict[str, Any],
+) -> str:
+    """Write one checkpoint file into ``directory`` and return its path."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "state": asdict(state),
+        "model_config": dict(model_config),
+        "data_info": dict(data_info),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+    }
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, CHECKPOINT_FILE)
+    torch.save(payload, path)
+    return path
+
+
+def load_checkpoint(directory: str) -> dict[str, Any]:
+    """Load a checkpoint safely; refuse other formats and any payload that is not plain data."""
+    path = os.path.join(directory, CHECKPOINT_FILE)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {directory}: no {CHECKPOINT_FILE} in it")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} refused: it holds objects other than tensors and plain data ({first})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        version = payload.get("format_version") if isinstance(payload, dict) else None
+        raise CheckpointError(
+            f"checkpoint {path}: format_version = {version!r}; this lstm-tune reads {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def restore_rng(payload: dict[str, Any]) -> None:
+    rng = payload["rng"]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(_as_tuple(rng["python"]))
+
+
+def _as_tuple(value: Any) -> Any:
+    # random.getstate() is nested tuples; keep the exact types setstate expects.
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuple(v) for v in value)
+    return value
+
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "TrainState",
+    "load_checkpoint",
+    "restore_rng",
+    "save_checkpoint",
+]

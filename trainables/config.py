@@ -1,0 +1,142 @@
+"""Trial configuration: one keyword-only dataclass per concern, built from Tune's flat config dict.
+
+Tune samples a flat dict (``{"lr": ..., "hidden_size": ...}``) because PBT mutates flat keys; this module is where the
+raw dict stops. Each tunable field carries its allowed range in ``metadata`` so the driver can check a search space
+against the trainable before any trial starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["int", "float", "bool", "str"]
+
+
+def hyper(
+    default: Any,
+    *,
+    kind: Kind,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    shape_changing: bool = False,
+    help: str,
+) -> Any:
+    """A dataclass field that may be tuned, with its range (read by the driver's search-space check)."""
+    return field(
+        default=default,
+        metadata={
+            "tunable": True,
+            "kind": kind,
+            "low": low,
+            "high": high,
+            "low_open": low_open,
+            "high_open": high_open,
+            "shape_changing": shape_changing,
+            "help": help,
+        },
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Shape and regularisation of the LSTM forecaster."""
+
+    hidden_size: int = hyper(64, kind="int", low=1, high=4096, shape_changing=True, help="LSTM units per layer")
+    """LSTM units per layer."""
+    num_layers: int = hyper(1, kind="int", low=1, high=8, shape_changing=True, help="stacked LSTM layers")
+    """Stacked LSTM layers."""
+    dropout: float = hyper(0.0, kind="float", low=0.0, high=1.0, high_open=True, help="dropout probability")
+    """Dropout between LSTM layers and before the head."""
+    residual: bool = hyper(True, kind="bool", help="predict the change from the last observed target")
+    """Predict the change from the last observed target instead of the level (a skip connection to persistence)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """Adam(W) optimiser and the batches it sees."""
+
+    lr: float = hyper(3e-3, kind="float", low=0.0, high=1.0, low_open=True, help="learning rate")
+    """Learning rate."""
+    weight_decay: float = hyper(0.0, kind="float", low=0.0, high=1.0, help="AdamW weight decay (L2)")
+    """Decoupled weight decay (AdamW)."""
+    grad_clip: float = hyper(1.0, kind="float", low=0.0, high=1e6, help="max gradient norm; 0 turns clipping off")
+    """Maximum global gradient norm; 0 turns clipping off."""
+    batch_size: int = hyper(128, kind="int", low=1, high=65536, help="windows per batch")
+    """Windows per training batch."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowConfig:
+    """How rows become training examples."""
+
+    window: int = hyper(24, kind="int", low=1, high=4096, shape_changing=True, help="past rows the model sees")
+    """Past rows (hours for hourly data) the model sees for each forecast."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunLimits:
+    """Fixed for every trial of an experiment by the driver, never sampled."""
+
+    max_epochs: int = 10
+    """Epochs a trial may run if no scheduler stops it."""
+    seed: int = 0
+    """Base seed; each trial derives its own from this and its config."""
+    threads: int = 0
+    """torch threads; 0 means the CPUs Ray assigned to the trial."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    """Everything one trial needs to know, built from Tune's flat dict."""
+
+    model: ModelConfig
+    optim: OptimConfig
+    window: WindowConfig
+    limits: RunLimits
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> TrialConfig:
+        """Split Tune's flat dict into sections; unknown keys are an error naming the key."""
+        sections: dict[str, type[Any]] = {
+            "model": ModelConfig,
+            "optim": OptimConfig,
+            "window": WindowConfig,
+            "limits": RunLimits,
+        }
+        owner = {f.name: section for section, dc in sections.items() for f in dataclasses.fields(dc)}
+        unknown = sorted(k for k in flat if k not in owner)
+        if unknown:
+            raise ValueError(f"trial config: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(owner))}")
+        kwargs: dict[str, dict[str, Any]] = {s: {} for s in sections}
+        for key, value in flat.items():
+            kwargs[owner[key]][key] = _coerce(sections[owner[key]], key, value)
+        return cls(**{s: sections[s](**kw) for s, kw in kwargs.items()})
+
+    def to_flat(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for section in (self.model, self.optim, self.window, self.limits):
+            out.update(dataclasses.asdict(section))
+        return out
+
+
+def _coerce(dc: type[Any], key: str, value: Any) -> Any:
+    """Tune's quniform yields floats for integer parameters; make them ints so shapes are ints."""
+    kind = next(f.metadata.get("kind") for f in dataclasses.fields(dc) if f.name == key)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def tunable_fields() -> list[dataclasses.Field[Any]]:
+    """Every field a search space may set, across all sections."""
+    out: list[dataclasses.Field[Any]] = []
+    for dc in (ModelConfig, OptimConfig, WindowConfig):
+        out.extend(f for f in dataclasses.fields(dc) if f.metadata.get("tunable"))
+    return out
+
+
+__all__ = ["ModelConfig", "OptimConfig", "RunLimits", "TrialConfig", "WindowConfig", "tunable_fields"]

@@ -1,0 +1,66 @@
+"""What a trial holds of the data: a small handle travels to the trial; the arrays are loaded there, once a process."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from trainables.data.forecast_prep import FittedPrep
+from trainables.data.manifest import Manifest, read_manifest
+from trainables.data.shards import read_split
+from trainables.data.windows import SeriesArrays
+from trainables.storage import resolve
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataHandle:
+    """Where a prepared dataset lives. Frozen and tiny: it is what Tune ships to every trial."""
+
+    uri: str
+    """Dataset root (holding ``manifest.json``): a local path or ``s3://bucket/prefix``."""
+    endpoint: str | None = None
+    """S3-compatible endpoint, when not AWS; never a credential."""
+
+
+@dataclass(frozen=True)
+class ForecastData:
+    """A prepared forecasting dataset, loaded."""
+
+    manifest: Manifest
+    fitted: FittedPrep
+    splits: dict[str, SeriesArrays]
+
+    @property
+    def horizon(self) -> int:
+        return self.fitted.config.horizon
+
+    @property
+    def n_features(self) -> int:
+        return len(self.fitted.feature_names)
+
+
+_CACHE: dict[tuple[str, str, tuple[str, ...]], ForecastData] = {}
+_LOCK = threading.Lock()
+
+
+def load_forecast_data(handle: DataHandle, splits: tuple[str, ...] = ("train", "val")) -> ForecastData:
+    """Read and verify the shards of ``splits``; a process (a reused Ray worker) loads each dataset once."""
+    root = resolve(handle.uri, endpoint=handle.endpoint)
+    manifest = read_manifest(root)
+    # Keyed by the manifest's content too, so a dataset prepared again at the same URI is not served stale.
+    key = (root.uri, manifest.to_json(), splits)
+    with _LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        fitted = FittedPrep.from_dict(manifest.preprocessing["fitted"])
+        arrays = {
+            split: SeriesArrays.from_table(read_split(root, manifest, split), fitted.feature_names)
+            for split in splits
+        }
+        data = ForecastData(manifest=manifest, fitted=fitted, splits=arrays)
+        _CACHE[key] = data
+        return data
+
+
+__all__ = ["DataHandle", "ForecastData", "load_forecast_data"]

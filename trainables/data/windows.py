@@ -1,0 +1,70 @@
+"""Windowing without copies: a split stays one ``[rows, features]`` tensor; batches gather windows by index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from trainables.data.forecast_prep import CONTEXT, OBSERVED, TARGET, TARGET_RAW
+
+
+@dataclass(frozen=True)
+class SeriesArrays:
+    """One split as tensors; ``context`` rows are inputs only, never targets."""
+
+    features: torch.Tensor
+    """``[rows, features]`` float32, scaled."""
+    target: torch.Tensor
+    """``[rows]`` float32, the scaled target (missing values forward-filled)."""
+    target_raw: np.ndarray
+    """``[rows]`` float64, the target in original units (forward-filled)."""
+    observed: torch.Tensor
+    """``[rows]`` bool: the target was really observed at this row."""
+    context: torch.Tensor
+    """``[rows]`` bool: the row was copied from the previous split for history only."""
+
+    @classmethod
+    def from_table(cls, table: pa.Table, feature_names: list[str]) -> SeriesArrays:
+        feats = np.column_stack(
+            [table.column(n).to_numpy().astype(np.float32, copy=False) for n in feature_names]
+        )
+        if not np.isfinite(feats).all():
+            raise ValueError("data: a non-finite value reached the feature tensor")
+        context = (
+            table.column(CONTEXT).to_numpy(zero_copy_only=False)
+            if CONTEXT in table.column_names
+            else np.zeros(table.num_rows, dtype=bool)
+        )
+        return cls(
+            features=torch.from_numpy(np.ascontiguousarray(feats)),
+            target=torch.from_numpy(table.column(TARGET).to_numpy().astype(np.float32)),
+            target_raw=table.column(TARGET_RAW).to_numpy().astype(np.float64),
+            observed=torch.from_numpy(table.column(OBSERVED).to_numpy(zero_copy_only=False).astype(bool)),
+            context=torch.from_numpy(np.asarray(context, dtype=bool)),
+        )
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+def target_positions(arrays: SeriesArrays, *, window: int, horizon: int) -> torch.Tensor:
+    """Rows usable as targets: observed, not context, and with ``window`` rows of history ``horizon`` steps back."""
+    first = window + horizon - 1
+    rows = torch.arange(len(arrays))
+    usable = arrays.observed & ~arrays.context & (rows >= first)
+    return rows[usable]
+
+
+def gather(
+    arrays: SeriesArrays, positions: torch.Tensor, *, window: int, horizon: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs ``[batch, window, features]`` ending ``horizon`` steps before each target, and the targets."""
+    offsets = torch.arange(window - 1, -1, -1)
+    index = (positions - horizon).unsqueeze(1) - offsets.unsqueeze(0)
+    return arrays.features[index], arrays.target[positions]
+
+
+__all__ = ["SeriesArrays", "gather", "target_positions"]

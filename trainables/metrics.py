@@ -1,0 +1,36 @@
+"""Metric names, defined once: schedulers, checkpoint scoring, TensorBoard tags and tests all use these."""
+
+from __future__ import annotations
+
+TRAIN_LOSS = "train/loss"
+"""Mean training loss (MSE on the scaled target) over the epoch."""
+VAL_LOSS = "val/loss"
+"""Validation loss (MSE on the scaled target): what the schedulers optimise."""
+VAL_RMSE = "val/rmse"
+"""Validation RMSE in the target's original units."""
+VAL_MAE = "val/mae"
+"""Validation MAE in the target's original units."""
+LEARNING_RATE = "train/lr"
+"""Learning rate in effect during the epoch (PBT may change it)."""
+EPOCH = "epoch"
+"""1-based count of finished epochs; continues across restores."""
+SAMPLES_PER_SECOND = "train/samples_per_s"
+"""Training throughput of the epoch."""
+NODE_ID = "node_id"
+"""Ray node the epoch ran on."""
+
+SCHEDULER_METRIC = VAL_LOSS
+SCHEDULER_MODE = "min"
+
+__all__ = [
+    "EPOCH",
+    "LEARNING_RATE",
+    "NODE_ID",
+    "SAMPLES_PER_SECOND",
+    "SCHEDULER_METRIC",
+    "SCHEDULER_MODE",
+    "TRAIN_LOSS",
+    "VAL_LOSS",
+    "VAL_MAE",
+    "VAL_RMSE",
+]

@@ -1,0 +1,115 @@
+"""One place that turns a storage URI (``s3://bucket/prefix`` or a local path) into a pyarrow filesystem and path.
+
+URIs stay strings: ``pathlib.Path`` would collapse ``s3://`` into ``s3:/``. Credentials come from the standard AWS
+chain (environment, shared config, web identity); an S3-compatible endpoint comes from ``AWS_ENDPOINT_URL_S3`` or
+``AWS_ENDPOINT_URL``. Nothing here logs or returns a credential.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Location:
+    """A resolved storage location: the filesystem and the path inside it."""
+
+    uri: str
+    """The URI as the user wrote it (normalised: no trailing slash)."""
+    fs: pafs.FileSystem
+    path: str
+    """Path inside ``fs``: absolute for local disk, ``bucket/key`` for S3."""
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def child(self, *parts: str) -> Location:
+        """The location of ``parts`` below this one (always ``/``-joined)."""
+        path = posixpath.join(self.path, *parts)
+        uri = posixpath.join(self.uri, *parts)
+        return Location(uri=uri, fs=self.fs, path=path)
+
+
+def s3_endpoint() -> str | None:
+    """The S3-compatible endpoint from the environment, as AWS SDKs read it."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _s3_filesystem(endpoint: str | None) -> pafs.S3FileSystem:
+    kwargs: dict[str, object] = {
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=6),
+        "connect_timeout": 5,
+        "request_timeout": 30,
+    }
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+        kwargs["endpoint_override"] = parsed.netloc
+        kwargs["scheme"] = parsed.scheme or "http"
+        # S3-compatible servers want path-style addressing and accept any region name.
+        kwargs["force_virtual_addressing"] = False
+        kwargs.setdefault("region", "us-east-1")
+    return pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+
+
+def resolve(uri: str, *, endpoint: str | None = None) -> Location:
+    """Resolve a local path or ``s3://bucket/prefix`` (``file://`` accepted) to a :class:`Location`."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise ValueError(f"storage URI {uri!r}: must be a non-empty local path or s3://bucket/prefix")
+    uri = uri.strip()
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"storage URI {uri!r}: missing bucket; expected s3://bucket/prefix")
+        if len(parsed.netloc) < 3:
+            raise ValueError(f"storage URI {uri!r}: bucket name {parsed.netloc!r} is shorter than 3 characters")
+        if parsed.query:
+            raise ValueError(
+                f"storage URI {uri!r}: query parameters are not accepted; set the endpoint with --s3-endpoint "
+                "or AWS_ENDPOINT_URL_S3"
+            )
+        key = parsed.path.strip("/")
+        path = f"{parsed.netloc}/{key}" if key else parsed.netloc
+        return Location(uri=f"s3://{path}", fs=_s3_filesystem(endpoint or s3_endpoint()), path=path)
+    if parsed.scheme in ("", "file"):
+        local = parsed.path if parsed.scheme == "file" else uri
+        absolute = os.path.abspath(os.path.expanduser(local))
+        return Location(uri=absolute, fs=pafs.LocalFileSystem(), path=absolute)
+    raise ValueError(f"storage URI {uri!r}: unsupported scheme {parsed.scheme!r}; use a local path or s3://bucket/prefix")
+
+
+def read_bytes(loc: Location) -> bytes:
+    with loc.fs.open_input_stream(loc.path) as f:
+        return bytes(f.read())
+
+
+def write_bytes_atomic(loc: Location, data: bytes) -> None:
+    """Write a whole object; on local disk through a temporary file and a rename, so readers never see half."""
+    parent = posixpath.dirname(loc.path)
+    if loc.is_local:
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{loc.path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, loc.path)
+        return
+    # A single S3 PUT is atomic: the object appears whole or not at all.
+    with loc.fs.open_output_stream(loc.path) as out:
+        out.write(data)
+
+
+def exists(loc: Location) -> bool:
+    return bool(loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound)
+
+
+__all__ = ["Location", "exists", "read_bytes", "resolve", "s3_endpoint", "write_bytes_atomic"]

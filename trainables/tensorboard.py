@@ -1,0 +1,86 @@
+"""Per-trial TensorBoard run: HParams written when the trial starts, scalars every epoch.
+
+Tune's own TensorBoard logger writes HParams only when a trial ends; writing the session-start record first makes the
+HParams table fill in while the experiment runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow.fs as pafs
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from trainables.storage import Location
+
+HParamValue = int | float | str | bool
+
+
+def readable_hparams(config: Mapping[str, Any]) -> dict[str, HParamValue]:
+    """Flatten and stringify what TensorBoard cannot show (nested dicts, lists, None) instead of dropping it."""
+    out: dict[str, HParamValue] = {}
+
+    def put(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                put(f"{prefix}/{k}" if prefix else str(k), v)
+        elif isinstance(value, (bool, int, float, str)):
+            out[prefix] = value
+        else:
+            out[prefix] = repr(value)
+
+    put("", config)
+    return out
+
+
+class TrialLogger:
+    """Writes one trial's TensorBoard run to ``dest/run_name`` (a local folder, or synced to object storage)."""
+
+    def __init__(self, dest: Location, run_name: str, config: Mapping[str, Any], metric_tags: list[str]) -> None:
+        target = dest.child(run_name)
+        self._remote: Location | None = None if target.is_local else target
+        self._local_dir = target.path if target.is_local else tempfile.mkdtemp(prefix="lstm-tune-tb-")
+        self._writer = SummaryWriter(log_dir=self._local_dir)
+        exp, ssi, self._sei = hparams(readable_hparams(config), {tag: math.nan for tag in metric_tags})
+        file_writer = self._writer._get_file_writer()
+        file_writer.add_summary(exp)
+        file_writer.add_summary(ssi)
+        self._writer.flush()
+        self._sync()
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        for tag, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self._writer.add_scalar(tag, value, step)
+        self._writer.flush()
+        self._sync()
+
+    def close(self) -> None:
+        self._writer._get_file_writer().add_summary(self._sei)
+        self._writer.close()
+        self._sync()
+        if self._remote is not None:
+            shutil.rmtree(self._local_dir, ignore_errors=True)
+
+    def _sync(self) -> None:
+        if self._remote is None:
+            return
+        pafs.copy_files(
+            self._local_dir,
+            self._remote.path,
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=self._remote.fs,
+        )
+
+    @property
+    def local_dir(self) -> str:
+        return os.path.abspath(self._local_dir)
+
+
+__all__ = ["TrialLogger", "readable_hparams"]
