@@ -1,0 +1,227 @@
+"""One tuning run from options to summary: validate everything, prepare data, fit, score the best, export it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from rich.console import Console
+
+from cluster.data import prepare_default
+from cluster.options import OptionError, RunOptions
+from cluster.progress import ProgressCallback
+from cluster.schedulers import LineagePBT, build_scheduler
+from cluster.space import grid_size, param_rules, to_mutations, to_param_space
+from cluster.storage import ExperimentPaths, experiment_paths, probe
+from cluster.summary import BestTrial, Scores, Summary, baselines_for, render, score_checkpoint
+from search_spaces import SearchSpace, SearchSpaceError, load_space
+from trainables import metrics as M
+from trainables.data.forecast_prep import FittedPrep
+from trainables.data.loader import DataHandle, load_forecast_data
+from trainables.data.manifest import Manifest, read_manifest
+from trainables.data.shards import verify_all
+from trainables.export import export_model
+from trainables.storage import exists, resolve, write_bytes_atomic
+from trainables.trainable import TrialEnv, forecast_trainable
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Everything checked and resolved before ``Tuner.fit()``."""
+
+    options: RunOptions
+    space: SearchSpace
+    name: str
+    paths: ExperimentPaths
+
+
+def default_name(opts: RunOptions, space: SearchSpace) -> str:
+    return f"{space.name}-{opts.scheduler.kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def plan(opts: RunOptions) -> Plan:
+    """Validate options and the search space together; touches no storage and starts nothing."""
+    opts.validate()
+    space = load_space(opts.space, param_rules())
+    if space.task != "forecast":
+        raise SearchSpaceError(f"{space.source}: task = {space.task!r}: lstm-tune run supports task 'forecast'")
+    if opts.scheduler.kind == "pbt" and not space.mutations:
+        raise SearchSpaceError(f"{space.source}: pbt.mutations: empty; --scheduler pbt needs at least one mutation")
+    to_param_space(space, opts.search)  # refuses continuous distributions under --search grid
+    name = opts.name or default_name(opts, space)
+    return Plan(options=opts, space=space, name=name, paths=experiment_paths(opts.storage, name))
+
+
+def check_against_data(space: SearchSpace, manifest: Manifest) -> None:
+    """The longest window the space can sample must fit the history the dataset was prepared with."""
+    longest = space.max_value("window")
+    if longest is not None and longest > manifest.max_window:
+        raise SearchSpaceError(
+            f"{space.source}: params.window can reach {longest:g}, but the dataset at hand was prepared for windows "
+            f"up to {manifest.max_window}"
+        )
+
+
+def connect(address: str | None) -> bool:
+    """Join a cluster (``--address``, else ``RAY_ADDRESS``) or start a private local one; True if we started Ray."""
+    if ray.is_initialized():
+        return False
+    common: dict[str, Any] = {"log_to_driver": False, "logging_level": "WARNING"}
+    if address:
+        ray.init(address=address, **common)
+    elif os.environ.get("RAY_ADDRESS"):
+        ray.init(**common)
+    else:
+        # "local" never joins a stale cluster left in the temp dir by a killed run.
+        ray.init(address="local", include_dashboard=False, **common)
+    return True
+
+
+def cluster_capacity() -> tuple[list[float], list[float]]:
+    cpus, gpus = [], []
+    for node in ray.nodes():
+        if node.get("Alive"):
+            res = node.get("Resources", {})
+            cpus.append(float(res.get("CPU", 0)))
+            gpus.append(float(res.get("GPU", 0)))
+    return cpus, [g for g in gpus if g > 0]
+
+
+def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> tuple[Tuner, TrialScheduler]:
+    opts = p.options
+    param_space = {**to_param_space(p.space, opts.search), "max_epochs": opts.max_epochs, "seed": opts.seed}
+    trainable = tune.with_resources(
+        tune.with_parameters(forecast_trainable, env=env),
+        {"cpu": opts.resources.cpus_per_trial, "gpu": opts.resources.gpus_per_trial},
+    )
+    scheduler = build_scheduler(opts.scheduler, max_epochs=opts.max_epochs, mutations=to_mutations(p.space))
+    root = p.paths.root
+    storage_path, _, _ = root.path.rpartition("/")
+    # Tune would add a tensorboardX logger that writes HParams only at trial end; trials write their own.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    tuner = Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=TuneConfig(
+            metric=M.SCHEDULER_METRIC,
+            mode=M.SCHEDULER_MODE,
+            scheduler=scheduler,
+            num_samples=opts.num_samples,
+            max_concurrent_trials=opts.resources.max_concurrent_trials,
+            search_alg=BasicVariantGenerator(random_state=opts.seed),
+        ),
+        run_config=RunConfig(
+            name=p.name,
+            storage_path=storage_path,
+            storage_filesystem=None if root.is_local else root.fs,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=opts.checkpoints.num_to_keep,
+                checkpoint_score_attribute=M.VAL_LOSS,
+                checkpoint_score_order="min",
+            ),
+            failure_config=FailureConfig(max_failures=2),
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), progress],
+            verbose=0,
+        ),
+    )
+    return tuner, scheduler
+
+
+def run_experiment(opts: RunOptions, console: Console | None = None) -> Summary:
+    """The whole ``lstm-tune run``: everything is checked before the first trial starts."""
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    p = plan(opts)
+    if exists(p.paths.root.child("tuner.pkl")):
+        raise OptionError(f"--name = {p.name!r}: an experiment already exists at {p.paths.root.uri}; choose another name")
+    probe(p.paths.root)
+    data_uri = opts.data or p.paths.data.uri
+    if opts.data is None:
+        console.print(f"preparing bundled Beijing PM2.5 data at {data_uri}", highlight=False)
+        prepare_default(p.paths.data, horizon=opts.horizon, max_window=168)
+    root = resolve(data_uri)
+    manifest = read_manifest(root)
+    check_against_data(p.space, manifest)
+    verify_all(root, manifest)
+    handle = DataHandle(uri=root.uri)
+
+    started_ray = connect(opts.address)
+    try:
+        opts.resources.check_fits(*cluster_capacity())
+        progress = ProgressCallback(console, max_epochs=opts.max_epochs)
+        tuner, scheduler = build_tuner(p, TrialEnv(data=handle, tensorboard_uri=p.paths.tensorboard.uri), progress)
+        n = opts.num_samples * grid_size(p.space, opts.search)
+        console.print(
+            f"tuning {n} trial(s) of {p.space.name} with {opts.scheduler.kind}, up to {opts.max_epochs} epochs each; "
+            f"experiment {p.paths.root.uri}",
+            highlight=False,
+        )
+        results = tuner.fit()
+        exploits = list(scheduler.exploits) if isinstance(scheduler, LineagePBT) else []
+        summary = summarize(p, results, handle, exploits, time.monotonic() - started)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    write_bytes_atomic(p.paths.best_json, summary.to_json().encode())
+    if exploits:
+        write_bytes_atomic(p.paths.lineage, "".join(json.dumps(e) + "\n" for e in exploits).encode())
+    render(summary, console)
+    return summary
+
+
+def summarize(
+    p: Plan, results: Any, handle: DataHandle, exploits: list[dict[str, Any]], wall_time: float
+) -> Summary:
+    opts = p.options
+    ok = [r for r in results if r.error is None and r.metrics]
+    errored = [r for r in results if r.error is not None]
+    if not ok:
+        first = errored[0].error if errored else "no trial reported a result"
+        raise RuntimeError(f"every trial failed; first error: {first}")
+    finished = sum(1 for r in ok if int(r.metrics.get(M.EPOCH, 0)) >= opts.max_epochs)
+    best = results.get_best_result(metric=M.VAL_LOSS, mode="min", scope="all", filter_nan_and_inf=True)
+    checkpoint = best.get_best_checkpoint(M.VAL_LOSS, "min") or best.checkpoint
+    data = load_forecast_data(handle, ("train", "val", "test"))
+    with checkpoint.as_directory() as directory:
+        payload, scores = score_checkpoint(directory, data)
+    export_model(
+        p.paths.best_model,
+        checkpoint_payload=payload,
+        fitted=data.fitted,
+        step_seconds=float(data.manifest.task_params["step_seconds"]),
+    )
+    config = {k: v for k, v in best.config.items() if k not in ("max_epochs", "seed")}
+    return Summary(
+        experiment=p.paths.root.uri,
+        scheduler=opts.scheduler.kind,
+        search_space=p.space.name,
+        dataset=data.manifest.name,
+        target=data.fitted.config.target,
+        horizon=data.horizon,
+        trials={"total": len(results), "finished": finished, "stopped": len(ok) - finished, "errored": len(errored)},
+        best=BestTrial(
+            trial_id=best.metrics.get("trial_id", ""),
+            config=config,
+            epoch=int(payload["state"]["epoch"]),
+            val=Scores.of(scores["val"]),
+            test=Scores.of(scores["test"]),
+            checkpoint=checkpoint.path,
+        ),
+        baselines=baselines_for(data),
+        wall_time_s=wall_time,
+        pbt_exploits=len(exploits),
+        exported_model=p.paths.best_model.uri,
+    )
+
+
+__all__ = ["Plan", "check_against_data", "connect", "plan", "run_experiment", "summarize"]

@@ -1,0 +1,162 @@
+"""What the user asked for, one dataclass per concern, validated before anything starts.
+
+Each error names the option as the user typed it (``--grace-period``), the value, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+SchedulerKind = Literal["asha", "pbt", "fifo"]
+SearchKind = Literal["random", "grid"]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+PBT_MIN_CHECKPOINTS = 3
+
+
+class OptionError(ValueError):
+    """A command-line option (or its config equivalent) is out of range."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerOptions:
+    """Which trial scheduler decides stops and perturbations, and its knobs."""
+
+    kind: SchedulerKind = "asha"
+    """asha: stop poor trials early; pbt: population-based training; fifo: run every trial to the end."""
+    grace_period: int = 2
+    """ASHA: epochs every trial gets before it can be stopped."""
+    reduction_factor: int = 3
+    """ASHA: 1/reduction_factor of trials survive each rung."""
+    perturbation_interval: int = 2
+    """PBT: epochs between exploit/explore steps (every epoch is checkpointed, so any interval is aligned)."""
+    quantile_fraction: float = 0.25
+    """PBT: bottom fraction that clones the top fraction."""
+    resample_probability: float = 0.25
+    """PBT: chance a mutated value is resampled instead of perturbed."""
+
+    def validate(self, max_epochs: int) -> None:
+        if self.kind not in ("asha", "pbt", "fifo"):
+            raise OptionError(f"--scheduler = {self.kind!r}: must be one of asha, pbt, fifo")
+        if self.kind == "asha":
+            if not 1 <= self.grace_period <= max_epochs:
+                raise OptionError(
+                    f"--grace-period = {self.grace_period}: must be >= 1 and <= --max-epochs ({max_epochs})"
+                )
+            if self.reduction_factor < 2:
+                raise OptionError(f"--reduction-factor = {self.reduction_factor}: must be >= 2")
+        if self.kind == "pbt":
+            if not 1 <= self.perturbation_interval < max_epochs:
+                raise OptionError(
+                    f"--perturbation-interval = {self.perturbation_interval}: must be >= 1 and < --max-epochs "
+                    f"({max_epochs}), or no perturbation ever happens"
+                )
+            if not 0 < self.quantile_fraction <= 0.5:
+                raise OptionError(f"--quantile-fraction = {self.quantile_fraction}: must be > 0 and <= 0.5")
+            if not 0 <= self.resample_probability <= 1:
+                raise OptionError(f"--resample-probability = {self.resample_probability}: must be in [0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceOptions:
+    """What each trial reserves on the cluster."""
+
+    cpus_per_trial: float = 1.0
+    """CPUs per trial; torch uses this many threads."""
+    gpus_per_trial: float = 0.0
+    """GPUs per trial; a fraction below 1 packs several trials on one GPU."""
+    max_concurrent_trials: int | None = None
+    """Cap on trials running at once (None: as many as resources allow)."""
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
+            raise OptionError(f"--cpus-per-trial = {self.cpus_per_trial}: must be > 0")
+        g = self.gpus_per_trial
+        if not (math.isfinite(g) and g >= 0):
+            raise OptionError(f"--gpus-per-trial = {g}: must be >= 0")
+        if g > 1 and not float(g).is_integer():
+            raise OptionError(
+                f"--gpus-per-trial = {g}: above 1 it must be a whole number (fractions share one GPU: 0.25, 0.5)"
+            )
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise OptionError(f"--max-concurrent-trials = {self.max_concurrent_trials}: must be >= 1")
+
+    def check_fits(self, node_cpus: list[float], node_gpus: list[float]) -> None:
+        """Refuse a trial no node can hold: it would wait forever instead of failing."""
+        if node_cpus and self.cpus_per_trial > max(node_cpus):
+            raise OptionError(
+                f"--cpus-per-trial = {self.cpus_per_trial:g}: no node has that many CPUs (largest: {max(node_cpus):g})"
+            )
+        if self.gpus_per_trial > 0 and (not node_gpus or self.gpus_per_trial > max(node_gpus)):
+            have = f"largest: {max(node_gpus):g}" if node_gpus else "the cluster has no GPU"
+            raise OptionError(f"--gpus-per-trial = {self.gpus_per_trial:g}: no node has that many GPUs ({have})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointOptions:
+    """How many checkpoints each trial keeps."""
+
+    num_to_keep: int = 3
+    """Checkpoints kept per trial (best by val/loss, plus the latest)."""
+
+    def validate(self, scheduler: SchedulerKind) -> None:
+        if self.num_to_keep < 1:
+            raise OptionError(f"--keep-checkpoints = {self.num_to_keep}: must be >= 1")
+        if scheduler == "pbt" and self.num_to_keep < PBT_MIN_CHECKPOINTS:
+            raise OptionError(
+                f"--keep-checkpoints = {self.num_to_keep}: PBT needs >= {PBT_MIN_CHECKPOINTS} "
+                "(an exploit may clone a checkpoint that retention already deleted)"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """One tuning run."""
+
+    space: str = "forecast-small"
+    """Search-space preset name or YAML path."""
+    search: SearchKind = "random"
+    """random: sample num_samples configurations; grid: every combination of choice values."""
+    num_samples: int = 8
+    """Configurations sampled (with grid: repeats of the whole grid)."""
+    max_epochs: int = 8
+    """Epochs a trial may train."""
+    seed: int = 0
+    """Seed for sampling and for each trial's initialisation."""
+    storage: str = "./runs"
+    """Where experiments are written: a local folder (S3 comes with the storage issue)."""
+    name: str | None = None
+    """Experiment folder name; default <space>-<scheduler>-<time>."""
+    data: str | None = None
+    """A prepared dataset URI; default: the bundled Beijing PM2.5 data, prepared into the experiment."""
+    horizon: int = 1
+    """Steps ahead to forecast for the bundled dataset."""
+    address: str | None = None
+    """Ray cluster to join; default: RAY_ADDRESS if set, else a fresh local instance."""
+    scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
+    resources: ResourceOptions = field(default_factory=ResourceOptions)
+    checkpoints: CheckpointOptions = field(default_factory=CheckpointOptions)
+
+    def validate(self) -> None:
+        if self.search not in ("random", "grid"):
+            raise OptionError(f"--search = {self.search!r}: must be random or grid")
+        if self.num_samples < 1:
+            raise OptionError(f"--num-samples = {self.num_samples}: must be >= 1")
+        if self.max_epochs < 1:
+            raise OptionError(f"--max-epochs = {self.max_epochs}: must be >= 1")
+        if self.horizon < 1:
+            raise OptionError(f"--horizon = {self.horizon}: must be >= 1")
+        if self.seed < 0:
+            raise OptionError(f"--seed = {self.seed}: must be >= 0")
+        if self.name is not None and not NAME_PATTERN.match(self.name):
+            raise OptionError(
+                f"--name = {self.name!r}: use letters, digits, '.', '_' and '-' (at most 100, no leading symbol)"
+            )
+        self.scheduler.validate(self.max_epochs)
+        self.resources.validate()
+        self.checkpoints.validate(self.scheduler.kind)
+
+
+__all__ = ["CheckpointOptions", "OptionError", "ResourceOptions", "RunOptions", "SchedulerOptions"]

@@ -1,0 +1,68 @@
+"""Schedulers from options. They meet the trainable only through the metric names in ``trainables.metrics``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
+
+from cluster.options import SchedulerOptions
+from trainables import metrics as M
+
+
+class LineagePBT(PopulationBasedTraining):
+    """PBT that keeps every exploit as data (who cloned whom, when, old and new values), not only as log text."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Scheduler hooks run on the driver's event loop thread, one at a time: no lock needed.
+        self.exploits: list[dict[str, Any]] = []
+
+    def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
+        old = {k: trial.config.get(k) for k in self._hyperparam_mutations}
+        donor = {k: trial_to_clone.config.get(k) for k in self._hyperparam_mutations}
+        step = (trial.last_result or {}).get("training_iteration", 0)
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        record = {
+            "time": time.time(),
+            "step": int(step),
+            "trial": trial.trial_id,
+            "cloned_from": trial_to_clone.trial_id,
+            "old": old,
+            "donor": donor,
+            "new": {k: trial.config.get(k) for k in self._hyperparam_mutations},
+        }
+        self.exploits.append(json.loads(json.dumps(record, default=str)))
+
+
+def build_scheduler(opts: SchedulerOptions, *, max_epochs: int, mutations: dict[str, Any]) -> TrialScheduler:
+    """ASHA, PBT or FIFO; metric and mode come from the TuneConfig (``trainables.metrics``)."""
+    if opts.kind == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max_epochs,
+            grace_period=opts.grace_period,
+            reduction_factor=opts.reduction_factor,
+            brackets=1,
+        )
+    if opts.kind == "pbt":
+        if not mutations:
+            raise ValueError("--scheduler pbt: the search space declares no pbt.mutations; PBT would have nothing to explore")
+        return LineagePBT(
+            time_attr="training_iteration",
+            perturbation_interval=opts.perturbation_interval,
+            hyperparam_mutations=mutations,
+            quantile_fraction=opts.quantile_fraction,
+            resample_probability=opts.resample_probability,
+            log_config=True,
+        )
+    return FIFOScheduler()
+
+
+SCHEDULER_METRIC = M.SCHEDULER_METRIC
+SCHEDULER_MODE = M.SCHEDULER_MODE
+
+__all__ = ["SCHEDULER_METRIC", "SCHEDULER_MODE", "LineagePBT", "build_scheduler"]

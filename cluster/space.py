@@ -1,0 +1,85 @@
+"""Search spaces meet the trainable here: rules derived from the trial config, and the conversion to Tune domains."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from ray import tune
+
+from search_spaces import ParamRule, ParamSpec, SearchSpace, SearchSpaceError
+from trainables.config import tunable_fields
+
+SearchKind = Literal["random", "grid"]
+
+
+def param_rules() -> dict[str, ParamRule]:
+    """The trainable's tunable parameters, with ranges, read from its config dataclasses."""
+    rules: dict[str, ParamRule] = {}
+    for f in tunable_fields():
+        m = f.metadata
+        rules[f.name] = ParamRule(
+            name=f.name,
+            kind=m["kind"],
+            low=m["low"],
+            high=m["high"],
+            low_open=m["low_open"],
+            high_open=m["high_open"],
+            shape_changing=m["shape_changing"],
+            help=m["help"],
+        )
+    return rules
+
+
+def _domain(spec: ParamSpec, rule: ParamRule, search: SearchKind, where: str) -> Any:
+    d = spec.distribution
+    if d == "constant":
+        return spec.values[0]
+    if d == "grid" or (d == "choice" and search == "grid"):
+        return tune.grid_search(list(spec.values))
+    if search == "grid":
+        raise SearchSpaceError(
+            f"{where}: params.{spec.name}.distribution = {d!r}: --search grid needs choice, grid or fixed values; "
+            "use --search random for continuous distributions"
+        )
+    if d == "choice":
+        return tune.choice(list(spec.values))
+    if spec.low is None or spec.high is None:  # the loader guarantees bounds; keep mypy and readers sure
+        raise SearchSpaceError(f"{where}: params.{spec.name}: {d} needs low and high")
+    if d == "loguniform":
+        return tune.loguniform(spec.low, spec.high)
+    if d == "uniform":
+        return tune.uniform(spec.low, spec.high)
+    if d == "randint":
+        return tune.randint(int(spec.low), int(spec.high))
+    if d == "quniform":
+        q = spec.q if spec.q is not None else 1.0
+        if rule.kind == "int":
+            return tune.qrandint(int(spec.low), int(spec.high), int(q))
+        return tune.quniform(spec.low, spec.high, q)
+    raise SearchSpaceError(f"{where}: params.{spec.name}: unsupported distribution {d!r}")
+
+
+def to_param_space(space: SearchSpace, search: SearchKind) -> dict[str, Any]:
+    rules = param_rules()
+    return {name: _domain(spec, rules[name], search, space.source) for name, spec in space.params.items()}
+
+
+def to_mutations(space: SearchSpace) -> dict[str, Any]:
+    """PBT's ``hyperparam_mutations``: Tune domains for ranges, lists for choices (PBT shifts to a neighbour)."""
+    rules = param_rules()
+    out: dict[str, Any] = {}
+    for name, spec in space.mutations.items():
+        out[name] = list(spec.values) if spec.distribution == "choice" else _domain(spec, rules[name], "random", space.source)
+    return out
+
+
+def grid_size(space: SearchSpace, search: SearchKind) -> int:
+    """Configurations one sample of the space expands to (grid dimensions multiply)."""
+    size = 1
+    for spec in space.params.values():
+        if spec.distribution == "grid" or (spec.distribution == "choice" and search == "grid"):
+            size *= len(spec.values)
+    return size
+
+
+__all__ = ["grid_size", "param_rules", "to_mutations", "to_param_space"]

@@ -1,0 +1,70 @@
+"""Experiment storage on the driver: where an experiment's folders live, and a probe before anything runs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+from trainables.storage import Location, read_bytes, resolve, write_bytes_atomic
+
+
+class StorageError(ValueError):
+    """Storage is unreachable, read-only, or the credentials are refused."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentPaths:
+    """The layout of one experiment under ``<storage>/<name>/``."""
+
+    root: Location
+
+    @property
+    def data(self) -> Location:
+        return self.root.child("data")
+
+    @property
+    def tensorboard(self) -> Location:
+        return self.root.child("tensorboard")
+
+    @property
+    def best_json(self) -> Location:
+        return self.root.child("best.json")
+
+    @property
+    def best_model(self) -> Location:
+        return self.root.child("best_model")
+
+    @property
+    def lineage(self) -> Location:
+        return self.root.child("pbt_lineage.jsonl")
+
+
+def experiment_paths(storage: str, name: str) -> ExperimentPaths:
+    return ExperimentPaths(root=resolve(storage).child(name))
+
+
+def probe(loc: Location) -> None:
+    """Write, list, read back and delete a small object under ``loc``; any failure is one clear error."""
+    marker = loc.child(f".lstm-tune-probe-{uuid.uuid4().hex[:8]}")
+    payload = b"lstm-tune storage probe"
+    try:
+        if loc.is_local:
+            os.makedirs(loc.path, exist_ok=True)
+        write_bytes_atomic(marker, payload)
+        listed = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=False))
+        if not any(info.path.rstrip("/").endswith(marker.path.rsplit("/", 1)[-1]) for info in listed):
+            raise StorageError(f"storage {loc.uri}: a written object does not show in the listing")
+        if read_bytes(marker) != payload:
+            raise StorageError(f"storage {loc.uri}: an object read back differs from what was written")
+        loc.fs.delete_file(marker.path)
+    except StorageError:
+        raise
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"storage {loc.uri} is not writable: {first}") from None
+
+
+__all__ = ["ExperimentPaths", "StorageError", "experiment_paths", "probe"]
