@@ -109,6 +109,10 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> tuple[Tun
     storage_path, _, _ = root.path.rpartition("/")
     # Tune would add a tensorboardX logger that writes HParams only at trial end; trials write their own.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # Our progress lines and summary replace Tune's own console tables.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A snapshot per checkpoint is what we want (resume loses nothing); Tune's warning about it is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = Tuner(
         trainable,
         param_space=param_space,
@@ -119,6 +123,8 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> tuple[Tun
             num_samples=opts.num_samples,
             max_concurrent_trials=opts.resources.max_concurrent_trials,
             search_alg=BasicVariantGenerator(random_state=opts.seed),
+            # Reused workers keep their process, imports and the loaded dataset between trials.
+            reuse_actors=True,
         ),
         run_config=RunConfig(
             name=p.name,
@@ -139,7 +145,7 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> tuple[Tun
 
 def run_experiment(opts: RunOptions, console: Console | None = None) -> Summary:
     """The whole ``lstm-tune run``: everything is checked before the first trial starts."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     started = time.monotonic()
     p = plan(opts)
     if exists(p.paths.root.child("tuner.pkl")):

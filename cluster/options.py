@@ -119,9 +119,9 @@ class RunOptions:
     """Search-space preset name or YAML path."""
     search: SearchKind = "random"
     """random: sample num_samples configurations; grid: every combination of choice values."""
-    num_samples: int = 8
+    num_samples: int = 16
     """Configurations sampled (with grid: repeats of the whole grid)."""
-    max_epochs: int = 8
+    max_epochs: int = 12
     """Epochs a trial may train."""
     seed: int = 0
     """Seed for sampling and for each trial's initialisation."""

@@ -54,7 +54,7 @@ class ProgressCallback(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.console is None:
-            self.console = Console(stderr=True)
+            self.console = Console(stderr=True, soft_wrap=True)
 
     def _print(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -49,7 +49,8 @@ class ParamRule:
             parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
         if self.high is not None:
             parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
-        return f"a {self.kind}" + (" " + " and ".join(parts) if parts else "")
+        article = "an" if self.kind == "int" else "a"
+        return f"{article} {self.kind}" + (" " + " and ".join(parts) if parts else "")
 
 
 @dataclass(frozen=True, kw_only=True)

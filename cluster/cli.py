@@ -1,0 +1,141 @@
+"""``lstm-tune``: the command line. Progress and tables go to stderr; ``--json`` puts the summary on stdout."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
+from search_spaces import SearchSpaceError, preset_names
+
+app = typer.Typer(
+    name="lstm-tune",
+    help="Tune LSTM sequence models with Ray Tune (ASHA, PBT) on a laptop or a Ray cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+spaces_app = typer.Typer(help="Search-space presets.", no_args_is_help=True)
+app.add_typer(spaces_app, name="spaces")
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: one line, no traceback, exit code 2."""
+    from cluster.storage import StorageError
+    from trainables.checkpoint import CheckpointError
+    from trainables.data.manifest import ManifestError
+    from trainables.data.shards import ShardError
+
+    return (OptionError, SearchSpaceError, StorageError, ManifestError, ShardError, CheckpointError)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"error: {message}", style="bold red", highlight=False, markup=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    space: Annotated[str, typer.Option(help="Search-space preset or YAML file.")] = "forecast-small",
+    scheduler: Annotated[str, typer.Option(help="asha | pbt | fifo")] = "asha",
+    search: Annotated[str, typer.Option(help="random | grid")] = "random",
+    num_samples: Annotated[int, typer.Option(help="Configurations to sample (grid: repeats of the grid).")] = 16,
+    max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train.")] = 12,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial (torch threads).")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; fractions share a GPU.")] = 0.0,
+    max_concurrent_trials: Annotated[Optional[int], typer.Option(help="Cap on trials running at once.")] = None,  # noqa: UP045
+    storage: Annotated[str, typer.Option(help="Folder for experiments.")] = "./runs",
+    name: Annotated[Optional[str], typer.Option(help="Experiment name (default: <space>-<scheduler>-<time>).")] = None,  # noqa: UP045
+    data: Annotated[Optional[str], typer.Option(help="Prepared dataset URI (default: bundled Beijing PM2.5).")] = None,  # noqa: UP045
+    horizon: Annotated[int, typer.Option(help="Hours ahead to forecast (bundled data).")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,  # noqa: UP045
+    grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped.")] = 2,
+    reduction_factor: Annotated[int, typer.Option(help="ASHA: keep 1/N of trials per rung.")] = 3,
+    perturbation_interval: Annotated[int, typer.Option(help="PBT: epochs between exploit/explore.")] = 2,
+    quantile_fraction: Annotated[float, typer.Option(help="PBT: bottom fraction that clones the top.")] = 0.25,
+    resample_probability: Annotated[float, typer.Option(help="PBT: chance to resample instead of perturb.")] = 0.25,
+    keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept per trial (PBT needs >= 3).")] = 3,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Tune an LSTM forecaster and print the best trial against naive baselines."""
+    opts = RunOptions(
+        space=space,
+        search=search,  # type: ignore[arg-type]  # validated by RunOptions.validate
+        num_samples=num_samples,
+        max_epochs=max_epochs,
+        seed=seed,
+        storage=storage,
+        name=name,
+        data=data,
+        horizon=horizon,
+        address=address,
+        scheduler=SchedulerOptions(
+            kind=scheduler,  # type: ignore[arg-type]
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+            perturbation_interval=perturbation_interval,
+            quantile_fraction=quantile_fraction,
+            resample_probability=resample_probability,
+        ),
+        resources=ResourceOptions(
+            cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial,
+            max_concurrent_trials=max_concurrent_trials,
+        ),
+        checkpoints=CheckpointOptions(num_to_keep=keep_checkpoints),
+    )
+    try:
+        # Validate before importing Ray and torch: a typo answers in a second, not after Ray starts.
+        from cluster.experiment import plan
+
+        plan(opts)
+        from cluster.experiment import run_experiment
+
+        summary = run_experiment(opts, console=err)
+    except _user_errors() as exc:
+        fail(str(exc))
+        return
+    except RuntimeError as exc:
+        fail(str(exc), code=1)
+        return
+    if json_out:
+        sys.stdout.write(summary.to_json() + "\n")
+
+
+@spaces_app.command("list")
+def spaces_list() -> None:
+    """List the bundled presets."""
+    for preset in preset_names():
+        typer.echo(preset)
+
+
+@spaces_app.command("show")
+def spaces_show(space: Annotated[str, typer.Argument(help="Preset name or YAML file.")]) -> None:
+    """Validate a search space and print what it samples."""
+    from cluster.space import param_rules
+    from search_spaces import load_space
+
+    try:
+        s = load_space(space, param_rules())
+    except SearchSpaceError as exc:
+        fail(str(exc))
+        return
+    typer.echo(f"{s.name} ({s.source}) task={s.task}: {s.description}")
+    for name, spec in s.params.items():
+        rng = f"{list(spec.values)}" if spec.values else f"[{spec.low:g}, {spec.high:g}]"
+        mut = "  (PBT mutates)" if name in s.mutations else ""
+        typer.echo(f"  {name:14s} {spec.distribution:10s} {rng}{mut}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
