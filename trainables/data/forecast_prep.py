@@ -196,8 +196,8 @@ def _feature_frame(df: pd.DataFrame, fitted: FittedPrep) -> pd.DataFrame:
         ts = df[TIME].dt
         for name, value, period in (
             ("hour", ts.hour, 24.0),
-            ("dow", ts.dayofweek, 7.0),
-            ("doy", ts.dayofyear - 1, 365.25),
+            ("dow", ts.day_of_week, 7.0),
+            ("doy", ts.day_of_year - 1, 365.25),
         ):
             angle = 2.0 * np.pi * value.astype("float64") / period
             cols[f"{name}_sin"] = np.sin(angle)

@@ -1,0 +1,72 @@
+"""Run options: each bound tested just inside and just outside, matched on the option's name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
+
+
+def run_opts(**kw: Any) -> RunOptions:
+    return RunOptions(**kw)
+
+
+@pytest.mark.parametrize(
+    ("inside", "outside", "match"),
+    [
+        ({"num_samples": 1}, {"num_samples": 0}, "--num-samples = 0"),
+        ({"max_epochs": 2}, {"max_epochs": 0}, "--max-epochs = 0"),
+        ({"horizon": 1}, {"horizon": 0}, "--horizon = 0"),
+        ({"seed": 0}, {"seed": -1}, "--seed = -1"),
+        ({"name": "a" * 100}, {"name": "a" * 101}, "--name"),
+        ({"name": "run-1.b_c"}, {"name": "../escape"}, "--name = '../escape'"),
+        ({"search": "grid"}, {"search": "bayes"}, "--search = 'bayes'"),
+        ({"max_epochs": 4, "scheduler": SchedulerOptions(grace_period=4)},
+         {"max_epochs": 4, "scheduler": SchedulerOptions(grace_period=5)}, "--grace-period = 5"),
+        ({"scheduler": SchedulerOptions(grace_period=1)}, {"scheduler": SchedulerOptions(grace_period=0)},
+         "--grace-period = 0"),
+        ({"scheduler": SchedulerOptions(reduction_factor=2)}, {"scheduler": SchedulerOptions(reduction_factor=1)},
+         "--reduction-factor = 1: must be >= 2"),
+        ({"max_epochs": 4, "scheduler": SchedulerOptions(kind="pbt", perturbation_interval=3)},
+         {"max_epochs": 4, "scheduler": SchedulerOptions(kind="pbt", perturbation_interval=4)},
+         "--perturbation-interval = 4"),
+        ({"scheduler": SchedulerOptions(kind="pbt", quantile_fraction=0.5)},
+         {"scheduler": SchedulerOptions(kind="pbt", quantile_fraction=0.51)}, "--quantile-fraction = 0.51"),
+        ({"scheduler": SchedulerOptions(kind="pbt", resample_probability=1.0)},
+         {"scheduler": SchedulerOptions(kind="pbt", resample_probability=1.01)}, "--resample-probability"),
+        ({"scheduler": SchedulerOptions(kind="pbt"), "checkpoints": CheckpointOptions(num_to_keep=3)},
+         {"scheduler": SchedulerOptions(kind="pbt"), "checkpoints": CheckpointOptions(num_to_keep=2)},
+         "--keep-checkpoints = 2: PBT needs >= 3"),
+        ({"checkpoints": CheckpointOptions(num_to_keep=1)}, {"checkpoints": CheckpointOptions(num_to_keep=0)},
+         "--keep-checkpoints = 0"),
+        ({"resources": ResourceOptions(cpus_per_trial=0.5)}, {"resources": ResourceOptions(cpus_per_trial=0)},
+         "--cpus-per-trial = 0"),
+        ({"resources": ResourceOptions(gpus_per_trial=0.25)}, {"resources": ResourceOptions(gpus_per_trial=-0.25)},
+         "--gpus-per-trial = -0.25"),
+        ({"resources": ResourceOptions(gpus_per_trial=2)}, {"resources": ResourceOptions(gpus_per_trial=1.5)},
+         "--gpus-per-trial = 1.5: above 1 it must be a whole number"),
+        ({"resources": ResourceOptions(max_concurrent_trials=1)},
+         {"resources": ResourceOptions(max_concurrent_trials=0)}, "--max-concurrent-trials = 0"),
+    ],
+)
+def test_option_boundaries(inside: dict[str, Any], outside: dict[str, Any], match: str) -> None:
+    run_opts(**inside).validate()
+    with pytest.raises(OptionError, match=match):
+        run_opts(**outside).validate()
+
+
+def test_scheduler_kind_is_checked() -> None:
+    with pytest.raises(OptionError, match="--scheduler = 'hyperband'"):
+        RunOptions(scheduler=SchedulerOptions(kind="hyperband")).validate()  # type: ignore[arg-type]
+
+
+def test_resources_must_fit_a_node() -> None:
+    fits = ResourceOptions(cpus_per_trial=2)
+    fits.check_fits([2.0, 1.0], [])
+    with pytest.raises(OptionError, match=r"--cpus-per-trial = 3: no node has that many CPUs \(largest: 2\)"):
+        ResourceOptions(cpus_per_trial=3).check_fits([2.0, 1.0], [])
+    ResourceOptions(gpus_per_trial=0.5).check_fits([4.0], [1.0])
+    with pytest.raises(OptionError, match=r"--gpus-per-trial = 0.5: .*the cluster has no GPU"):
+        ResourceOptions(gpus_per_trial=0.5).check_fits([4.0], [])
