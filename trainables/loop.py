@@ -39,9 +39,14 @@ class TrialSession(Protocol):
         ...
 
 
-def trial_seed(base_seed: int, flat_config: dict[str, Any]) -> int:
-    """A seed per configuration: trials differ from each other, and a rerun of the same trial repeats exactly."""
-    text = json.dumps(flat_config, sort_keys=True, default=str)
+def trial_seed(cfg: TrialConfig) -> int:
+    """A seed per configuration: trials differ from each other, and a rerun or a resume repeats exactly.
+
+    Run limits (max_epochs, threads) stay out: resuming with a larger budget must replay the same data order.
+    """
+    hyper = {**asdict(cfg.model), **asdict(cfg.optim), **asdict(cfg.window)}
+    text = json.dumps(hyper, sort_keys=True, default=str)
+    base_seed = cfg.limits.seed
     return (base_seed * 1_000_003 + int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)) % (2**31)
 
 
@@ -106,7 +111,7 @@ def run_trial(
     window = cfg.window.window
     if window > data.manifest.max_window:
         raise ValueError(f"window = {window}: the dataset was prepared for windows up to {data.manifest.max_window}")
-    seed = trial_seed(cfg.limits.seed, cfg.to_flat())
+    seed = trial_seed(cfg)
     torch.manual_seed(seed)
     random.seed(seed)
 

@@ -1,0 +1,118 @@
+"""Checkpoints: exact resume in a new process, PBT's mutated values win after a restore, unsafe payloads refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import DirSession
+from trainables import metrics as M
+from trainables.checkpoint import CheckpointError, load_checkpoint
+from trainables.config import ModelConfig, TrialConfig
+from trainables.data.loader import DataHandle, load_forecast_data
+from trainables.loop import apply_hyperparameters, run_trial
+from trainables.model import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = {"hidden_size": 16, "num_layers": 2, "dropout": 0.1, "lr": 3e-3, "batch_size": 512, "window": 12, "seed": 7}
+
+RESUME_SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(1)
+from tests.helpers import DirSession
+from trainables.config import TrialConfig
+from trainables.data.loader import DataHandle, load_forecast_data
+from trainables.loop import run_trial
+data_uri, ckpt, out, flat = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+session = DirSession(out, resume_from=ckpt)
+run_trial(TrialConfig.from_flat(flat), load_forecast_data(DataHandle(uri=data_uri)), session, device=torch.device("cpu"))
+print(json.dumps(session.reports))
+"""
+
+
+def train(data_uri: str, root: Path, flat: dict[str, Any], resume_from: str | None = None) -> DirSession:
+    session = DirSession(str(root), resume_from=resume_from)
+    cfg = TrialConfig.from_flat(flat)
+    run_trial(cfg, load_forecast_data(DataHandle(uri=data_uri)), session, device=torch.device("cpu"))
+    return session
+
+
+def test_resume_in_new_process_matches_uninterrupted(prepared_data: str, tmp_path: Path) -> None:
+    straight = train(prepared_data, tmp_path / "straight", {**BASE, "max_epochs": 3})
+    first = train(prepared_data, tmp_path / "first", {**BASE, "max_epochs": 2})
+    assert [r[M.EPOCH] for r in first.reports] == [1, 2]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, prepared_data, str(tmp_path / "first" / "epoch-2"),
+         str(tmp_path / "resumed"), json.dumps({**BASE, "max_epochs": 3})],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    resumed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [r[M.EPOCH] for r in resumed] == [3], "resume must continue at epoch 3, not restart"
+    for key in (M.TRAIN_LOSS, M.VAL_LOSS):
+        assert resumed[0][key] == pytest.approx(straight.reports[2][key], rel=1e-6, abs=1e-9), (
+            f"{key} after resume differs from uninterrupted training"
+        )
+
+
+def test_pbt_restore_applies_mutated_hyperparameters(prepared_data: str, tmp_path: Path) -> None:
+    donor = train(prepared_data, tmp_path / "donor", {**BASE, "max_epochs": 1, "lr": 1e-3, "weight_decay": 0.0})
+    assert donor.reports[0][M.LEARNING_RATE] == pytest.approx(1e-3)
+    payload = load_checkpoint(str(tmp_path / "donor" / "epoch-1"))
+    assert payload["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+
+    # The same restore a PBT exploit does, with mutated values in the config.
+    mutated = TrialConfig.from_flat({**BASE, "lr": 7e-3, "weight_decay": 1e-4, "dropout": 0.3})
+    data = load_forecast_data(DataHandle(uri=prepared_data))
+    model = build_model(mutated.model, n_features=data.n_features, target_index=data.fitted.target_index)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=mutated.optim.lr)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3), "load_state_dict restores the donor's lr"
+    apply_hyperparameters(model, optimizer, mutated)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(7e-3)
+    assert optimizer.param_groups[0]["weight_decay"] == pytest.approx(1e-4)
+    assert model.lstm.dropout == pytest.approx(0.3) and model.head_dropout.p == pytest.approx(0.3)
+
+    # And through the loop: the first epoch after the restore runs and reports the mutated lr.
+    clone = train(
+        prepared_data, tmp_path / "clone", {**BASE, "max_epochs": 2, "lr": 7e-3, "weight_decay": 1e-4},
+        resume_from=str(tmp_path / "donor" / "epoch-1"),
+    )
+    assert [r[M.EPOCH] for r in clone.reports] == [2]
+    assert clone.reports[0][M.LEARNING_RATE] == pytest.approx(7e-3)
+    assert load_checkpoint(str(tmp_path / "clone" / "epoch-2"))["optimizer"]["param_groups"][0]["lr"] == pytest.approx(7e-3)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = "/tmp/lstm-tune-payload-ran"
+
+
+def test_checkpoint_with_code_payload_is_refused(tmp_path: Path) -> None:
+    if os.path.exists(MARKER):
+        os.remove(MARKER)
+    model = build_model(ModelConfig(hidden_size=4), n_features=3, target_index=0)
+    torch.save({"format_version": 1, "model": model.state_dict(), "evil": _Payload()}, tmp_path / "trial_state.pt")
+    with pytest.raises(CheckpointError, match=r"refused: it holds objects other than tensors"):
+        load_checkpoint(str(tmp_path))
+    assert not os.path.exists(MARKER), "the payload ran"
+
+
+def test_other_format_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no trial_state.pt"):
+        load_checkpoint(str(tmp_path))
+    torch.save({"format_version": 99}, tmp_path / "trial_state.pt")
+    with pytest.raises(CheckpointError, match="format_version = 99"):
+        load_checkpoint(str(tmp_path))
