@@ -51,7 +51,7 @@ class Forecaster:
         n = len(frame)
         if n < self.window:
             raise ValueError(f"predict: {n} rows given; the model needs at least window = {self.window}")
-        features = torch.from_numpy(frame[self.fitted.feature_names].to_numpy(np.float32))
+        features = torch.from_numpy(frame[self.fitted.feature_names].to_numpy(np.float32, copy=True))
         ends = torch.arange(self.window - 1, n)
         index = ends.unsqueeze(1) - torch.arange(self.window - 1, -1, -1).unsqueeze(0)
         self.model.eval()

@@ -1,0 +1,85 @@
+"""The command line as a user meets it: bad input is one clear line and a non-zero exit; a run prints JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout, check=False,
+    )
+
+
+def one_clear_line(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode != 0, "bad input must not exit 0"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {lines}"
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("task: forecast\nparams:\n  lr: [0.1, 0.2\n")
+    proc = cli("run", "--space", str(bad), "--storage", str(tmp_path / "runs"))
+    one_clear_line(proc, "broken.yaml", "malformed YAML")
+    assert proc.returncode == 2
+    assert not (tmp_path / "runs").exists(), "nothing may be written before validation passes"
+
+
+def test_mistyped_key(tmp_path: Path) -> None:
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("task: forecast\nparams:\n  hiden_size: {distribution: choice, values: [16, 32]}\n")
+    proc = cli("run", "--space", str(bad), "--storage", str(tmp_path / "runs"))
+    one_clear_line(proc, "typo.yaml", "params.hiden_size", "did you mean 'hidden_size'")
+
+
+def test_bad_option_and_unknown_preset(tmp_path: Path) -> None:
+    one_clear_line(cli("run", "--scheduler", "pbt", "--keep-checkpoints", "2"), "--keep-checkpoints = 2")
+    one_clear_line(cli("run", "--space", "forcast"), "no such file and no such preset")
+    one_clear_line(cli("run", "--scheduler", "hyperband"), "--scheduler = 'hyperband'")
+
+
+def test_spaces_commands() -> None:
+    listed = cli("spaces", "list")
+    assert listed.returncode == 0 and listed.stdout.split() == ["forecast", "forecast-small"]
+    shown = cli("spaces", "show", "forecast-small")
+    assert shown.returncode == 0 and "lr" in shown.stdout and "(PBT mutates)" in shown.stdout
+
+
+def test_help_everywhere() -> None:
+    for args in (["--help"], ["run", "--help"], ["spaces", "--help"]):
+        proc = cli(*args)
+        assert proc.returncode == 0 and "Usage" in proc.stdout
+
+
+@pytest.mark.ray
+def test_run_prints_json_summary(tmp_path: Path, prepared_data: str) -> None:
+    proc = cli(
+        "run", "--num-samples", "2", "--max-epochs", "2", "--scheduler", "fifo", "--data", prepared_data,
+        "--storage", str(tmp_path), "--name", "cli", "--json", timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["trials"] == {"total": 2, "finished": 2, "stopped": 0, "errored": 0}
+    assert math_finite(summary["best"]["test"]["rmse"])
+    assert (tmp_path / "cli" / "best.json").exists() and (tmp_path / "cli" / "best_model" / "model.pt").exists()
+    again = cli("run", "--data", prepared_data, "--storage", str(tmp_path), "--name", "cli")
+    one_clear_line(again, "--name = 'cli'", "already exists")
+
+
+def math_finite(x: float) -> bool:
+    return isinstance(x, float) and x == x and abs(x) != float("inf")
