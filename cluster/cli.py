@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -48,13 +48,13 @@ def run(
     max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train.")] = 12,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial (torch threads).")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; fractions share a GPU.")] = 0.0,
-    max_concurrent_trials: Annotated[Optional[int], typer.Option(help="Cap on trials running at once.")] = None,  # noqa: UP045
+    max_concurrent_trials: Annotated[int | None, typer.Option(help="Cap on trials running at once.")] = None,
     storage: Annotated[str, typer.Option(help="Folder for experiments.")] = "./runs",
-    name: Annotated[Optional[str], typer.Option(help="Experiment name (default: <space>-<scheduler>-<time>).")] = None,  # noqa: UP045
-    data: Annotated[Optional[str], typer.Option(help="Prepared dataset URI (default: bundled Beijing PM2.5).")] = None,  # noqa: UP045
+    name: Annotated[str | None, typer.Option(help="Experiment name (default: <space>-<scheduler>-<time>).")] = None,
+    data: Annotated[str | None, typer.Option(help="Prepared dataset URI (default: bundled Beijing PM2.5).")] = None,
     horizon: Annotated[int, typer.Option(help="Hours ahead to forecast (bundled data).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,  # noqa: UP045
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,
     grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped.")] = 2,
     reduction_factor: Annotated[int, typer.Option(help="ASHA: keep 1/N of trials per rung.")] = 3,
     perturbation_interval: Annotated[int, typer.Option(help="PBT: epochs between exploit/explore.")] = 2,

@@ -77,12 +77,14 @@ def prepare_forecast(
     n = len(df)
     train_end, val_end = split_bounds(n, cfg)
     if train_end <= cfg.context_rows or val_end - train_end < 1 or n - val_end < 1:
-        raise ValueError(
-            f"data: {n} rows are too few for split {cfg.split} with max_window {cfg.max_window}"
-        )
+        raise ValueError(f"data: {n} rows are too few for split {cfg.split} with max_window {cfg.max_window}")
     fitted = fit(df.iloc[:train_end], cfg)
     frame = transform(df, fitted)
-    bounds = {"train": (0, train_end, 0), "val": (train_end, val_end, cfg.context_rows), "test": (val_end, n, cfg.context_rows)}
+    bounds = {
+        "train": (0, train_end, 0),
+        "val": (train_end, val_end, cfg.context_rows),
+        "test": (val_end, n, cfg.context_rows),
+    }
     splits: dict[str, SplitInfo] = {}
     for split, (start, end, context) in bounds.items():
         table = _split_table(frame, start, end, context)
@@ -94,14 +96,21 @@ def prepare_forecast(
             end=pd.Timestamp(df[TIME].iloc[end - 1]).isoformat(),
             shards=shards,
         )
-    step = df[TIME].diff().median()
+    step = pd.Timedelta(df[TIME].diff().median())
     columns = (
         ColumnInfo(name=TIME, role="time", dtype="timestamp[ns]", description="row time"),
         *(ColumnInfo(name=f, role="feature", dtype="float32") for f in fitted.feature_names),
         ColumnInfo(name=TARGET, role="target", dtype="float32", description=f"{cfg.target}, scaled"),
-        ColumnInfo(name=TARGET_RAW, role="target_raw", dtype="float64", description=f"{cfg.target}, original units, forward-filled"),
+        ColumnInfo(
+            name=TARGET_RAW,
+            role="target_raw",
+            dtype="float64",
+            description=f"{cfg.target}, original units, forward-filled",
+        ),
         ColumnInfo(name=OBSERVED, role="observed", dtype="bool", description=f"{cfg.target} was observed (not filled)"),
-        ColumnInfo(name=CONTEXT, role="context", dtype="bool", description="history from the previous split; never a target"),
+        ColumnInfo(
+            name=CONTEXT, role="context", dtype="bool", description="history from the previous split; never a target"
+        ),
     )
     manifest = Manifest(
         format_version=FORMAT_VERSION,
@@ -136,7 +145,9 @@ def prepare_default(dest: Location, *, horizon: int = 1, max_window: int = 168) 
         pass
     data = bundled_beijing_csv()
     source = {"name": "beijing_pm25_hourly.csv (bundled)", "sha256": hashlib.sha256(data).hexdigest()}
-    return prepare_forecast(read_csv_bytes(data, "beijing_pm25_hourly.csv"), cfg, dest, name=DEFAULT_DATASET, source=source)
+    return prepare_forecast(
+        read_csv_bytes(data, "beijing_pm25_hourly.csv"), cfg, dest, name=DEFAULT_DATASET, source=source
+    )
 
 
 __all__ = ["DEFAULT_DATASET", "bundled_beijing_csv", "prepare_default", "prepare_forecast", "read_csv_bytes"]

@@ -12,8 +12,8 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
-from ray.tune.schedulers import TrialScheduler
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from rich.console import Console
 
@@ -26,7 +26,6 @@ from cluster.storage import ExperimentPaths, experiment_paths, probe
 from cluster.summary import BestTrial, Scores, Summary, baselines_for, render, score_checkpoint
 from search_spaces import SearchSpace, SearchSpaceError, load_space
 from trainables import metrics as M
-from trainables.data.forecast_prep import FittedPrep
 from trainables.data.loader import DataHandle, load_forecast_data
 from trainables.data.manifest import Manifest, read_manifest
 from trainables.data.shards import verify_all
@@ -149,7 +148,9 @@ def run_experiment(opts: RunOptions, console: Console | None = None) -> Summary:
     started = time.monotonic()
     p = plan(opts)
     if exists(p.paths.root.child("tuner.pkl")):
-        raise OptionError(f"--name = {p.name!r}: an experiment already exists at {p.paths.root.uri}; choose another name")
+        raise OptionError(
+            f"--name = {p.name!r}: an experiment already exists at {p.paths.root.uri}; choose another name"
+        )
     probe(p.paths.root)
     data_uri = opts.data or p.paths.data.uri
     if opts.data is None:
@@ -185,9 +186,7 @@ def run_experiment(opts: RunOptions, console: Console | None = None) -> Summary:
     return summary
 
 
-def summarize(
-    p: Plan, results: Any, handle: DataHandle, exploits: list[dict[str, Any]], wall_time: float
-) -> Summary:
+def summarize(p: Plan, results: Any, handle: DataHandle, exploits: list[dict[str, Any]], wall_time: float) -> Summary:
     opts = p.options
     ok = [r for r in results if r.error is None and r.metrics]
     errored = [r for r in results if r.error is not None]

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from rich.console import Console
 
 from trainables import metrics as M
 
@@ -28,7 +28,11 @@ class ProgressState:
     results: int = 0
 
     def line(self, elapsed: float) -> str:
-        best = f"best val RMSE {self.best_rmse:.2f} ({self.best_trial})" if math.isfinite(self.best_rmse) else "no result yet"
+        best = (
+            f"best val RMSE {self.best_rmse:.2f} ({self.best_trial})"
+            if math.isfinite(self.best_rmse)
+            else "no result yet"
+        )
         return (
             f"[{elapsed:6.0f}s] running {len(self.running)}, finished {len(self.finished)}, "
             f"stopped early {len(self.stopped)}, errored {len(self.errored)} | {best}"

@@ -50,7 +50,9 @@ def build_scheduler(opts: SchedulerOptions, *, max_epochs: int, mutations: dict[
         )
     if opts.kind == "pbt":
         if not mutations:
-            raise ValueError("--scheduler pbt: the search space declares no pbt.mutations; PBT would have nothing to explore")
+            raise ValueError(
+                "--scheduler pbt: the search space declares no pbt.mutations; PBT would have nothing to explore"
+            )
         return LineagePBT(
             time_attr="training_iteration",
             perturbation_interval=opts.perturbation_interval,

@@ -69,7 +69,9 @@ def to_mutations(space: SearchSpace) -> dict[str, Any]:
     rules = param_rules()
     out: dict[str, Any] = {}
     for name, spec in space.mutations.items():
-        out[name] = list(spec.values) if spec.distribution == "choice" else _domain(spec, rules[name], "random", space.source)
+        out[name] = (
+            list(spec.values) if spec.distribution == "choice" else _domain(spec, rules[name], "random", space.source)
+        )
     return out
 
 

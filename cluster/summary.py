@@ -77,9 +77,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def score_checkpoint(
-    checkpoint_dir: str, data: ForecastData
-) -> tuple[dict[str, Any], dict[str, ForecastScores]]:
+def score_checkpoint(checkpoint_dir: str, data: ForecastData) -> tuple[dict[str, Any], dict[str, ForecastScores]]:
     """Load a checkpoint (safely) and score it on val and test; returns the payload and the scores."""
     payload = load_checkpoint(checkpoint_dir)
     info = payload["model_config"]
@@ -115,11 +113,22 @@ def render(summary: Summary, console: Console) -> None:
     table.add_column("val MAE", justify="right")
     table.add_column("test RMSE", justify="right")
     table.add_column("test MAE", justify="right")
-    table.add_row(f"best LSTM ({b.trial_id}, epoch {b.epoch})", f"{b.val.rmse:.2f}", f"{b.val.mae:.2f}",
-                  f"{b.test.rmse:.2f}", f"{b.test.mae:.2f}", style="bold")
+    table.add_row(
+        f"best LSTM ({b.trial_id}, epoch {b.epoch})",
+        f"{b.val.rmse:.2f}",
+        f"{b.val.mae:.2f}",
+        f"{b.test.rmse:.2f}",
+        f"{b.test.mae:.2f}",
+        style="bold",
+    )
     for name, s in summary.baselines.items():
-        table.add_row(name.replace("_", "-"), f"{s['val'].rmse:.2f}", f"{s['val'].mae:.2f}",
-                      f"{s['test'].rmse:.2f}", f"{s['test'].mae:.2f}")
+        table.add_row(
+            name.replace("_", "-"),
+            f"{s['val'].rmse:.2f}",
+            f"{s['val'].mae:.2f}",
+            f"{s['test'].rmse:.2f}",
+            f"{s['test'].mae:.2f}",
+        )
     console.print(table)
     persistence = summary.baselines["persistence"]["test"].rmse
     gain = 100.0 * (persistence - b.test.rmse) / persistence

@@ -147,7 +147,9 @@ def _parse_spec(where: str, key: str, name: str, raw: Any, rules: Mapping[str, P
             raise SearchSpaceError(_unknown(where, f"{key}.{k}", str(k), allowed_keys))
     for k in SPEC_KEYS[dist]:
         if k not in raw:
-            raise SearchSpaceError(f"{where}: {key}.{k}: missing; a {dist} distribution needs {', '.join(SPEC_KEYS[dist])}")
+            raise SearchSpaceError(
+                f"{where}: {key}.{k}: missing; a {dist} distribution needs {', '.join(SPEC_KEYS[dist])}"
+            )
     distribution = cast(Distribution, dist)
     if dist in ("choice", "grid"):
         values = raw["values"]
@@ -160,9 +162,7 @@ def _parse_spec(where: str, key: str, name: str, raw: Any, rules: Mapping[str, P
         _check_value(where, f"{key}.value", raw["value"], rule)
         return ParamSpec(name=name, distribution="constant", values=(raw["value"],))
     if rule.kind not in ("int", "float"):
-        raise SearchSpaceError(
-            f"{where}: {key}.distribution = {dist!r}: {name} is a {rule.kind}; use choice or grid"
-        )
+        raise SearchSpaceError(f"{where}: {key}.distribution = {dist!r}: {name} is a {rule.kind}; use choice or grid")
     if dist == "randint" and rule.kind != "int":
         raise SearchSpaceError(f"{where}: {key}.distribution = 'randint': {name} is a float; use uniform or loguniform")
     if dist in ("uniform", "loguniform", "quniform") and rule.kind == "int" and dist != "quniform":
@@ -204,9 +204,7 @@ def _number(where: str, key: str, raw: Any) -> float:
     return float(raw)
 
 
-def _check_value(
-    where: str, key: str, value: Any, rule: ParamRule, shown: Any = None, note: str = ""
-) -> None:
+def _check_value(where: str, key: str, value: Any, rule: ParamRule, shown: Any = None, note: str = "") -> None:
     shown = value if shown is None else shown
     allowed = rule.describe_range()
     bad = f"{where}: {key} = {shown!r}{note}: {rule.name} must be {allowed}"

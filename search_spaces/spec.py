@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 Distribution = Literal["loguniform", "uniform", "quniform", "randint", "choice", "grid", "constant"]
 DISTRIBUTIONS: tuple[str, ...] = (
@@ -15,7 +15,7 @@ DISTRIBUTIONS: tuple[str, ...] = (
     "grid",
     "constant",
 )
-Scalar = Union[int, float, str, bool]
+Scalar = int | float | str | bool
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,7 +32,8 @@ from trainables.data.loader import DataHandle, load_forecast_data
 from trainables.loop import run_trial
 data_uri, ckpt, out, flat = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 session = DirSession(out, resume_from=ckpt)
-run_trial(TrialConfig.from_flat(flat), load_forecast_data(DataHandle(uri=data_uri)), session, device=torch.device("cpu"))
+data = load_forecast_data(DataHandle(uri=data_uri))
+run_trial(TrialConfig.from_flat(flat), data, session, device=torch.device("cpu"))
 print(json.dumps(session.reports))
 """
 
@@ -50,9 +51,21 @@ def test_resume_in_new_process_matches_uninterrupted(prepared_data: str, tmp_pat
     assert [r[M.EPOCH] for r in first.reports] == [1, 2]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", RESUME_SCRIPT, prepared_data, str(tmp_path / "first" / "epoch-2"),
-         str(tmp_path / "resumed"), json.dumps({**BASE, "max_epochs": 3})],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False,
+        [
+            sys.executable,
+            "-c",
+            RESUME_SCRIPT,
+            prepared_data,
+            str(tmp_path / "first" / "epoch-2"),
+            str(tmp_path / "resumed"),
+            json.dumps({**BASE, "max_epochs": 3}),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     resumed = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -84,12 +97,16 @@ def test_pbt_restore_applies_mutated_hyperparameters(prepared_data: str, tmp_pat
 
     # And through the loop: the first epoch after the restore runs and reports the mutated lr.
     clone = train(
-        prepared_data, tmp_path / "clone", {**BASE, "max_epochs": 2, "lr": 7e-3, "weight_decay": 1e-4},
+        prepared_data,
+        tmp_path / "clone",
+        {**BASE, "max_epochs": 2, "lr": 7e-3, "weight_decay": 1e-4},
         resume_from=str(tmp_path / "donor" / "epoch-1"),
     )
     assert [r[M.EPOCH] for r in clone.reports] == [2]
     assert clone.reports[0][M.LEARNING_RATE] == pytest.approx(7e-3)
-    assert load_checkpoint(str(tmp_path / "clone" / "epoch-2"))["optimizer"]["param_groups"][0]["lr"] == pytest.approx(7e-3)
+    assert load_checkpoint(str(tmp_path / "clone" / "epoch-2"))["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        7e-3
+    )
 
 
 class _Payload:
@@ -111,7 +128,7 @@ def test_checkpoint_with_code_payload_is_refused(tmp_path: Path) -> None:
 
 
 def test_other_format_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="no trial_state.pt"):
+    with pytest.raises(CheckpointError, match=r"no trial_state\.pt"):
         load_checkpoint(str(tmp_path))
     torch.save({"format_version": 99}, tmp_path / "trial_state.pt")
     with pytest.raises(CheckpointError, match="format_version = 99"):

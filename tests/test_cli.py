@@ -18,7 +18,12 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env.pop("RAY_ADDRESS", None)
     return subprocess.run(
         [sys.executable, "-m", "cluster.cli", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -69,8 +74,21 @@ def test_help_everywhere() -> None:
 @pytest.mark.ray
 def test_run_prints_json_summary(tmp_path: Path, prepared_data: str) -> None:
     proc = cli(
-        "run", "--num-samples", "2", "--max-epochs", "2", "--scheduler", "fifo", "--data", prepared_data,
-        "--storage", str(tmp_path), "--name", "cli", "--json", timeout=300,
+        "run",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "2",
+        "--scheduler",
+        "fifo",
+        "--data",
+        prepared_data,
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "cli",
+        "--json",
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)

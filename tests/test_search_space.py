@@ -40,41 +40,77 @@ def test_forecast_extends_forecast_small() -> None:
     ("inside", "outside", "match"),
     [
         # unknown key (close match is suggested)
-        ("  lr: {distribution: uniform, low: 0.001, high: 0.01}\n",
-         "  lrr: {distribution: uniform, low: 0.001, high: 0.01}\n", r"unknown key 'params.lrr'.*did you mean 'lr'"),
+        (
+            "  lr: {distribution: uniform, low: 0.001, high: 0.01}\n",
+            "  lrr: {distribution: uniform, low: 0.001, high: 0.01}\n",
+            r"unknown key 'params.lrr'.*did you mean 'lr'",
+        ),
         # unknown distribution
-        ("  lr: {distribution: loguniform, low: 0.001, high: 0.01}\n",
-         "  lr: {distribution: lognormal, low: 0.001, high: 0.01}\n", r"params\.lr\.distribution = 'lognormal'"),
+        (
+            "  lr: {distribution: loguniform, low: 0.001, high: 0.01}\n",
+            "  lr: {distribution: lognormal, low: 0.001, high: 0.01}\n",
+            r"params\.lr\.distribution = 'lognormal'",
+        ),
         # low >= high
-        ("  dropout: {distribution: uniform, low: 0.1, high: 0.2}\n",
-         "  dropout: {distribution: uniform, low: 0.2, high: 0.2}\n", r"params\.dropout: low = 0.2 must be < high"),
+        (
+            "  dropout: {distribution: uniform, low: 0.1, high: 0.2}\n",
+            "  dropout: {distribution: uniform, low: 0.2, high: 0.2}\n",
+            r"params\.dropout: low = 0.2 must be < high",
+        ),
         # non-positive bound on a log scale
-        ("  weight_decay: {distribution: loguniform, low: 1.0e-9, high: 0.01}\n",
-         "  weight_decay: {distribution: loguniform, low: 0.0, high: 0.01}\n", r"params\.weight_decay\.low = 0.*low > 0"),
+        (
+            "  weight_decay: {distribution: loguniform, low: 1.0e-9, high: 0.01}\n",
+            "  weight_decay: {distribution: loguniform, low: 0.0, high: 0.01}\n",
+            r"params\.weight_decay\.low = 0.*low > 0",
+        ),
         # empty choice
-        ("  hidden_size: {distribution: choice, values: [8]}\n",
-         "  hidden_size: {distribution: choice, values: []}\n", r"params\.hidden_size\.values = \[\]"),
+        (
+            "  hidden_size: {distribution: choice, values: [8]}\n",
+            "  hidden_size: {distribution: choice, values: []}\n",
+            r"params\.hidden_size\.values = \[\]",
+        ),
         # value outside the trainable's range (dropout < 1)
-        ("  dropout: {distribution: uniform, low: 0.0, high: 0.99}\n",
-         "  dropout: {distribution: uniform, low: 0.0, high: 1.0}\n", r"params\.dropout\.high = 1\.0.*< 1"),
+        (
+            "  dropout: {distribution: uniform, low: 0.0, high: 0.99}\n",
+            "  dropout: {distribution: uniform, low: 0.0, high: 1.0}\n",
+            r"params\.dropout\.high = 1\.0.*< 1",
+        ),
         # integer parameter given a fraction
-        ("  hidden_size: {distribution: choice, values: [1, 2]}\n",
-         "  hidden_size: {distribution: choice, values: [0.5, 2]}\n", r"params\.hidden_size\.values\[0\] = 0\.5"),
+        (
+            "  hidden_size: {distribution: choice, values: [1, 2]}\n",
+            "  hidden_size: {distribution: choice, values: [0.5, 2]}\n",
+            r"params\.hidden_size\.values\[0\] = 0\.5",
+        ),
         # integer parameter below its minimum
-        ("  num_layers: {distribution: randint, low: 1, high: 3}\n",
-         "  num_layers: {distribution: randint, low: 0, high: 3}\n", r"params\.num_layers\.low = 0"),
+        (
+            "  num_layers: {distribution: randint, low: 1, high: 3}\n",
+            "  num_layers: {distribution: randint, low: 0, high: 3}\n",
+            r"params\.num_layers\.low = 0",
+        ),
         # randint excludes high: high - 1 must be allowed (num_layers <= 8)
-        ("  num_layers: {distribution: randint, low: 1, high: 9}\n",
-         "  num_layers: {distribution: randint, low: 1, high: 10}\n", r"params\.num_layers\.high = 10 \(randint excludes high\)"),
+        (
+            "  num_layers: {distribution: randint, low: 1, high: 9}\n",
+            "  num_layers: {distribution: randint, low: 1, high: 10}\n",
+            r"params\.num_layers\.high = 10 \(randint excludes high\)",
+        ),
         # quniform step
-        ("  batch_size: {distribution: quniform, low: 32, high: 256, q: 32}\n",
-         "  batch_size: {distribution: quniform, low: 32, high: 256, q: 0}\n", r"params\.batch_size\.q = 0"),
+        (
+            "  batch_size: {distribution: quniform, low: 32, high: 256, q: 32}\n",
+            "  batch_size: {distribution: quniform, low: 32, high: 256, q: 0}\n",
+            r"params\.batch_size\.q = 0",
+        ),
         # missing key of a distribution
-        ("  lr: {distribution: uniform, low: 0.001, high: 0.01}\n",
-         "  lr: {distribution: uniform, low: 0.001}\n", r"params\.lr\.high: missing"),
+        (
+            "  lr: {distribution: uniform, low: 0.001, high: 0.01}\n",
+            "  lr: {distribution: uniform, low: 0.001}\n",
+            r"params\.lr\.high: missing",
+        ),
         # exponent without a dot is a YAML string: say so
-        ("  lr: {distribution: loguniform, low: 1.0e-3, high: 1.0e-2}\n",
-         "  lr: {distribution: loguniform, low: 1e-3, high: 1.0e-2}\n", r"params\.lr\.low = '1e-3'.*with a dot"),
+        (
+            "  lr: {distribution: loguniform, low: 1.0e-3, high: 1.0e-2}\n",
+            "  lr: {distribution: loguniform, low: 1e-3, high: 1.0e-2}\n",
+            r"params\.lr\.low = '1e-3'.*with a dot",
+        ),
     ],
 )
 def test_param_rule_boundaries(tmp_path: Path, inside: str, outside: str, match: str) -> None:
@@ -85,17 +121,29 @@ def test_param_rule_boundaries(tmp_path: Path, inside: str, outside: str, match:
 
 @pytest.mark.parametrize("shape_param", ["hidden_size", "num_layers", "window"])
 def test_pbt_refuses_shape_changing_mutations(tmp_path: Path, shape_param: str) -> None:
-    params = "  lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n" + f"  {shape_param}: {{distribution: choice, values: [1, 2]}}\n"
-    load_space(write(tmp_path, space_with(params, "    lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n"), "ok.yaml"), RULES)
+    params = (
+        "  lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n"
+        + f"  {shape_param}: {{distribution: choice, values: [1, 2]}}\n"
+    )
+    load_space(
+        write(
+            tmp_path, space_with(params, "    lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n"), "ok.yaml"
+        ),
+        RULES,
+    )
     bad = space_with(params, f"    {shape_param}: {{distribution: choice, values: [1, 2]}}\n")
-    with pytest.raises(SearchSpaceError, match=rf"pbt\.mutations\.{shape_param}: {shape_param} changes the model's shape"):
+    with pytest.raises(
+        SearchSpaceError, match=rf"pbt\.mutations\.{shape_param}: {shape_param} changes the model's shape"
+    ):
         load_space(write(tmp_path, bad, "bad.yaml"), RULES)
 
 
 def test_pbt_mutation_must_be_declared(tmp_path: Path) -> None:
     params = "  lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n"
     with pytest.raises(SearchSpaceError, match=r"pbt\.mutations\.dropout: dropout is mutated but not declared"):
-        load_space(write(tmp_path, space_with(params, "    dropout: {distribution: uniform, low: 0.0, high: 0.5}\n")), RULES)
+        load_space(
+            write(tmp_path, space_with(params, "    dropout: {distribution: uniform, low: 0.0, high: 0.5}\n")), RULES
+        )
 
 
 def test_malformed_yaml_names_line(tmp_path: Path) -> None:
@@ -115,7 +163,9 @@ def test_missing_file_lists_presets() -> None:
 
 
 def test_grid_search_refuses_continuous(tmp_path: Path) -> None:
-    space = load_space(write(tmp_path, space_with("  hidden_size: {distribution: choice, values: [8, 16]}\n  lr: 0.01\n")), RULES)
+    space = load_space(
+        write(tmp_path, space_with("  hidden_size: {distribution: choice, values: [8, 16]}\n  lr: 0.01\n")), RULES
+    )
     grid = to_param_space(space, "grid")
     assert grid["hidden_size"] == {"grid_search": [8, 16]} and grid["lr"] == 0.01
     wide = load_space("forecast-small", RULES)

@@ -76,9 +76,7 @@ def load_checkpoint(directory: str) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         version = payload.get("format_version") if isinstance(payload, dict) else None
-        raise CheckpointError(
-            f"checkpoint {path}: format_version = {version!r}; this lstm-tune reads {FORMAT_VERSION}"
-        )
+        raise CheckpointError(f"checkpoint {path}: format_version = {version!r}; this lstm-tune reads {FORMAT_VERSION}")
     return payload
 
 

@@ -66,7 +66,9 @@ class Forecaster:
         )
 
 
-def export_model(dest: Location, *, checkpoint_payload: dict[str, Any], fitted: FittedPrep, step_seconds: float) -> None:
+def export_model(
+    dest: Location, *, checkpoint_payload: dict[str, Any], fitted: FittedPrep, step_seconds: float
+) -> None:
     """Write ``model.pt`` (tensors and plain data only) and ``preprocessing.json`` under ``dest``."""
     import io
 

@@ -57,7 +57,7 @@ def _s3_filesystem(endpoint: str | None) -> pafs.S3FileSystem:
         # S3-compatible servers want path-style addressing and accept any region name.
         kwargs["force_virtual_addressing"] = False
         kwargs.setdefault("region", "us-east-1")
-    return pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+    return pafs.S3FileSystem(**kwargs)
 
 
 def resolve(uri: str, *, endpoint: str | None = None) -> Location:
@@ -83,7 +83,9 @@ def resolve(uri: str, *, endpoint: str | None = None) -> Location:
         local = parsed.path if parsed.scheme == "file" else uri
         absolute = os.path.abspath(os.path.expanduser(local))
         return Location(uri=absolute, fs=pafs.LocalFileSystem(), path=absolute)
-    raise ValueError(f"storage URI {uri!r}: unsupported scheme {parsed.scheme!r}; use a local path or s3://bucket/prefix")
+    raise ValueError(
+        f"storage URI {uri!r}: unsupported scheme {parsed.scheme!r}; use a local path or s3://bucket/prefix"
+    )
 
 
 def read_bytes(loc: Location) -> bytes:

@@ -121,7 +121,7 @@ def assemble_time(df: pd.DataFrame, cfg: ForecastPrepConfig) -> pd.DataFrame:
     if len(cfg.time_columns) == 1:
         ts = pd.to_datetime(df[cfg.time_columns[0]], errors="coerce")
     else:
-        parts = {name: df[col] for name, col in zip(("year", "month", "day", "hour"), cfg.time_columns)}
+        parts = {name: df[col] for name, col in zip(("year", "month", "day", "hour"), cfg.time_columns, strict=False)}
         ts = pd.to_datetime(pd.DataFrame(parts), errors="coerce")
     if ts.isna().any():
         bad = int(ts.isna().to_numpy().nonzero()[0][0])
@@ -135,8 +135,8 @@ def assemble_time(df: pd.DataFrame, cfg: ForecastPrepConfig) -> pd.DataFrame:
 
 def split_bounds(n_rows: int, cfg: ForecastPrepConfig) -> tuple[int, int]:
     """End of train and end of val, as row counts."""
-    train_end = int(round(n_rows * cfg.split[0]))
-    val_end = int(round(n_rows * (cfg.split[0] + cfg.split[1])))
+    train_end = round(n_rows * cfg.split[0])
+    val_end = round(n_rows * (cfg.split[0] + cfg.split[1]))
     return train_end, val_end
 
 
@@ -158,15 +158,9 @@ def fit(train: pd.DataFrame, cfg: ForecastPrepConfig) -> FittedPrep:
             centre[col], scale[col] = 0.0, 1.0
         if not scale[col] > 0:
             scale[col] = 1.0  # a constant column carries no information; keep it finite
-    categories = {
-        col: sorted(str(v) for v in train[col].dropna().unique()) for col in cfg.categorical
-    }
-    indicators = [
-        c for c in cfg.numeric if c == cfg.target or pd.to_numeric(train[c], errors="coerce").isna().any()
-    ]
-    fitted = FittedPrep(
-        config=cfg, centre=centre, scale=scale, fill=fill, categories=categories, indicators=indicators
-    )
+    categories = {col: sorted(str(v) for v in train[col].dropna().unique()) for col in cfg.categorical}
+    indicators = [c for c in cfg.numeric if c == cfg.target or pd.to_numeric(train[c], errors="coerce").isna().any()]
+    fitted = FittedPrep(config=cfg, centre=centre, scale=scale, fill=fill, categories=categories, indicators=indicators)
     names = list(_feature_frame(train.head(0), fitted).columns)
     return FittedPrep(
         config=cfg,

@@ -55,8 +55,7 @@ def load_forecast_data(handle: DataHandle, splits: tuple[str, ...] = ("train", "
             return cached
         fitted = FittedPrep.from_dict(manifest.preprocessing["fitted"])
         arrays = {
-            split: SeriesArrays.from_table(read_split(root, manifest, split), fitted.feature_names)
-            for split in splits
+            split: SeriesArrays.from_table(read_split(root, manifest, split), fitted.feature_names) for split in splits
         }
         data = ForecastData(manifest=manifest, fitted=fitted, splits=arrays)
         _CACHE[key] = data

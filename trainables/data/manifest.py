@@ -99,9 +99,7 @@ class Manifest:
             )
         try:
             splits = {
-                name: SplitInfo(
-                    **{**s, "shards": tuple(ShardInfo(**sh) for sh in s["shards"])}
-                )
+                name: SplitInfo(**{**s, "shards": tuple(ShardInfo(**sh) for sh in s["shards"])})
                 for name, s in raw["splits"].items()
             }
             return cls(
@@ -123,7 +121,9 @@ def read_manifest(root: Location) -> Manifest:
     try:
         text = read_bytes(loc).decode("utf-8")
     except FileNotFoundError:
-        raise ManifestError(f"{loc.uri}: no manifest; prepare the data first (lstm-tune run does it for the default)") from None
+        raise ManifestError(
+            f"{loc.uri}: no manifest; prepare the data first (lstm-tune run does it for the default)"
+        ) from None
     except OSError as exc:
         raise ManifestError(f"{loc.uri}: cannot read the manifest: {exc}") from None
     return Manifest.from_json(text, loc.uri)

@@ -28,9 +28,7 @@ def write_shards(root: Location, split: str, table: pa.Table, shard_rows: int) -
         data = buf.getvalue()
         rel = f"{split}/part-{index:05d}.parquet"
         write_bytes_atomic(root.child(rel), data)
-        shards.append(
-            ShardInfo(path=rel, rows=part.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        )
+        shards.append(ShardInfo(path=rel, rows=part.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
     return tuple(shards)
 
 

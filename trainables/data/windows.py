@@ -28,9 +28,7 @@ class SeriesArrays:
 
     @classmethod
     def from_table(cls, table: pa.Table, feature_names: list[str]) -> SeriesArrays:
-        feats = np.column_stack(
-            [table.column(n).to_numpy().astype(np.float32, copy=False) for n in feature_names]
-        )
+        feats = np.column_stack([table.column(n).to_numpy().astype(np.float32, copy=False) for n in feature_names])
         if not np.isfinite(feats).all():
             raise ValueError("data: a non-finite value reached the feature tensor")
         context = (
