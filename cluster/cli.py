@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from cluster.cli_data import data_app
 from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
 from search_spaces import SearchSpaceError, preset_names
 
@@ -20,18 +22,38 @@ app = typer.Typer(
 )
 spaces_app = typer.Typer(help="Search-space presets.", no_args_is_help=True)
 app.add_typer(spaces_app, name="spaces")
+app.add_typer(data_app, name="data")
 
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: one line, no traceback, exit code 2."""
+    from cluster.data import DatasetExistsError
+    from cluster.sources import SourceError
     from cluster.storage import StorageError
     from trainables.checkpoint import CheckpointError
+    from trainables.data.cache import ShardError
     from trainables.data.manifest import ManifestError
-    from trainables.data.shards import ShardError
 
-    return (OptionError, SearchSpaceError, StorageError, ManifestError, ShardError, CheckpointError)
+    # ValueError last: our own checks raise it with a message that names the key (data.*, window = ...).
+    return (
+        OptionError,
+        SearchSpaceError,
+        StorageError,
+        ManifestError,
+        ShardError,
+        CheckpointError,
+        SourceError,
+        DatasetExistsError,
+        ValueError,
+    )
+
+
+def set_endpoint(endpoint: str | None) -> None:
+    """``--s3-endpoint`` becomes AWS_ENDPOINT_URL_S3, which this process, its Ray workers and boto3 all read."""
+    if endpoint:
+        os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -55,6 +77,7 @@ def run(
     horizon: Annotated[int, typer.Option(help="Hours ahead to forecast (bundled data).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
     grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped.")] = 2,
     reduction_factor: Annotated[int, typer.Option(help="ASHA: keep 1/N of trials per rung.")] = 3,
     perturbation_interval: Annotated[int, typer.Option(help="PBT: epochs between exploit/explore.")] = 2,
@@ -64,6 +87,7 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Tune an LSTM forecaster and print the best trial against naive baselines."""
+    set_endpoint(s3_endpoint)
     opts = RunOptions(
         space=space,
         search=search,  # type: ignore[arg-type]  # validated by RunOptions.validate
@@ -98,7 +122,7 @@ def run(
         from cluster.experiment import run_experiment
 
         summary = run_experiment(opts, console=err)
-    except _user_errors() as exc:
+    except user_errors() as exc:
         fail(str(exc))
         return
     except RuntimeError as exc:

@@ -22,15 +22,16 @@ from cluster.options import OptionError, RunOptions
 from cluster.progress import ProgressCallback
 from cluster.schedulers import LineagePBT, build_scheduler
 from cluster.space import grid_size, param_rules, to_mutations, to_param_space
-from cluster.storage import ExperimentPaths, experiment_paths, probe
+from cluster.storage import ExperimentPaths, check_readable, experiment_paths, probe
 from cluster.summary import BestTrial, Scores, Summary, baselines_for, render, score_checkpoint
 from search_spaces import SearchSpace, SearchSpaceError, load_space
 from trainables import metrics as M
+from trainables.data.cache import ShardCache
 from trainables.data.loader import DataHandle, load_forecast_data
-from trainables.data.manifest import Manifest, read_manifest
+from trainables.data.manifest import Manifest, ManifestError, read_manifest
 from trainables.data.shards import verify_all
 from trainables.export import export_model
-from trainables.storage import exists, resolve, write_bytes_atomic
+from trainables.storage import exists, resolve, s3_endpoint, write_bytes_atomic
 from trainables.trainable import TrialEnv, forecast_trainable
 
 
@@ -157,10 +158,14 @@ def run_experiment(opts: RunOptions, console: Console | None = None) -> Summary:
         console.print(f"preparing bundled Beijing PM2.5 data at {data_uri}", highlight=False)
         prepare_default(p.paths.data, horizon=opts.horizon, max_window=168)
     root = resolve(data_uri)
+    check_readable(root, "--data")
     manifest = read_manifest(root)
+    if manifest.task != "forecast":
+        raise ManifestError(f"--data {root.uri}: task {manifest.task!r}; lstm-tune run trains forecasters so far")
     check_against_data(p.space, manifest)
-    verify_all(root, manifest)
-    handle = DataHandle(uri=root.uri)
+    # Through the node's shard cache: trials on this node then find every shard already fetched and verified.
+    verify_all(root, manifest, None if root.is_local else ShardCache.default())
+    handle = DataHandle(uri=root.uri, endpoint=s3_endpoint())
 
     started_ray = connect(opts.address)
     try:
@@ -203,7 +208,6 @@ def summarize(p: Plan, results: Any, handle: DataHandle, exploits: list[dict[str
         p.paths.best_model,
         checkpoint_payload=payload,
         fitted=data.fitted,
-        step_seconds=float(data.manifest.task_params["step_seconds"]),
     )
     config = {k: v for k, v in best.config.items() if k not in ("max_epochs", "seed")}
     return Summary(

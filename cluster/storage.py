@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from trainables.storage import Location, read_bytes, resolve, write_bytes_atomic
+from trainables.storage import Location, bucket_exists, explain, read_bytes, resolve, write_bytes_atomic
 
 
 class StorageError(ValueError):
@@ -42,8 +42,20 @@ class ExperimentPaths:
         return self.root.child("pbt_lineage.jsonl")
 
 
-def experiment_paths(storage: str, name: str) -> ExperimentPaths:
-    return ExperimentPaths(root=resolve(storage).child(name))
+def experiment_paths(storage: str, name: str, endpoint: str | None = None) -> ExperimentPaths:
+    return ExperimentPaths(root=resolve(storage, endpoint=endpoint).child(name))
+
+
+def check_readable(loc: Location, what: str) -> None:
+    """Fail with one line if ``loc`` cannot be reached (endpoint, credentials, bucket)."""
+    try:
+        if not bucket_exists(loc):
+            raise StorageError(f"{what}: bucket {loc.path.split('/', 1)[0]!r} does not exist ({loc.uri})")
+        loc.fs.get_file_info(loc.path)
+    except StorageError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"{what}: {explain(exc, loc)}") from None
 
 
 def probe(loc: Location) -> None:
@@ -51,6 +63,8 @@ def probe(loc: Location) -> None:
     marker = loc.child(f".lstm-tune-probe-{uuid.uuid4().hex[:8]}")
     payload = b"lstm-tune storage probe"
     try:
+        if not bucket_exists(loc):
+            raise StorageError(f"storage: bucket {loc.path.split('/', 1)[0]!r} does not exist ({loc.uri})")
         if loc.is_local:
             os.makedirs(loc.path, exist_ok=True)
         write_bytes_atomic(marker, payload)
@@ -63,8 +77,7 @@ def probe(loc: Location) -> None:
     except StorageError:
         raise
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"storage {loc.uri} is not writable: {first}") from None
+        raise StorageError(f"storage is not writable: {explain(exc, loc)}") from None
 
 
-__all__ = ["ExperimentPaths", "StorageError", "experiment_paths", "probe"]
+__all__ = ["ExperimentPaths", "StorageError", "check_readable", "experiment_paths", "probe"]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cluster.data import bundled_beijing_csv, prepare_forecast, read_csv_bytes
+from cluster.data import bundled_beijing_csv, bundled_beijing_path, prepare_forecast, read_csv_bytes
 from tests.conftest import SHARED_DATASETS
 from trainables.data.forecast_prep import ForecastPrepConfig
 from trainables.data.loader import DataHandle, load_forecast_data
@@ -35,7 +35,7 @@ def test_bundled_copy_is_the_shared_dataset() -> None:
 def test_manifest_describes_splits_and_shards(prepared_data: str) -> None:
     root = resolve(prepared_data)
     manifest = read_manifest(root)
-    assert manifest.source["rows"] == 43824 and manifest.source["missing_target"] == 2067
+    assert manifest.source["rows"] == 43824 and manifest.source["missing_values"]["pm2.5"] == 2067
     assert sum(s.rows for s in manifest.splits.values()) == 43824
     assert manifest.splits["train"].context_rows == 0
     assert manifest.splits["val"].context_rows == manifest.splits["test"].context_rows == 168
@@ -120,19 +120,60 @@ def test_missing_shard_and_manifest_are_named(prepared_data: str, tmp_path: Path
         read_manifest(resolve(str(dest)))
 
 
+def write_csv(tmp_path: Path, frame: pd.DataFrame, name: str = "src.csv") -> str:
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
 def test_bad_columns_and_options_are_named(tmp_path: Path) -> None:
-    raw = raw_frame()
+    source = bundled_beijing_path()
     dest = resolve(str(tmp_path / "out"))
     with pytest.raises(ValueError, match=r"column\(s\) \['pm10'\] not in the source"):
-        prepare_forecast(raw, ForecastPrepConfig(target="pm10", numeric=("pm10",)), dest, name="x", source={})
+        prepare_forecast(source, ForecastPrepConfig(target="pm10", numeric=("pm10",)), dest, name="x")
     with pytest.raises(ValueError, match=r"data\.horizon = 0"):
-        prepare_forecast(raw, ForecastPrepConfig(horizon=0), dest, name="x", source={})
+        prepare_forecast(source, ForecastPrepConfig(horizon=0), dest, name="x")
     with pytest.raises(ValueError, match=r"data\.split"):
-        prepare_forecast(raw, ForecastPrepConfig(split=(0.8, 0.2, 0.0)), dest, name="x", source={})
-    duplicated = pd.concat([raw.iloc[:5000], raw.iloc[4999:5000]])
-    with pytest.raises(ValueError, match="duplicate timestamp 2010-07-28"):
-        prepare_forecast(duplicated, ForecastPrepConfig(max_window=24), dest, name="x", source={})
-    assert not (tmp_path / "out" / "manifest.json").exists(), "a failed preparation must not leave a manifest"
+        prepare_forecast(source, ForecastPrepConfig(split=(0.8, 0.2, 0.0)), dest, name="x")
+    with pytest.raises(ValueError, match=r"data\.missing\[pm2\.5\] = 'drop'"):
+        prepare_forecast(source, ForecastPrepConfig(missing_columns=(("pm2.5", "drop"),)), dest, name="x")
+    raw = raw_frame()
+    duplicated = write_csv(tmp_path, pd.concat([raw.iloc[:5000], raw.iloc[4999:5000], raw.iloc[5000:6000]]))
+    with pytest.raises(ValueError, match="duplicate timestamp 2010-07-28 07:00:00"):
+        prepare_forecast(duplicated, ForecastPrepConfig(max_window=24), dest, name="x")
+    shuffled = write_csv(tmp_path, pd.concat([raw.iloc[3000:6000], raw.iloc[:3000]]), "shuffled.csv")
+    with pytest.raises(ValueError, match="time goes backwards at 2010-01-01 00:00:00; sort the source"):
+        prepare_forecast(shuffled, ForecastPrepConfig(max_window=24), dest, name="x")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*")), "a failed run left files"
+
+
+def test_duplicates_gaps_and_policies(tmp_path: Path) -> None:
+    raw = raw_frame().iloc[:4000]
+    # Remove 10 hours (a gap) and duplicate one hour with a different value.
+    dup = raw.iloc[[100]].assign(**{"pm2.5": 1000.0})
+    frame = pd.concat([raw.iloc[:101], dup, raw.iloc[101:500], raw.iloc[510:]])
+    source = write_csv(tmp_path, frame)
+    cfg = ForecastPrepConfig(
+        max_window=24, frequency="1h", duplicates="mean", lags=(24,), rolling=(6,), scaler="robust",
+        missing_columns=(("TEMP", "interpolate"), ("PRES", "mask")),
+    )
+    manifest = prepare_forecast(source, cfg, resolve(str(tmp_path / "ok")), name="x")
+    assert manifest.source["duplicates"] == 1 and manifest.source["gaps_filled"] == 10
+    assert manifest.source["rows"] == 4000
+    fitted = manifest.preprocessing["fitted"]
+    assert {"pm2.5__lag24", "pm2.5__mean6", "pm2.5__std6", "PRES__missing"} <= set(fitted["feature_names"])
+    data = load_forecast_data(DataHandle(uri=str(tmp_path / "ok")), ("train", "val", "test"))
+    names = data.fitted.feature_names
+    train = data.splits["train"]
+    # The gap's TEMP is interpolated between its neighbours (hours 499 and 510 of the source).
+    temp = train.features[:, names.index("TEMP")].numpy() * fitted["scale"]["TEMP"] + fitted["centre"]["TEMP"]
+    before, after = raw["TEMP"].iloc[499], raw["TEMP"].iloc[510]
+    assert temp[500:510] == pytest.approx(np.linspace(before, after, 12)[1:-1], abs=1e-4)
+    assert (train.features[500:510, names.index("PRES__missing")] == 1).all()
+    assert not train.observed[500:510].any(), "filled gap hours must never be targets"
+    # Averaged duplicate.
+    pm = train.target_raw[100]
+    assert pm == pytest.approx((raw["pm2.5"].iloc[100] + 1000.0) / 2)
 
 
 def test_malformed_csv_is_a_clear_error() -> None:

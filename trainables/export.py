@@ -17,7 +17,7 @@ import torch
 
 from trainables.checkpoint import CheckpointError
 from trainables.config import ModelConfig
-from trainables.data.forecast_prep import TIME, FittedPrep, assemble_time, transform, unscale_target
+from trainables.data.forecast_prep import TIME, FittedPrep, transform_frame, unscale_target
 from trainables.model import LSTMForecaster, build_model
 from trainables.storage import Location, read_bytes, write_bytes_atomic
 
@@ -46,8 +46,7 @@ class Forecaster:
 
         Returns columns ``origin`` (last row seen), ``target_time`` and ``forecast`` (original units).
         """
-        cfg = self.fitted.config
-        frame = transform(assemble_time(raw, cfg), self.fitted)
+        frame = transform_frame(raw, self.fitted)
         n = len(frame)
         if n < self.window:
             raise ValueError(f"predict: {n} rows given; the model needs at least window = {self.window}")
@@ -66,9 +65,7 @@ class Forecaster:
         )
 
 
-def export_model(
-    dest: Location, *, checkpoint_payload: dict[str, Any], fitted: FittedPrep, step_seconds: float
-) -> None:
+def export_model(dest: Location, *, checkpoint_payload: dict[str, Any], fitted: FittedPrep) -> None:
     """Write ``model.pt`` (tensors and plain data only) and ``preprocessing.json`` under ``dest``."""
     import io
 
@@ -81,7 +78,7 @@ def export_model(
     buf = io.BytesIO()
     torch.save(payload, buf)
     write_bytes_atomic(dest.child(MODEL_FILE), buf.getvalue())
-    prep = {"fitted": fitted.to_dict(), "step_seconds": step_seconds}
+    prep = {"fitted": fitted.to_dict()}
     write_bytes_atomic(dest.child(PREP_FILE), json.dumps(prep, indent=2).encode())
 
 
@@ -110,7 +107,7 @@ def load_forecaster(uri: str | Location) -> Forecaster:
         model=model,
         fitted=fitted,
         window=int(payload["data_info"]["window"]),
-        step=pd.Timedelta(seconds=float(prep["step_seconds"])),
+        step=pd.Timedelta(seconds=fitted.step_seconds),
     )
 
 

@@ -41,9 +41,13 @@ def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def _s3_filesystem(endpoint: str | None) -> pafs.S3FileSystem:
+DEFAULT_S3_ATTEMPTS = 6
+"""Attempts per S3 request (standard retry strategy: exponential backoff with jitter)."""
+
+
+def _s3_filesystem(endpoint: str | None, attempts: int) -> pafs.S3FileSystem:
     kwargs: dict[str, object] = {
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=6),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
         "connect_timeout": 5,
         "request_timeout": 30,
     }
@@ -60,7 +64,7 @@ def _s3_filesystem(endpoint: str | None) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
-def resolve(uri: str, *, endpoint: str | None = None) -> Location:
+def resolve(uri: str, *, endpoint: str | None = None, attempts: int = DEFAULT_S3_ATTEMPTS) -> Location:
     """Resolve a local path or ``s3://bucket/prefix`` (``file://`` accepted) to a :class:`Location`."""
     if not isinstance(uri, str) or not uri.strip():
         raise ValueError(f"storage URI {uri!r}: must be a non-empty local path or s3://bucket/prefix")
@@ -78,7 +82,7 @@ def resolve(uri: str, *, endpoint: str | None = None) -> Location:
             )
         key = parsed.path.strip("/")
         path = f"{parsed.netloc}/{key}" if key else parsed.netloc
-        return Location(uri=f"s3://{path}", fs=_s3_filesystem(endpoint or s3_endpoint()), path=path)
+        return Location(uri=f"s3://{path}", fs=_s3_filesystem(endpoint or s3_endpoint(), attempts), path=path)
     if parsed.scheme in ("", "file"):
         local = parsed.path if parsed.scheme == "file" else uri
         absolute = os.path.abspath(os.path.expanduser(local))
@@ -110,8 +114,42 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
         out.write(data)
 
 
+def explain(exc: BaseException, loc: Location) -> str:
+    """One line saying what went wrong with storage, in the user's terms; never echoes a credential."""
+    text = str(exc)
+    endpoint = s3_endpoint() or "AWS S3"
+    if "NETWORK_CONNECTION" in text or "Could not connect" in text or "curlCode" in text:
+        return f"cannot reach the S3 endpoint {endpoint} for {loc.uri} (is the server up? is --s3-endpoint right?)"
+    if any(k in text for k in ("ACCESS_DENIED", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied")):
+        return (
+            f"S3 refused the credentials for {loc.uri} (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE or the role)"
+        )
+    if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text:
+        return f"bucket {loc.path.split('/', 1)[0]!r} does not exist ({loc.uri})"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"{loc.uri}: {first}"
+
+
+def bucket_exists(loc: Location) -> bool:
+    """For S3, whether the bucket of ``loc`` exists (servers may create buckets on write; we never want that)."""
+    if loc.is_local:
+        return True
+    bucket = loc.path.split("/", 1)[0]
+    return bool(loc.fs.get_file_info(bucket).type == pafs.FileType.Directory)
+
+
 def exists(loc: Location) -> bool:
     return bool(loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound)
 
 
-__all__ = ["Location", "exists", "read_bytes", "resolve", "s3_endpoint", "write_bytes_atomic"]
+__all__ = [
+    "Location",
+    "bucket_exists",
+    "exists",
+    "explain",
+    "read_bytes",
+    "resolve",
+    "s3_endpoint",
+    "write_bytes_atomic",
+]

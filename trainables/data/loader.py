@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from trainables.data.cache import ShardCache
 from trainables.data.forecast_prep import FittedPrep
 from trainables.data.manifest import Manifest, read_manifest
 from trainables.data.shards import read_split
@@ -53,9 +54,12 @@ def load_forecast_data(handle: DataHandle, splits: tuple[str, ...] = ("train", "
         cached = _CACHE.get(key)
         if cached is not None:
             return cached
+        # Local datasets are read in place; remote ones go through the node's shard cache.
+        cache = None if root.is_local else ShardCache.default()
         fitted = FittedPrep.from_dict(manifest.preprocessing["fitted"])
         arrays = {
-            split: SeriesArrays.from_table(read_split(root, manifest, split), fitted.feature_names) for split in splits
+            split: SeriesArrays.from_table(read_split(root, manifest, split, cache), fitted.feature_names)
+            for split in splits
         }
         data = ForecastData(manifest=manifest, fitted=fitted, splits=arrays)
         _CACHE[key] = data

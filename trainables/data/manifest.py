@@ -64,7 +64,7 @@ class Manifest:
     """Everything a trial, an export or ``data inspect`` needs to know about a prepared dataset."""
 
     format_version: int
-    task: Literal["forecast"]
+    task: Literal["forecast", "classify"]
     name: str
     source: dict[str, Any]
     """Where the raw data came from: name, sha256, rows."""

@@ -8,57 +8,50 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trainables.data.cache import ShardCache, ShardError, fetch_verified
 from trainables.data.manifest import Manifest, ShardInfo
-from trainables.storage import Location, read_bytes, write_bytes_atomic
+from trainables.storage import Location, write_bytes_atomic
 
 
-class ShardError(ValueError):
-    """A shard is missing or its bytes do not match the manifest."""
+def write_shard(root: Location, split: str, index: int, table: pa.Table) -> ShardInfo:
+    """Write ``table`` as ``split/part-NNNNN.parquet`` and return its manifest entry."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    data = buf.getvalue()
+    rel = f"{split}/part-{index:05d}.parquet"
+    write_bytes_atomic(root.child(rel), data)
+    return ShardInfo(path=rel, rows=table.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
 def write_shards(root: Location, split: str, table: pa.Table, shard_rows: int) -> tuple[ShardInfo, ...]:
-    """Write ``table`` as ``split/part-NNNNN.parquet`` files of at most ``shard_rows`` rows."""
+    """Write ``table`` as shards of at most ``shard_rows`` rows."""
     if shard_rows < 1:
         raise ValueError(f"data.shard_rows = {shard_rows}: must be >= 1")
-    shards: list[ShardInfo] = []
-    for index, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
-        part = table.slice(start, shard_rows)
-        buf = io.BytesIO()
-        pq.write_table(part, buf, compression="zstd")
-        data = buf.getvalue()
-        rel = f"{split}/part-{index:05d}.parquet"
-        write_bytes_atomic(root.child(rel), data)
-        shards.append(ShardInfo(path=rel, rows=part.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
-    return tuple(shards)
+    starts = range(0, max(table.num_rows, 1), shard_rows)
+    return tuple(write_shard(root, split, i, table.slice(start, shard_rows)) for i, start in enumerate(starts))
 
 
-def read_shard(root: Location, shard: ShardInfo) -> pa.Table:
-    """Fetch one shard and verify it; a missing or altered shard is an error naming it."""
-    loc = root.child(shard.path)
-    try:
-        data = read_bytes(loc)
-    except FileNotFoundError:
-        raise ShardError(f"shard {loc.uri} is missing (listed in the manifest)") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != shard.sha256 or len(data) != shard.bytes:
-        raise ShardError(
-            f"shard {loc.uri} is corrupt: sha256 {digest[:12]}... ({len(data)} bytes), "
-            f"manifest says {shard.sha256[:12]}... ({shard.bytes} bytes)"
-        )
+def read_shard(root: Location, shard: ShardInfo, cache: ShardCache | None = None) -> pa.Table:
+    """One shard as a table, verified; through the node's cache when one is given."""
+    data = cache.get(root, shard) if cache is not None else fetch_verified(root, shard)
     return pq.read_table(pa.BufferReader(data))
 
 
-def read_split(root: Location, manifest: Manifest, split: str) -> pa.Table:
+def read_split(root: Location, manifest: Manifest, split: str, cache: ShardCache | None = None) -> pa.Table:
     info = manifest.splits[split]
-    tables = [read_shard(root, shard) for shard in info.shards]
+    tables = [read_shard(root, shard, cache) for shard in info.shards]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
-def verify_all(root: Location, manifest: Manifest) -> None:
-    """Check every shard before any trial starts (the driver's fail-fast)."""
+def verify_all(root: Location, manifest: Manifest, cache: ShardCache | None = None) -> None:
+    """Check every shard before any trial starts (the driver's fail-fast). Through the node's cache when given,
+    so the trials that run on the driver's node find the shards there instead of fetching them again."""
     for info in manifest.splits.values():
         for shard in info.shards:
-            read_shard(root, shard)
+            if cache is not None:
+                cache.get(root, shard)
+            else:
+                fetch_verified(root, shard)
 
 
-__all__ = ["ShardError", "read_shard", "read_split", "verify_all", "write_shards"]
+__all__ = ["ShardError", "read_shard", "read_split", "verify_all", "write_shard", "write_shards"]
