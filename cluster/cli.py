@@ -71,14 +71,17 @@ def run(
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial (torch threads).")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; fractions share a GPU.")] = 0.0,
     max_concurrent_trials: Annotated[int | None, typer.Option(help="Cap on trials running at once.")] = None,
-    storage: Annotated[str, typer.Option(help="Folder for experiments.")] = "./runs",
+    storage: Annotated[str, typer.Option(help="Folder or s3://bucket/prefix for experiments.")] = "./runs",
     name: Annotated[str | None, typer.Option(help="Experiment name (default: <space>-<scheduler>-<time>).")] = None,
     data: Annotated[str | None, typer.Option(help="Prepared dataset URI (default: bundled Beijing PM2.5).")] = None,
     horizon: Annotated[int, typer.Option(help="Hours ahead to forecast (bundled data).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for sampling and initialisation.")] = 0,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,
     s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
-    grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped.")] = 2,
+    cache_dir: Annotated[str | None, typer.Option(help="Node-local shard cache for remote data.")] = None,
+    grace_period: Annotated[
+        int | None, typer.Option(help="ASHA: epochs before a trial can be stopped [min(2, max-epochs)].")
+    ] = None,
     reduction_factor: Annotated[int, typer.Option(help="ASHA: keep 1/N of trials per rung.")] = 3,
     perturbation_interval: Annotated[int, typer.Option(help="PBT: epochs between exploit/explore.")] = 2,
     quantile_fraction: Annotated[float, typer.Option(help="PBT: bottom fraction that clones the top.")] = 0.25,
@@ -99,6 +102,7 @@ def run(
         data=data,
         horizon=horizon,
         address=address,
+        cache_dir=cache_dir,
         scheduler=SchedulerOptions(
             kind=scheduler,  # type: ignore[arg-type]
             grace_period=grace_period,

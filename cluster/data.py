@@ -8,7 +8,6 @@ manifest is written last; if anything fails, what was written is removed, so a U
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from cluster.sources import DEFAULT_BATCH_ROWS, iter_batches
+from cluster.storage import probe
 from trainables.data.forecast_prep import (
     CONTEXT,
     OBSERVED,
@@ -47,7 +47,7 @@ from trainables.data.manifest import (
     write_manifest,
 )
 from trainables.data.shards import write_shard
-from trainables.storage import Location, exists
+from trainables.storage import Location, exists, remove_if_empty
 
 DEFAULT_DATASET = "beijing-pm25"
 DEFAULT_SHARD_ROWS = 8192
@@ -160,6 +160,7 @@ def prepare_forecast(
     cfg.validate()
     if shard_rows < 1:
         raise ValueError(f"data.shard_rows = {shard_rows}: must be >= 1")
+    probe(dest)
     if exists(dest.child(MANIFEST_NAME)) and not overwrite:
         raise DatasetExistsError(f"{dest.uri} already holds a prepared dataset; use --overwrite to replace it")
 
@@ -278,12 +279,9 @@ def _remove(dest: Location, shards: list[ShardInfo]) -> None:
             dest.fs.delete_file(dest.child(shard.path).path)
         except OSError:
             pass
-    if dest.is_local:
-        for split in SPLITS:
-            try:
-                os.rmdir(dest.child(split).path)
-            except OSError:
-                pass
+    for split in SPLITS:
+        remove_if_empty(dest.child(split))
+    remove_if_empty(dest)
 
 
 def prepare_default(dest: Location, *, horizon: int = 1, max_window: int = 168) -> Manifest:

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from cluster.data import DatasetExistsError, _remove
 from cluster.sources import read_all
+from cluster.storage import probe
 from trainables.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -63,6 +64,7 @@ def prepare_classify(
 ) -> Manifest:
     """Text corpora fit in memory here (R8: 7.7k documents, 20 Newsgroups: 19k); token shards are written per split."""
     cfg.validate()
+    probe(dest)
     if exists(dest.child(MANIFEST_NAME)) and not overwrite:
         raise DatasetExistsError(f"{dest.uri} already holds a prepared dataset; use --overwrite to replace it")
     df = _load(source, cfg)

@@ -164,8 +164,8 @@ def run_experiment(opts: RunOptions, console: Console | None = None) -> Summary:
         raise ManifestError(f"--data {root.uri}: task {manifest.task!r}; lstm-tune run trains forecasters so far")
     check_against_data(p.space, manifest)
     # Through the node's shard cache: trials on this node then find every shard already fetched and verified.
-    verify_all(root, manifest, None if root.is_local else ShardCache.default())
-    handle = DataHandle(uri=root.uri, endpoint=s3_endpoint())
+    verify_all(root, manifest, None if root.is_local else ShardCache.default(opts.cache_dir))
+    handle = DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir)
 
     started_ray = connect(opts.address)
     try:

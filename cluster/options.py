@@ -26,8 +26,8 @@ class SchedulerOptions:
 
     kind: SchedulerKind = "asha"
     """asha: stop poor trials early; pbt: population-based training; fifo: run every trial to the end."""
-    grace_period: int = 2
-    """ASHA: epochs every trial gets before it can be stopped."""
+    grace_period: int | None = None
+    """ASHA: epochs every trial gets before it can be stopped; None: min(2, max_epochs)."""
     reduction_factor: int = 3
     """ASHA: 1/reduction_factor of trials survive each rung."""
     perturbation_interval: int = 2
@@ -37,11 +37,14 @@ class SchedulerOptions:
     resample_probability: float = 0.25
     """PBT: chance a mutated value is resampled instead of perturbed."""
 
+    def effective_grace_period(self, max_epochs: int) -> int:
+        return self.grace_period if self.grace_period is not None else min(2, max_epochs)
+
     def validate(self, max_epochs: int) -> None:
         if self.kind not in ("asha", "pbt", "fifo"):
             raise OptionError(f"--scheduler = {self.kind!r}: must be one of asha, pbt, fifo")
         if self.kind == "asha":
-            if not 1 <= self.grace_period <= max_epochs:
+            if self.grace_period is not None and not 1 <= self.grace_period <= max_epochs:
                 raise OptionError(
                     f"--grace-period = {self.grace_period}: must be >= 1 and <= --max-epochs ({max_epochs})"
                 )
@@ -126,7 +129,7 @@ class RunOptions:
     seed: int = 0
     """Seed for sampling and for each trial's initialisation."""
     storage: str = "./runs"
-    """Where experiments are written: a local folder (S3 comes with the storage issue)."""
+    """Where experiments are written: a local folder or s3://bucket/prefix."""
     name: str | None = None
     """Experiment folder name; default <space>-<scheduler>-<time>."""
     data: str | None = None
@@ -135,6 +138,8 @@ class RunOptions:
     """Steps ahead to forecast for the bundled dataset."""
     address: str | None = None
     """Ray cluster to join; default: RAY_ADDRESS if set, else a fresh local instance."""
+    cache_dir: str | None = None
+    """Node-local shard cache for remote datasets (default: LSTM_TUNE_CACHE_DIR, else <tmp>/lstm-tune-shards)."""
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
     resources: ResourceOptions = field(default_factory=ResourceOptions)
     checkpoints: CheckpointOptions = field(default_factory=CheckpointOptions)

@@ -44,7 +44,7 @@ def build_scheduler(opts: SchedulerOptions, *, max_epochs: int, mutations: dict[
         return ASHAScheduler(
             time_attr="training_iteration",
             max_t=max_epochs,
-            grace_period=opts.grace_period,
+            grace_period=opts.effective_grace_period(max_epochs),
             reduction_factor=opts.reduction_factor,
             brackets=1,
         )

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from trainables.storage import Location, bucket_exists, explain, read_bytes, resolve, write_bytes_atomic
+from trainables.storage import (
+    Location,
+    bucket_exists,
+    explain,
+    read_bytes,
+    remove_if_empty,
+    resolve,
+    write_bytes_atomic,
+)
 
 
 class StorageError(ValueError):
@@ -74,6 +82,7 @@ def probe(loc: Location) -> None:
         if read_bytes(marker) != payload:
             raise StorageError(f"storage {loc.uri}: an object read back differs from what was written")
         loc.fs.delete_file(marker.path)
+        remove_if_empty(loc)
     except StorageError:
         raise
     except (OSError, ValueError) as exc:

@@ -10,8 +10,33 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3server import S3Server, new_server
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+# Decided before any Ray worker starts, so every worker inherits them: the S3 server's address and keys (random per
+# session, never real AWS credentials) and a private shard cache.
+S3 = new_server()
+os.environ["AWS_ACCESS_KEY_ID"] = S3.access_key
+os.environ["AWS_SECRET_ACCESS_KEY"] = S3.secret_key
+os.environ["AWS_ENDPOINT_URL_S3"] = S3.endpoint
+os.environ.pop("AWS_PROFILE", None)
+os.environ["LSTM_TUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="lt-cache-", dir="/tmp")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The real S3-compatible server (SeaweedFS) on 127.0.0.1, with buckets ``lt-data`` and ``lt-exp``."""
+    S3.start()
+    client = S3.client()
+    for bucket in ("lt-data", "lt-exp"):
+        client.create_bucket(Bucket=bucket)
+    try:
+        yield S3
+    finally:
+        S3.stop()
+        shutil.rmtree(S3.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

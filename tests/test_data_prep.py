@@ -154,7 +154,12 @@ def test_duplicates_gaps_and_policies(tmp_path: Path) -> None:
     frame = pd.concat([raw.iloc[:101], dup, raw.iloc[101:500], raw.iloc[510:]])
     source = write_csv(tmp_path, frame)
     cfg = ForecastPrepConfig(
-        max_window=24, frequency="1h", duplicates="mean", lags=(24,), rolling=(6,), scaler="robust",
+        max_window=24,
+        frequency="1h",
+        duplicates="mean",
+        lags=(24,),
+        rolling=(6,),
+        scaler="robust",
         missing_columns=(("TEMP", "interpolate"), ("PRES", "mask")),
     )
     manifest = prepare_forecast(source, cfg, resolve(str(tmp_path / "ok")), name="x")

@@ -139,6 +139,20 @@ def bucket_exists(loc: Location) -> bool:
     return bool(loc.fs.get_file_info(bucket).type == pafs.FileType.Directory)
 
 
+def remove_if_empty(loc: Location) -> None:
+    """Remove a prefix that holds nothing. pyarrow leaves an empty "directory" marker on S3 when it deletes the
+    last object under a prefix; a failed write must not leave even that behind."""
+    try:
+        if loc.is_local:
+            os.rmdir(loc.path)
+            return
+        listed = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
+        if not any(info.type == pafs.FileType.File for info in listed):
+            loc.fs.delete_dir(loc.path)
+    except OSError:
+        pass
+
+
 def exists(loc: Location) -> bool:
     return bool(loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound)
 
@@ -149,6 +163,7 @@ __all__ = [
     "exists",
     "explain",
     "read_bytes",
+    "remove_if_empty",
     "resolve",
     "s3_endpoint",
     "write_bytes_atomic",

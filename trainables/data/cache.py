@@ -37,8 +37,10 @@ class ShardCache:
     max_bytes: int = DEFAULT_MAX_BYTES
 
     @classmethod
-    def default(cls) -> ShardCache:
-        directory = os.environ.get(CACHE_DIR_ENV) or os.path.join(tempfile.gettempdir(), "lstm-tune-shards")
+    def default(cls, directory: str | None = None) -> ShardCache:
+        directory = (
+            directory or os.environ.get(CACHE_DIR_ENV) or os.path.join(tempfile.gettempdir(), "lstm-tune-shards")
+        )
         max_bytes = int(os.environ.get(CACHE_MAX_BYTES_ENV, DEFAULT_MAX_BYTES))
         return cls(directory=directory, max_bytes=max_bytes)
 

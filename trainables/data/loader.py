@@ -21,6 +21,8 @@ class DataHandle:
     """Dataset root (holding ``manifest.json``): a local path or ``s3://bucket/prefix``."""
     endpoint: str | None = None
     """S3-compatible endpoint, when not AWS; never a credential."""
+    cache_dir: str | None = None
+    """Node-local shard cache folder (same path on every node); None: LSTM_TUNE_CACHE_DIR or the temp dir."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def load_forecast_data(handle: DataHandle, splits: tuple[str, ...] = ("train", "
         if cached is not None:
             return cached
         # Local datasets are read in place; remote ones go through the node's shard cache.
-        cache = None if root.is_local else ShardCache.default()
+        cache = None if root.is_local else ShardCache.default(handle.cache_dir)
         fitted = FittedPrep.from_dict(manifest.preprocessing["fitted"])
         arrays = {
             split: SeriesArrays.from_table(read_split(root, manifest, split, cache), fitted.feature_names)
