@@ -83,7 +83,13 @@ class ShardCache:
         return data
 
     def _log_fetch(self, root: Location, shard: ShardInfo) -> None:
-        record = {"time": time.time(), "pid": os.getpid(), "uri": root.child(shard.path).uri, "sha256": shard.sha256}
+        record = {
+            "time": time.time(),
+            "pid": os.getpid(),
+            "uri": root.child(shard.path).uri,
+            "sha256": shard.sha256,
+            "bytes": shard.bytes,
+        }
         with open(os.path.join(self.directory, FETCH_LOG), "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -107,6 +113,17 @@ class ShardCache:
                     total -= size
                 except FileNotFoundError:
                     pass
+
+    def fetched_bytes(self) -> int:
+        """Bytes fetched from storage into this cache (what the cache log recorded)."""
+        total = 0
+        try:
+            with open(os.path.join(self.directory, FETCH_LOG)) as f:
+                for line in f:
+                    total += int(json.loads(line).get("bytes", 0))
+        except FileNotFoundError:
+            pass
+        return total
 
     def fetch_count(self) -> dict[str, int]:
         """Fetches from storage per shard sha256 (what the cache log recorded)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,6 +12,9 @@ import pyarrow.parquet as pq
 from trainables.data.cache import ShardCache, ShardError, fetch_verified
 from trainables.data.manifest import Manifest, ShardInfo
 from trainables.storage import Location, write_bytes_atomic
+
+FETCH_THREADS = 8
+"""Shards fetched at once from object storage by one reader."""
 
 
 def write_shard(root: Location, split: str, index: int, table: pa.Table) -> ShardInfo:
@@ -39,7 +43,12 @@ def read_shard(root: Location, shard: ShardInfo, cache: ShardCache | None = None
 
 def read_split(root: Location, manifest: Manifest, split: str, cache: ShardCache | None = None) -> pa.Table:
     info = manifest.splits[split]
-    tables = [read_shard(root, shard, cache) for shard in info.shards]
+    if root.is_local or len(info.shards) < 2:
+        tables = [read_shard(root, shard, cache) for shard in info.shards]
+    else:
+        # Object storage serves shards in parallel; order is kept by map().
+        with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(info.shards))) as pool:
+            tables = list(pool.map(lambda shard: read_shard(root, shard, cache), info.shards))
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
