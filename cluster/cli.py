@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 from typing import Annotated
@@ -21,6 +23,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 spaces_app = typer.Typer(help="Search-space presets.", no_args_is_help=True)
+experiments_app = typer.Typer(help="Experiments in storage: list, show.", no_args_is_help=True)
+app.add_typer(experiments_app, name="experiments")
 app.add_typer(spaces_app, name="spaces")
 app.add_typer(data_app, name="data")
 
@@ -87,6 +91,11 @@ def run(
     quantile_fraction: Annotated[float, typer.Option(help="PBT: bottom fraction that clones the top.")] = 0.25,
     resample_probability: Annotated[float, typer.Option(help="PBT: chance to resample instead of perturb.")] = 0.25,
     keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept per trial (PBT needs >= 3).")] = 3,
+    keep_stopped: Annotated[int, typer.Option(help="Stopped-early trials whose checkpoints are kept (the best).")] = 2,
+    max_failures: Annotated[int, typer.Option(help="Retries of a failed trial from its last checkpoint.")] = 3,
+    resume_if_exists: Annotated[
+        bool, typer.Option(help="If the experiment exists, resume it (finished: print its summary) instead of failing.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Tune an LSTM forecaster and print the best trial against naive baselines."""
@@ -116,7 +125,8 @@ def run(
             gpus_per_trial=gpus_per_trial,
             max_concurrent_trials=max_concurrent_trials,
         ),
-        checkpoints=CheckpointOptions(num_to_keep=keep_checkpoints),
+        checkpoints=CheckpointOptions(num_to_keep=keep_checkpoints, keep_stopped=keep_stopped),
+        max_failures=max_failures,
     )
     try:
         # Validate before importing Ray and torch: a typo answers in a second, not after Ray starts.
@@ -125,7 +135,9 @@ def run(
         plan(opts)
         from cluster.experiment import run_experiment
 
-        summary = run_experiment(opts, console=err)
+        # stdout is the summary's alone: Ray prints cluster events (a node lost, ...) to it.
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = run_experiment(opts, console=err, resume_if_exists=resume_if_exists)
     except user_errors() as exc:
         fail(str(exc))
         return
@@ -134,6 +146,90 @@ def run(
         return
     if json_out:
         sys.stdout.write(summary.to_json() + "\n")
+
+
+@app.command()
+def resume(
+    uri: Annotated[str, typer.Argument(help="Experiment folder or s3:// prefix (<storage>/<name>).")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Finish an interrupted experiment: trials continue from their last checkpoints, errored ones are retried."""
+    set_endpoint(s3_endpoint)
+    try:
+        from cluster.experiment import resume_experiment
+
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = resume_experiment(uri, console=err, address=address)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    except RuntimeError as exc:
+        fail(str(exc), code=1)
+        return
+    if json_out:
+        sys.stdout.write(summary.to_json() + "\n")
+
+
+@experiments_app.command("list")
+def experiments_list(
+    storage: Annotated[str, typer.Argument(help="Storage folder or s3:// prefix holding experiments.")] = "./runs",
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """List the experiments under a storage location."""
+    from rich.table import Table
+
+    from cluster.experiments import list_experiments
+
+    set_endpoint(s3_endpoint)
+    try:
+        infos = list_experiments(storage)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    if json_out:
+        sys.stdout.write(json.dumps([i.to_dict() for i in infos], indent=2) + "\n")
+        return
+    table = Table(title=f"experiments in {storage}")
+    for col in ("name", "status", "trials", "best val RMSE", "test RMSE"):
+        table.add_column(col)
+    for i in infos:
+        trials = ", ".join(f"{n} {s.lower()}" for s, n in sorted(i.trials.items()))
+        test = f"{i.test_rmse:.2f}" if i.test_rmse is not None else "-"
+        table.add_row(i.name, i.status, trials, f"{i.best_val_rmse:.2f}", test)
+    Console(soft_wrap=True).print(table)
+
+
+@experiments_app.command("show")
+def experiments_show(
+    uri: Annotated[str, typer.Argument(help="Experiment folder or s3:// prefix.")],
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Status, trial counts and best so far of one experiment."""
+    from cluster.experiments import describe
+    from trainables.storage import resolve
+
+    set_endpoint(s3_endpoint)
+    try:
+        info = describe(resolve(uri))
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    if json_out:
+        sys.stdout.write(json.dumps(info.to_dict(), indent=2) + "\n")
+        return
+    trials = ", ".join(f"{n} {s.lower()}" for s, n in sorted(info.trials.items()))
+    lines = [
+        f"experiment {info.uri}: {info.status}",
+        f"trials: {sum(info.trials.values())} ({trials})",
+        f"best so far: val RMSE {info.best_val_rmse:.2f} ({info.best_trial})",
+    ]
+    if info.test_rmse is not None:
+        lines.append(f"best model test RMSE {info.test_rmse:.2f} vs persistence {info.persistence_test_rmse:.2f}")
+    typer.echo("\n".join(lines))
 
 
 @spaces_app.command("list")

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
 
 import ray
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from rich.console import Console
 
 from cluster.data import prepare_default
-from cluster.options import OptionError, RunOptions
+from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
 from cluster.progress import ProgressCallback
-from cluster.schedulers import LineagePBT, build_scheduler
+from cluster.retention import prune_stopped_checkpoints
+from cluster.schedulers import build_scheduler, read_lineage
 from cluster.space import grid_size, param_rules, to_mutations, to_param_space
-from cluster.storage import ExperimentPaths, check_readable, experiment_paths, probe
-from cluster.summary import BestTrial, Scores, Summary, baselines_for, render, score_checkpoint
+from cluster.storage import ExperimentPaths, StorageError, check_readable, experiment_paths, probe
+from cluster.summary import BestTrial, Scores, Summary, baselines_for, render, score_checkpoint, summary_from_json
 from search_spaces import SearchSpace, SearchSpaceError, load_space
 from trainables import metrics as M
 from trainables.data.cache import ShardCache
@@ -31,7 +33,7 @@ from trainables.data.loader import DataHandle, load_forecast_data
 from trainables.data.manifest import Manifest, ManifestError, read_manifest
 from trainables.data.shards import verify_all
 from trainables.export import export_model
-from trainables.storage import exists, resolve, s3_endpoint, write_bytes_atomic
+from trainables.storage import Location, exists, read_bytes, resolve, s3_endpoint, write_bytes_atomic
 from trainables.trainable import TrialEnv, forecast_trainable
 
 
@@ -97,14 +99,20 @@ def cluster_capacity() -> tuple[list[float], list[float]]:
     return cpus, [g for g in gpus if g > 0]
 
 
-def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> tuple[Tuner, TrialScheduler]:
-    opts = p.options
-    param_space = {**to_param_space(p.space, opts.search), "max_epochs": opts.max_epochs, "seed": opts.seed}
-    trainable = tune.with_resources(
+def trainable_for(opts: RunOptions, env: TrialEnv) -> Any:
+    return tune.with_resources(
         tune.with_parameters(forecast_trainable, env=env),
         {"cpu": opts.resources.cpus_per_trial, "gpu": opts.resources.gpus_per_trial},
     )
-    scheduler = build_scheduler(opts.scheduler, max_epochs=opts.max_epochs, mutations=to_mutations(p.space))
+
+
+def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> Tuner:
+    opts = p.options
+    param_space = {**to_param_space(p.space, opts.search), "max_epochs": opts.max_epochs, "seed": opts.seed}
+    trainable = trainable_for(opts, env)
+    scheduler = build_scheduler(
+        opts.scheduler, max_epochs=opts.max_epochs, mutations=to_mutations(p.space), lineage_uri=p.paths.lineage.uri
+    )
     root = p.paths.root
     storage_path, _, _ = root.path.rpartition("/")
     # Tune would add a tensorboardX logger that writes HParams only at trial end; trials write their own.
@@ -135,24 +143,37 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> tuple[Tun
                 checkpoint_score_attribute=M.VAL_LOSS,
                 checkpoint_score_order="min",
             ),
-            failure_config=FailureConfig(max_failures=2),
+            failure_config=FailureConfig(max_failures=opts.max_failures),
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), progress],
             verbose=0,
         ),
     )
-    return tuner, scheduler
+    return tuner
 
 
-def run_experiment(opts: RunOptions, console: Console | None = None) -> Summary:
-    """The whole ``lstm-tune run``: everything is checked before the first trial starts."""
-    console = console or Console(stderr=True, soft_wrap=True)
-    started = time.monotonic()
-    p = plan(opts)
-    if exists(p.paths.root.child("tuner.pkl")):
-        raise OptionError(
-            f"--name = {p.name!r}: an experiment already exists at {p.paths.root.uri}; choose another name"
-        )
-    probe(p.paths.root)
+RUN_FILE = "lstm_tune.json"
+"""The options an experiment was started with (no credentials), so ``resume`` can rebuild its trainable."""
+RUN_FILE_VERSION = 1
+
+
+def options_to_dict(opts: RunOptions) -> dict[str, Any]:
+    return asdict(opts)
+
+
+def options_from_dict(raw: dict[str, Any]) -> RunOptions:
+    return RunOptions(
+        **{
+            **raw,
+            "scheduler": SchedulerOptions(**raw["scheduler"]),
+            "resources": ResourceOptions(**raw["resources"]),
+            "checkpoints": CheckpointOptions(**raw["checkpoints"]),
+        }
+    )
+
+
+def prepare_data(p: Plan, console: Console) -> DataHandle:
+    """Prepare the bundled data if no dataset was named, then check the dataset completely before any trial."""
+    opts = p.options
     data_uri = opts.data or p.paths.data.uri
     if opts.data is None:
         console.print(f"preparing bundled Beijing PM2.5 data at {data_uri}", highlight=False)
@@ -165,33 +186,119 @@ def run_experiment(opts: RunOptions, console: Console | None = None) -> Summary:
     check_against_data(p.space, manifest)
     # Through the node's shard cache: trials on this node then find every shard already fetched and verified.
     verify_all(root, manifest, None if root.is_local else ShardCache.default(opts.cache_dir))
-    handle = DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir)
+    return DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir)
+
+
+def experiment_state(paths: ExperimentPaths) -> Literal["missing", "incomplete", "finished"]:
+    if not exists(paths.root.child("tuner.pkl")):
+        return "missing"
+    return "finished" if exists(paths.best_json) else "incomplete"
+
+
+def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_if_exists: bool = False) -> Summary:
+    """The whole ``lstm-tune run``: everything is checked before the first trial starts."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    started = time.monotonic()
+    p = plan(opts)
+    state = experiment_state(p.paths)
+    if state != "missing":
+        if not resume_if_exists:
+            raise OptionError(
+                f"--name = {p.name!r}: an experiment already exists at {p.paths.root.uri}; choose another name, "
+                "or add --resume-if-exists"
+            )
+        return resume_experiment(p.paths.root.uri, console=console, address=opts.address)
+    probe(p.paths.root)
+    handle = prepare_data(p, console)
+    record = {
+        "format_version": RUN_FILE_VERSION,
+        "options": {**options_to_dict(opts), "name": p.name},
+        "space_yaml": Path(p.space.source).read_text(encoding="utf-8"),
+        "created": datetime.now(timezone.utc).isoformat(),
+    }
+    write_bytes_atomic(p.paths.root.child(RUN_FILE), json.dumps(record, indent=2).encode())
 
     started_ray = connect(opts.address)
     try:
         opts.resources.check_fits(*cluster_capacity())
         progress = ProgressCallback(console, max_epochs=opts.max_epochs)
-        tuner, scheduler = build_tuner(p, TrialEnv(data=handle, tensorboard_uri=p.paths.tensorboard.uri), progress)
+        tuner = build_tuner(
+            p, TrialEnv(data=handle, tensorboard_uri=p.paths.tensorboard.uri, experiment_uri=p.paths.root.uri), progress
+        )
         n = opts.num_samples * grid_size(p.space, opts.search)
         console.print(
             f"tuning {n} trial(s) of {p.space.name} with {opts.scheduler.kind}, up to {opts.max_epochs} epochs each; "
             f"experiment {p.paths.root.uri}",
             highlight=False,
         )
-        results = tuner.fit()
-        exploits = list(scheduler.exploits) if isinstance(scheduler, LineagePBT) else []
-        summary = summarize(p, results, handle, exploits, time.monotonic() - started)
+        summary = finish(p, tuner.fit(), handle, started)
     finally:
         if started_ray:
             ray.shutdown()
-    write_bytes_atomic(p.paths.best_json, summary.to_json().encode())
-    if exploits:
-        write_bytes_atomic(p.paths.lineage, "".join(json.dumps(e) + "\n" for e in exploits).encode())
     render(summary, console)
     return summary
 
 
-def summarize(p: Plan, results: Any, handle: DataHandle, exploits: list[dict[str, Any]], wall_time: float) -> Summary:
+def load_run_record(root: Location) -> dict[str, Any]:
+    try:
+        raw: dict[str, Any] = json.loads(read_bytes(root.child(RUN_FILE)))
+    except FileNotFoundError:
+        raise StorageError(f"{root.uri}: no lstm-tune experiment here ({RUN_FILE} missing)") from None
+    if raw.get("format_version") != RUN_FILE_VERSION:
+        raise StorageError(f"{root.child(RUN_FILE).uri}: format_version {raw.get('format_version')!r} is not supported")
+    return raw
+
+
+def resume_experiment(uri: str, console: Console | None = None, *, address: str | None = None) -> Summary:
+    """Finish an interrupted experiment: unfinished trials continue from their last checkpoint, errored ones are
+    retried from theirs. A finished experiment is left alone and its summary printed again."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    started = time.monotonic()
+    root = resolve(uri)
+    check_readable(root, "resume")
+    paths = ExperimentPaths(root=root)
+    if experiment_state(paths) == "finished":
+        summary = summary_from_json(read_bytes(paths.best_json))
+        console.print(f"experiment {root.uri} is finished; nothing to resume", highlight=False)
+        render(summary, console)
+        return summary
+    if not exists(root.child("tuner.pkl")):
+        raise StorageError(f"{root.uri}: no Tune experiment state (tuner.pkl) to resume")
+    record = load_run_record(root)
+    opts = replace(options_from_dict(record["options"]), address=address)
+    space_file = Path(tempfile.mkdtemp(prefix="lstm-tune-space-")) / "space.yaml"
+    space_file.write_text(record["space_yaml"], encoding="utf-8")
+    p = Plan(
+        options=opts, space=load_space(str(space_file), param_rules()), name=root.path.rsplit("/", 1)[-1], paths=paths
+    )
+    handle = prepare_data(p, console)
+    started_ray = connect(address)
+    try:
+        env = TrialEnv(data=handle, tensorboard_uri=paths.tensorboard.uri, experiment_uri=root.uri)
+        console.print(f"resuming {root.uri}", highlight=False)
+        tuner = Tuner.restore(
+            root.uri if root.is_local else root.path,
+            trainable=trainable_for(opts, env),
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=None if root.is_local else root.fs,
+        )
+        summary = finish(p, tuner.fit(), handle, started)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    render(summary, console)
+    return summary
+
+
+def finish(p: Plan, results: Any, handle: DataHandle, started: float) -> Summary:
+    """Score, export, prune, and write ``best.json`` (its presence marks the experiment finished)."""
+    summary = summarize(p, results, handle, time.monotonic() - started)
+    write_bytes_atomic(p.paths.best_json, summary.to_json().encode())
+    return summary
+
+
+def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float) -> Summary:
     opts = p.options
     ok = [r for r in results if r.error is None and r.metrics]
     errored = [r for r in results if r.error is not None]
@@ -204,10 +311,9 @@ def summarize(p: Plan, results: Any, handle: DataHandle, exploits: list[dict[str
     data = load_forecast_data(handle, ("train", "val", "test"))
     with checkpoint.as_directory() as directory:
         payload, scores = score_checkpoint(directory, data)
-    export_model(
-        p.paths.best_model,
-        checkpoint_payload=payload,
-        fitted=data.fitted,
+    export_model(p.paths.best_model, checkpoint_payload=payload, fitted=data.fitted)
+    retention = prune_stopped_checkpoints(
+        p.paths.root, ok, max_epochs=opts.max_epochs, keep=opts.checkpoints.keep_stopped, protect=checkpoint.path
     )
     config = {k: v for k, v in best.config.items() if k not in ("max_epochs", "seed")}
     return Summary(
@@ -228,9 +334,19 @@ def summarize(p: Plan, results: Any, handle: DataHandle, exploits: list[dict[str
         ),
         baselines=baselines_for(data),
         wall_time_s=wall_time,
-        pbt_exploits=len(exploits),
+        pbt_exploits=len(read_lineage(p.paths.lineage.uri)),
         exported_model=p.paths.best_model.uri,
+        checkpoints=retention,
     )
 
 
-__all__ = ["Plan", "check_against_data", "connect", "plan", "run_experiment", "summarize"]
+__all__ = [
+    "Plan",
+    "check_against_data",
+    "connect",
+    "experiment_state",
+    "plan",
+    "resume_experiment",
+    "run_experiment",
+    "summarize",
+]

@@ -103,8 +103,13 @@ class CheckpointOptions:
 
     num_to_keep: int = 3
     """Checkpoints kept per trial (best by val/loss, plus the latest)."""
+    keep_stopped: int = 2
+    """Trials stopped early by the scheduler whose checkpoints survive the end of the run (the best by val/loss);
+    the others' checkpoints are deleted."""
 
     def validate(self, scheduler: SchedulerKind) -> None:
+        if self.keep_stopped < 0:
+            raise OptionError(f"--keep-stopped = {self.keep_stopped}: must be >= 0")
         if self.num_to_keep < 1:
             raise OptionError(f"--keep-checkpoints = {self.num_to_keep}: must be >= 1")
         if scheduler == "pbt" and self.num_to_keep < PBT_MIN_CHECKPOINTS:
@@ -138,6 +143,8 @@ class RunOptions:
     """Steps ahead to forecast for the bundled dataset."""
     address: str | None = None
     """Ray cluster to join; default: RAY_ADDRESS if set, else a fresh local instance."""
+    max_failures: int = 3
+    """Times a trial is retried from its last checkpoint after an error or a lost node."""
     cache_dir: str | None = None
     """Node-local shard cache for remote datasets (default: LSTM_TUNE_CACHE_DIR, else <tmp>/lstm-tune-shards)."""
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
@@ -153,6 +160,8 @@ class RunOptions:
             raise OptionError(f"--max-epochs = {self.max_epochs}: must be >= 1")
         if self.horizon < 1:
             raise OptionError(f"--horizon = {self.horizon}: must be >= 1")
+        if self.max_failures < 0:
+            raise OptionError(f"--max-failures = {self.max_failures}: must be >= 0")
         if self.seed < 0:
             raise OptionError(f"--seed = {self.seed}: must be >= 0")
         if self.name is not None and not NAME_PATTERN.match(self.name):

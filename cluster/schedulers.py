@@ -11,15 +11,31 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 
 from cluster.options import SchedulerOptions
 from trainables import metrics as M
+from trainables.storage import read_bytes, resolve, write_bytes_atomic
+
+
+def read_lineage(uri: str) -> list[dict[str, Any]]:
+    """The exploit records of an experiment (empty if it had none)."""
+    try:
+        text = read_bytes(resolve(uri)).decode()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 class LineagePBT(PopulationBasedTraining):
-    """PBT that keeps every exploit as data (who cloned whom, when, old and new values), not only as log text."""
+    """PBT that keeps every exploit as data (who cloned whom, when, old and new values), not only as log text.
 
-    def __init__(self, **kwargs: Any) -> None:
+    Each exploit is written to ``lineage_uri`` at once, so the record survives a killed driver; a resumed
+    experiment appends to what is there.
+    """
+
+    def __init__(self, *, lineage_uri: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.lineage_uri = lineage_uri
         # Scheduler hooks run on the driver's event loop thread, one at a time: no lock needed.
         self.exploits: list[dict[str, Any]] = []
+        self._loaded = False
 
     def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
         old = {k: trial.config.get(k) for k in self._hyperparam_mutations}
@@ -35,10 +51,18 @@ class LineagePBT(PopulationBasedTraining):
             "donor": donor,
             "new": {k: trial.config.get(k) for k in self._hyperparam_mutations},
         }
+        if not self._loaded and self.lineage_uri:
+            self.exploits = read_lineage(self.lineage_uri)  # after a resume: continue the file
+            self._loaded = True
         self.exploits.append(json.loads(json.dumps(record, default=str)))
+        if self.lineage_uri:
+            text = "".join(json.dumps(e) + "\n" for e in self.exploits)
+            write_bytes_atomic(resolve(self.lineage_uri), text.encode())
 
 
-def build_scheduler(opts: SchedulerOptions, *, max_epochs: int, mutations: dict[str, Any]) -> TrialScheduler:
+def build_scheduler(
+    opts: SchedulerOptions, *, max_epochs: int, mutations: dict[str, Any], lineage_uri: str | None = None
+) -> TrialScheduler:
     """ASHA, PBT or FIFO; metric and mode come from the TuneConfig (``trainables.metrics``)."""
     if opts.kind == "asha":
         return ASHAScheduler(
@@ -54,6 +78,7 @@ def build_scheduler(opts: SchedulerOptions, *, max_epochs: int, mutations: dict[
                 "--scheduler pbt: the search space declares no pbt.mutations; PBT would have nothing to explore"
             )
         return LineagePBT(
+            lineage_uri=lineage_uri,
             time_attr="training_iteration",
             perturbation_interval=opts.perturbation_interval,
             hyperparam_mutations=mutations,
@@ -67,4 +92,4 @@ def build_scheduler(opts: SchedulerOptions, *, max_epochs: int, mutations: dict[
 SCHEDULER_METRIC = M.SCHEDULER_METRIC
 SCHEDULER_MODE = M.SCHEDULER_MODE
 
-__all__ = ["SCHEDULER_METRIC", "SCHEDULER_MODE", "LineagePBT", "build_scheduler"]
+__all__ = ["SCHEDULER_METRIC", "SCHEDULER_MODE", "LineagePBT", "build_scheduler", "read_lineage"]

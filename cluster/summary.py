@@ -61,6 +61,8 @@ class Summary:
     wall_time_s: float
     pbt_exploits: int = 0
     exported_model: str = ""
+    checkpoints: dict[str, int] = field(default_factory=dict)
+    """Checkpoint folders kept, their bytes, and how many the retention policy deleted."""
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -69,6 +71,19 @@ class Summary:
     @property
     def beats_persistence(self) -> bool:
         return self.best.test.rmse < self.baselines["persistence"]["test"].rmse
+
+
+def summary_from_json(data: bytes) -> Summary:
+    """Read back a ``best.json``."""
+    raw = json.loads(data)
+    best = raw["best"]
+    return Summary(
+        **{
+            **raw,
+            "best": BestTrial(**{**best, "val": Scores(**best["val"]), "test": Scores(**best["test"])}),
+            "baselines": {n: {s: Scores(**v) for s, v in b.items()} for n, b in raw["baselines"].items()},
+        }
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -145,6 +160,12 @@ def render(summary: Summary, console: Console) -> None:
     )
     cfg = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(b.config.items()))
     console.print(f"best config: {cfg}", highlight=False)
+    if summary.checkpoints:
+        c = summary.checkpoints
+        console.print(
+            f"checkpoints kept: {c['kept']} ({c['bytes'] / 1e6:.1f} MB); deleted {c['deleted']} of trials stopped early",
+            highlight=False,
+        )
     if summary.exported_model:
         console.print(f"best model: {summary.exported_model}  (trainables.load_forecaster)", highlight=False)
     for note in summary.notes:
@@ -155,4 +176,4 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-__all__ = ["BestTrial", "Scores", "Summary", "baselines_for", "render", "score_checkpoint"]
+__all__ = ["BestTrial", "Scores", "Summary", "baselines_for", "render", "score_checkpoint", "summary_from_json"]

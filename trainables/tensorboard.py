@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,12 +72,16 @@ class TrialLogger:
     def _sync(self) -> None:
         if self._remote is None:
             return
-        pafs.copy_files(
-            self._local_dir,
-            self._remote.path,
-            source_filesystem=pafs.LocalFileSystem(),
-            destination_filesystem=self._remote.fs,
-        )
+        try:
+            pafs.copy_files(
+                self._local_dir,
+                self._remote.path,
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=self._remote.fs,
+            )
+        except OSError as exc:
+            # Event files are re-sent whole at the next epoch; a storage hiccup must not fail the trial.
+            warnings.warn(f"TensorBoard sync to {self._remote.uri} failed, retrying next epoch: {exc}", stacklevel=2)
 
     @property
     def local_dir(self) -> str:

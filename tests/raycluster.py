@@ -1,0 +1,129 @@
+"""A real multi-node Ray cluster on this machine: ``ray start --head`` plus worker nodes, each its own process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from tests.s3server import free_port
+
+
+@dataclass
+class LocalCluster:
+    """Head (no CPUs: trials land on workers) and ``workers`` nodes of one CPU each."""
+
+    workers: int = 2
+    port: int = 0
+    temp_dir: str = ""
+    head: subprocess.Popen[bytes] | None = None
+    nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> None:
+        ray = shutil.which("ray")
+        if ray is None:
+            raise RuntimeError("ray CLI not found")
+        self.port = free_port(set())
+        self.temp_dir = tempfile.mkdtemp(prefix="lt-rc-", dir="/tmp")
+        common = ["--disable-usage-stats", "--block"]
+        try:
+            self.head = self._spawn(
+                [
+                    ray,
+                    "start",
+                    "--head",
+                    f"--port={self.port}",
+                    "--num-cpus=0",
+                    f"--temp-dir={self.temp_dir}/h",
+                    "--include-dashboard=false",
+                    *common,
+                ]
+            )
+            self._wait_nodes(1, timeout)
+            for i in range(self.workers):
+                # Nodes on one machine need their own temp dir (sockets), or the second plasma store fails to bind.
+                sockets = [f"--temp-dir={self.temp_dir}/w{i}"]
+                self.nodes.append(
+                    self._spawn([ray, "start", f"--address={self.address}", "--num-cpus=1", *sockets, *common])
+                )
+            self._wait_nodes(1 + self.workers, timeout)
+            self._wait_registered(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log = open(os.path.join(self.temp_dir, f"start-{len(self.nodes)}-{time.time():.0f}.log"), "ab")  # kept open
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_nodes(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.alive_raylets()) >= n:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"Ray cluster did not reach {n} node(s) in {timeout} s; logs in {self.temp_dir}")
+
+    def _wait_registered(self, timeout: float) -> None:
+        """Raylets running is not enough: wait until the GCS lists every node with its CPUs."""
+        probe = (
+            "import ray, time\n"
+            f"ray.init(address='{self.address}', logging_level='ERROR')\n"
+            f"deadline = time.monotonic() + {timeout}\n"
+            "while time.monotonic() < deadline:\n"
+            "    cpus = sum(n['Resources'].get('CPU', 0) for n in ray.nodes() if n['Alive'])\n"
+            f"    if cpus >= {self.workers}: break\n"
+            "    time.sleep(0.5)\n"
+            "print(cpus)\n"
+        )
+        out = subprocess.run(
+            ["python3", "-c", probe], capture_output=True, text=True, timeout=timeout + 30, check=False
+        )
+        if not out.stdout.strip().endswith(f"{float(self.workers)}"):
+            raise RuntimeError(f"Ray cluster nodes did not register: {out.stdout[-300:]} {out.stderr[-1000:]}")
+
+    def alive_raylets(self) -> list[psutil.Process]:
+        procs = []
+        for starter in [self.head, *self.nodes]:
+            if starter is None:
+                continue
+            try:
+                children = psutil.Process(starter.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+            procs += [c for c in children if c.name() == "raylet" and c.is_running()]
+        return procs
+
+    def worker_raylet(self, index: int) -> psutil.Process:
+        children = psutil.Process(self.nodes[index].pid).children(recursive=True)
+        return next(c for c in children if c.name() == "raylet")
+
+    def stop(self) -> None:
+        procs = [p for p in (self.head, *self.nodes) if p is not None]
+        for proc in procs:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    group = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    group = []
+                for p in group:
+                    try:
+                        p.send_signal(sig)
+                    except psutil.NoSuchProcess:
+                        pass
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+                psutil.wait_procs(group, timeout=5)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

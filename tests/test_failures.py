@@ -1,0 +1,175 @@
+"""Nothing lost when a node, the driver or storage fails: a real multi-node Ray cluster (head plus two worker nodes,
+separate ``ray start`` processes) and the real S3 server; the driver runs as the CLI in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.raycluster import LocalCluster
+from tests.s3server import S3Server
+
+pytestmark = pytest.mark.cluster
+STORAGE = "s3://lt-exp/failures"
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server: S3Server) -> Iterator[LocalCluster]:
+    c = LocalCluster(workers=2)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def cli_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def start_driver(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    out = open(tmp_path / "driver.out", "w")
+    err = open(tmp_path / "driver.err", "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "run", "--storage", STORAGE, "--scheduler", "fifo", "--json", *args],
+        stdout=out,
+        stderr=err,
+        text=True,
+        env=cli_env(),
+        cwd=REPO,
+    )
+
+
+def run_cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def keys(server: S3Server, prefix: str) -> list[str]:
+    client = server.client()
+    out, token = [], None
+    while True:
+        kw: dict[str, Any] = {"Bucket": "lt-exp", "Prefix": prefix}
+        if token:
+            kw["ContinuationToken"] = token
+        page = client.list_objects_v2(**kw)
+        out += [o["Key"] for o in page.get("Contents", [])]
+        if not page.get("IsTruncated"):
+            return out
+        token = page["NextContinuationToken"]
+
+
+def checkpoints(server: S3Server, name: str) -> list[str]:
+    return [k for k in keys(server, f"failures/{name}/") if "/checkpoint_" in k and k.endswith("trial_state.pt")]
+
+
+def trial_results(server: S3Server, name: str) -> dict[str, list[dict[str, Any]]]:
+    """Every result each trial reported, in order (Tune's result.json, one JSON object a line)."""
+    client = server.client()
+    out = {}
+    for key in keys(server, f"failures/{name}/"):
+        if key.endswith("/result.json"):
+            body = client.get_object(Bucket="lt-exp", Key=key)["Body"].read().decode()
+            out[key.split("/")[-2]] = [json.loads(line) for line in body.splitlines() if line.strip()]
+    return out
+
+
+def finished_summary(proc: subprocess.CompletedProcess[str] | subprocess.Popen[str], tmp_path: Path | None) -> Any:
+    stdout = proc.stdout if isinstance(proc, subprocess.CompletedProcess) else (tmp_path / "driver.out").read_text()
+    stderr = proc.stderr if isinstance(proc, subprocess.CompletedProcess) else (tmp_path / "driver.err").read_text()
+    assert proc.returncode == 0, stderr[-3000:]
+    return json.loads(stdout)
+
+
+def test_lost_worker_node_trials_resume_elsewhere(cluster: LocalCluster, s3_server: S3Server, tmp_path: Path) -> None:
+    proc = start_driver(
+        tmp_path, "--address", cluster.address, "--name", "nodeloss", "--num-samples", "2", "--max-epochs", "8"
+    )
+    wait_for(lambda: len(checkpoints(s3_server, "nodeloss")) >= 4, 240, "4 checkpoints in S3")
+    victim = cluster.worker_raylet(0)
+    victim.kill()
+    proc.wait(timeout=400)
+    summary = finished_summary(proc, tmp_path)
+    assert summary["trials"] == {"total": 2, "finished": 2, "stopped": 0, "errored": 0}
+    shown = json.loads(run_cli("experiments", "show", f"{STORAGE}/nodeloss", "--json").stdout)
+    assert shown["trials"] == {"TERMINATED": 2}
+    retried = []
+    for trial, results in trial_results(s3_server, "nodeloss").items():
+        nodes = [r["node_id"] for r in results]
+        for i in range(1, len(nodes)):
+            if nodes[i] != nodes[i - 1]:
+                retried.append((trial, results[i]["epoch"]))
+        assert results[-1]["epoch"] == 8
+    assert retried, "no trial moved to another node after its node was killed"
+    print(f"\nnode loss: killed raylet pid {victim.pid}; retried (trial, first epoch on the new node): {retried}")
+    for trial, first_epoch in retried:
+        assert first_epoch > 1, f"{trial} restarted from epoch 1 instead of its checkpoint"
+
+
+def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, tmp_path: Path) -> None:
+    proc = start_driver(
+        tmp_path, "--address", cluster.address, "--name", "driverkill", "--num-samples", "3", "--max-epochs", "6"
+    )
+    wait_for(lambda: len(checkpoints(s3_server, "driverkill")) >= 4, 240, "4 checkpoints in S3")
+    proc.kill()
+    proc.wait(timeout=30)
+    before = trial_results(s3_server, "driverkill")
+    resumed = run_cli("resume", f"{STORAGE}/driverkill", "--address", cluster.address, "--json")
+    summary = finished_summary(resumed, None)
+    assert summary["trials"] == {"total": 3, "finished": 3, "stopped": 0, "errored": 0}
+    for trial, results in trial_results(s3_server, "driverkill").items():
+        epochs = [r["epoch"] for r in results]
+        print(f"\ndriver kill: {trial} epochs before kill {[r['epoch'] for r in before.get(trial, [])]}, all {epochs}")
+        assert epochs.count(1) <= 1, f"{trial} restarted from epoch 1 after the resume: {epochs} (before: {before})"
+        assert epochs[-1] == 6
+    # Idempotent: resuming (or running with --resume-if-exists) a finished experiment prints it and changes nothing.
+    again = run_cli("run", "--storage", STORAGE, "--name", "driverkill", "--resume-if-exists", "--json", timeout=120)
+    assert json.loads(again.stdout)["best"] == summary["best"]
+    assert "nothing to resume" in again.stderr
+
+
+def test_s3_outage_mid_run(cluster: LocalCluster, s3_server: S3Server, tmp_path: Path) -> None:
+    proc = start_driver(
+        tmp_path, "--address", cluster.address, "--name", "outage", "--num-samples", "2", "--max-epochs", "8"
+    )
+    wait_for(lambda: len(checkpoints(s3_server, "outage")) >= 3, 240, "3 checkpoints in S3")
+    s3_server.stop()
+    time.sleep(6)
+    s3_server.start()
+    proc.wait(timeout=400)
+    summary = finished_summary(proc, tmp_path)
+    assert summary["trials"]["finished"] == 2 and summary["trials"]["errored"] == 0
+    best = summary["best"]["checkpoint"]
+    assert best.startswith("lt-exp/failures/outage/")
+    assert any(k == f"{best.split('/', 1)[1]}/trial_state.pt" for k in keys(s3_server, "failures/outage/")), (
+        f"the best checkpoint {best} named by the summary is not in the bucket"
+    )
+    for key in ("best.json", "best_model/model.pt"):
+        assert f"failures/outage/{key}" in keys(s3_server, "failures/outage/")
