@@ -92,6 +92,11 @@ def test_trials_read_each_shard_once_per_node(s3_server: S3Server, ray_local: No
     assert any(k.startswith("runs/once/tensorboard/") for k in stored)
     assert any("/checkpoint_" in k and k.endswith("trial_state.pt") for k in stored)
     assert summary.best.test.rmse < summary.baselines["persistence"]["test"].rmse * 1.05
+    # No credential in anything the experiment wrote: state, results, checkpoints, TensorBoard, best model.
+    client = s3_server.client()
+    for key in stored:
+        body = client.get_object(Bucket="lt-exp", Key=key)["Body"].read()
+        assert s3_server.secret_key.encode() not in body, f"the secret key leaked into {key}"
 
 
 def test_corrupt_shard_fails_before_training(s3_server: S3Server) -> None:

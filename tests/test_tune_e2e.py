@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cluster.data import bundled_beijing_csv, read_csv_bytes
 from cluster.experiment import run_experiment
-from cluster.options import RunOptions, SchedulerOptions
+from cluster.options import CheckpointOptions, RunOptions, SchedulerOptions
 from cluster.summary import Summary
 from trainables import metrics as M
 from trainables.data.manifest import read_manifest
@@ -37,6 +37,7 @@ def asha_run(ray_local: None, prepared_data: str, tmp_path_factory: pytest.TempP
         num_samples=6,
         max_epochs=4,
         scheduler=SchedulerOptions(kind="asha", grace_period=1, reduction_factor=2),
+        checkpoints=CheckpointOptions(num_to_keep=3, keep_stopped=1),
     )
     return run_experiment(opts, console=QUIET), storage / "asha"
 
@@ -65,6 +66,13 @@ def test_asha_stops_trials_and_beats_persistence(asha_run: tuple[Summary, Path])
     best = json.loads((exp / "best.json").read_text())
     assert best["best"]["test"]["rmse"] == pytest.approx(summary.best.test.rmse)
     assert Path(summary.best.checkpoint).is_dir(), "the best checkpoint must still exist after retention"
+    # Retention: of the trials ASHA stopped, only the best one keeps its checkpoints.
+    trial_dirs = [d for d in exp.glob("forecast_trainable_*") if d.is_dir()]
+    with_checkpoints = [d for d in trial_dirs if any(d.glob("checkpoint_*"))]
+    stopped = summary.trials["stopped"]
+    assert len(trial_dirs) - len(with_checkpoints) == max(0, stopped - 1)
+    assert summary.checkpoints["kept"] == sum(len(list(d.glob("checkpoint_*"))) for d in trial_dirs)
+    assert summary.checkpoints["bytes"] > 0
 
 
 def test_pbt_exploits_are_recorded_with_real_trial_ids(pbt_run: tuple[Summary, Path]) -> None:

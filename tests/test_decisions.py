@@ -1,0 +1,61 @@
+"""Small decisions, tested without Ray: which checkpoint is newest, which stopped trials lose their checkpoints,
+what a diverged metric becomes, how progress reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from cluster.progress import ProgressState
+from cluster.retention import best_loss, stopped_to_prune
+from trainables import metrics as M
+from trainables.loop import usable_loss
+from trainables.trainable import latest_checkpoint_dir
+
+
+def test_latest_checkpoint_dir() -> None:
+    assert latest_checkpoint_dir([]) is None
+    assert latest_checkpoint_dir(["result.json", "events.out"]) is None
+    assert latest_checkpoint_dir(["checkpoint_000002", "checkpoint_000010", "checkpoint_000009"]) == "checkpoint_000010"
+    assert latest_checkpoint_dir(["checkpoint_x", "checkpoint_000001.tmp", "checkpoint_000001"]) == "checkpoint_000001"
+
+
+@dataclass
+class FakeResult:
+    epochs: int
+    losses: list[float]
+    metrics: dict[str, Any] = field(init=False)
+    best_checkpoints: list[tuple[object, dict[str, float]]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = {M.EPOCH: self.epochs}
+        self.best_checkpoints = [(object(), {M.VAL_LOSS: x}) for x in self.losses]
+
+
+def test_stopped_trials_ranked_by_best_loss_and_nan_last() -> None:
+    finished = FakeResult(10, [0.1])
+    good, bad, diverged = FakeResult(2, [0.3, 0.2]), FakeResult(2, [0.5]), FakeResult(1, [math.nan])
+    assert best_loss(good) == 0.2 and best_loss(diverged) == math.inf
+    results = [finished, bad, diverged, good]
+    assert stopped_to_prune(results, max_epochs=10, keep=1) == [bad, diverged]
+    assert stopped_to_prune(results, max_epochs=10, keep=0) == [good, bad, diverged]
+    assert stopped_to_prune(results, max_epochs=10, keep=5) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0.5, 0.5), (0.0, 0.0), (math.nan, math.inf), (math.inf, math.inf), (-math.inf, math.inf)]
+)
+def test_usable_loss(value: float, expected: float) -> None:
+    assert usable_loss(value) == expected
+
+
+def test_progress_line() -> None:
+    state = ProgressState(max_epochs=4)
+    assert "no result yet" in state.line(0.0)
+    state.running |= {"a", "b"}
+    state.stopped.add("c")
+    state.best_rmse, state.best_trial = 18.5, "a"
+    assert state.line(12.0) == "[    12s] running 2, finished 0, stopped early 1, errored 0 | best val RMSE 18.50 (a)"
