@@ -93,6 +93,8 @@ def run(
     keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept per trial (PBT needs >= 3).")] = 3,
     keep_stopped: Annotated[int, typer.Option(help="Stopped-early trials whose checkpoints are kept (the best).")] = 2,
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial from its last checkpoint.")] = 3,
+    patience: Annotated[int, typer.Option(help="Early stopping in a trial: epochs without improvement (0: off).")] = 0,
+    min_delta: Annotated[float, typer.Option(help="Early stopping: smallest val/loss improvement that counts.")] = 0.0,
     resume_if_exists: Annotated[
         bool, typer.Option(help="If the experiment exists, resume it (finished: print its summary) instead of failing.")
     ] = False,
@@ -127,6 +129,8 @@ def run(
         ),
         checkpoints=CheckpointOptions(num_to_keep=keep_checkpoints, keep_stopped=keep_stopped),
         max_failures=max_failures,
+        patience=patience,
+        min_delta=min_delta,
     )
     try:
         # Validate before importing Ray and torch: a typo answers in a second, not after Ray starts.

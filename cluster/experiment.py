@@ -108,7 +108,13 @@ def trainable_for(opts: RunOptions, env: TrialEnv) -> Any:
 
 def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> Tuner:
     opts = p.options
-    param_space = {**to_param_space(p.space, opts.search), "max_epochs": opts.max_epochs, "seed": opts.seed}
+    param_space = {
+        **to_param_space(p.space, opts.search),
+        "max_epochs": opts.max_epochs,
+        "seed": opts.seed,
+        "patience": opts.patience,
+        "min_delta": opts.min_delta,
+    }
     trainable = trainable_for(opts, env)
     scheduler = build_scheduler(
         opts.scheduler, max_epochs=opts.max_epochs, mutations=to_mutations(p.space), lineage_uri=p.paths.lineage.uri
@@ -315,7 +321,7 @@ def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float) -> Su
     retention = prune_stopped_checkpoints(
         p.paths.root, ok, max_epochs=opts.max_epochs, keep=opts.checkpoints.keep_stopped, protect=checkpoint.path
     )
-    config = {k: v for k, v in best.config.items() if k not in ("max_epochs", "seed")}
+    config = {k: v for k, v in best.config.items() if k not in ("max_epochs", "seed", "patience", "min_delta")}
     return Summary(
         experiment=p.paths.root.uri,
         scheduler=opts.scheduler.kind,

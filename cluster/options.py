@@ -143,6 +143,10 @@ class RunOptions:
     """Steps ahead to forecast for the bundled dataset."""
     address: str | None = None
     """Ray cluster to join; default: RAY_ADDRESS if set, else a fresh local instance."""
+    patience: int = 0
+    """Early stopping inside each trial: epochs without improvement before it stops (0: off)."""
+    min_delta: float = 0.0
+    """Early stopping: the smallest val/loss improvement that counts."""
     max_failures: int = 3
     """Times a trial is retried from its last checkpoint after an error or a lost node."""
     cache_dir: str | None = None
@@ -160,6 +164,10 @@ class RunOptions:
             raise OptionError(f"--max-epochs = {self.max_epochs}: must be >= 1")
         if self.horizon < 1:
             raise OptionError(f"--horizon = {self.horizon}: must be >= 1")
+        if self.patience < 0:
+            raise OptionError(f"--patience = {self.patience}: must be >= 0 (0 turns early stopping off)")
+        if not self.min_delta >= 0:
+            raise OptionError(f"--min-delta = {self.min_delta}: must be >= 0")
         if self.max_failures < 0:
             raise OptionError(f"--max-failures = {self.max_failures}: must be >= 0")
         if self.seed < 0:

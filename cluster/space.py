@@ -20,6 +20,7 @@ def param_rules() -> dict[str, ParamRule]:
         rules[f.name] = ParamRule(
             name=f.name,
             kind=m["kind"],
+            choices=tuple(m["choices"]),
             low=m["low"],
             high=m["high"],
             low_open=m["low_open"],

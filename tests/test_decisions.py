@@ -59,3 +59,17 @@ def test_progress_line() -> None:
     state.stopped.add("c")
     state.best_rmse, state.best_trial = 18.5, "a"
     assert state.line(12.0) == "[    12s] running 2, finished 0, stopped early 1, errored 0 | best val RMSE 18.50 (a)"
+
+
+def test_shards_for_rank_are_disjoint_and_complete() -> None:
+    from trainables.data.manifest import ShardInfo
+    from trainables.data.shards import shards_for_rank
+
+    shards = tuple(ShardInfo(path=f"train/part-{i:05d}.parquet", rows=1, bytes=1, sha256=str(i)) for i in range(7))
+    parts = [shards_for_rank(shards, r, 3) for r in range(3)]
+    assert [len(p) for p in parts] == [3, 2, 2]
+    assert sorted(s.path for p in parts for s in p) == sorted(s.path for s in shards)
+    assert parts == [shards_for_rank(shards, r, 3) for r in range(3)], "assignment must be deterministic"
+    assert shards_for_rank(shards, 0, 1) == shards
+    with pytest.raises(ValueError, match="rank = 3, world_size = 3"):
+        shards_for_rank(shards, 3, 3)

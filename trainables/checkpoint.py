@@ -33,6 +33,8 @@ class TrainState:
     """Optimiser steps taken."""
     best_val_loss: float = math.inf
     """Lowest validation loss so far in this trial's lineage."""
+    bad_epochs: int = 0
+    """Consecutive epochs without an improvement of at least ``min_delta`` (early stopping)."""
 
 
 def save_checkpoint(

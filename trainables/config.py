@@ -18,6 +18,7 @@ def hyper(
     default: Any,
     *,
     kind: Kind,
+    choices: tuple[str, ...] = (),
     low: float | None = None,
     high: float | None = None,
     low_open: bool = False,
@@ -31,6 +32,7 @@ def hyper(
         metadata={
             "tunable": True,
             "kind": kind,
+            "choices": choices,
             "low": low,
             "high": high,
             "low_open": low_open,
@@ -51,8 +53,35 @@ class ModelConfig:
     """Stacked LSTM layers."""
     dropout: float = hyper(0.0, kind="float", low=0.0, high=1.0, high_open=True, help="dropout probability")
     """Dropout between LSTM layers and before the head."""
+    input_dropout: float = hyper(0.0, kind="float", low=0.0, high=1.0, high_open=True, help="dropout on inputs")
+    """Dropout on the inputs (rows, or token embeddings)."""
+    bidirectional: bool = hyper(False, kind="bool", shape_changing=True, help="read the window both ways")
+    """Also read the sequence backwards. For forecasting the window holds only the past, so nothing leaks."""
+    pooling: str = hyper(
+        "last", kind="str", choices=("last", "mean", "additive", "dot"), shape_changing=True, help="state pooling"
+    )
+    """How the LSTM states become one vector: the final state, their mean, or additive / dot-product attention."""
+    init: str = hyper(
+        "default",
+        kind="str",
+        choices=("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal"),
+        help="input-weight initialisation",
+    )
+    """Initialisation of the LSTM's input weights ("default": PyTorch's uniform)."""
+    recurrent_init: str = hyper(
+        "default",
+        kind="str",
+        choices=("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal"),
+        help="recurrent-weight initialisation",
+    )
+    """Initialisation of the recurrent weights, per gate block ("orthogonal" is the usual choice)."""
+    forget_bias: float | None = hyper(None, kind="float", low=-10.0, high=10.0, help="forget-gate bias at init")
+    """Forget-gate bias at initialisation (1.0 is common); None keeps PyTorch's."""
+    embedding_dim: int = hyper(100, kind="int", low=1, high=4096, shape_changing=True, help="token embedding size")
+    """Size of token embeddings (text classification)."""
     residual: bool = hyper(True, kind="bool", help="predict the change from the last observed target")
-    """Predict the change from the last observed target instead of the level (a skip connection to persistence)."""
+    """Forecasting: predict the change from the last observed target instead of the level (a skip connection to
+    persistence)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +91,9 @@ class OptimConfig:
     lr: float = hyper(3e-3, kind="float", low=0.0, high=1.0, low_open=True, help="learning rate")
     """Learning rate."""
     weight_decay: float = hyper(0.0, kind="float", low=0.0, high=1.0, help="AdamW weight decay (L2)")
-    """Decoupled weight decay (AdamW)."""
+    """Decoupled weight decay (AdamW): the L2 penalty."""
+    l1: float = hyper(0.0, kind="float", low=0.0, high=1.0, help="L1 penalty on weights")
+    """L1 penalty: ``l1 * sum(|w|)`` over weight matrices and embeddings is added to the loss."""
     grad_clip: float = hyper(1.0, kind="float", low=0.0, high=1e6, help="max gradient norm; 0 turns clipping off")
     """Maximum global gradient norm; 0 turns clipping off."""
     batch_size: int = hyper(128, kind="int", low=1, high=65536, help="windows per batch")
@@ -87,6 +118,10 @@ class RunLimits:
     """Base seed; each trial derives its own from this and its config."""
     threads: int = 0
     """torch threads; 0 means the CPUs Ray assigned to the trial."""
+    patience: int = 0
+    """Early stopping inside a trial: stop after this many epochs without improvement (0: off)."""
+    min_delta: float = 0.0
+    """Early stopping: an improvement of val/loss smaller than this does not count."""
 
 
 @dataclass(frozen=True, kw_only=True)

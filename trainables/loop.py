@@ -23,7 +23,7 @@ from trainables.config import TrialConfig
 from trainables.data.loader import ForecastData
 from trainables.data.windows import SeriesArrays, gather, target_positions
 from trainables.evaluate import evaluate_model
-from trainables.model import LSTMForecaster, build_model, set_dropout
+from trainables.model import LSTMForecaster, build_model, l1_penalty, set_dropout
 from trainables.tensorboard import TrialLogger
 
 
@@ -55,13 +55,20 @@ def usable_loss(value: float) -> float:
     return value if math.isfinite(value) else math.inf
 
 
+def early_stopping(best: float, bad_epochs: int, loss: float, min_delta: float) -> tuple[float, int]:
+    """New (best loss, epochs without improvement) after an epoch with ``loss``."""
+    if loss < best - min_delta:
+        return loss, 0
+    return min(best, loss), bad_epochs + 1
+
+
 def apply_hyperparameters(model: LSTMForecaster, optimizer: torch.optim.Optimizer, cfg: TrialConfig) -> None:
     """Make the config's values the live ones. After a PBT restore the donor's optimiser state carries the donor's
     learning rate and weight decay; the (mutated) values of this trial's config must win."""
     for group in optimizer.param_groups:
         group["lr"] = cfg.optim.lr
         group["weight_decay"] = cfg.optim.weight_decay
-    set_dropout(model, cfg.model.dropout)
+    set_dropout(model, cfg.model.dropout, cfg.model.input_dropout)
 
 
 def train_epoch(
@@ -86,7 +93,8 @@ def train_epoch(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
-        loss.backward()
+        total_loss = loss + cfg.optim.l1 * l1_penalty(model) if cfg.optim.l1 > 0 else loss
+        total_loss.backward()
         if cfg.optim.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
@@ -151,7 +159,9 @@ def run_trial(
         )
         state.epoch, state.step = epoch, state.step + steps
         val_loss = usable_loss(scores.loss)
-        state.best_val_loss = min(state.best_val_loss, val_loss)
+        state.best_val_loss, state.bad_epochs = early_stopping(
+            state.best_val_loss, state.bad_epochs, val_loss, cfg.limits.min_delta
+        )
         report = {
             M.EPOCH: epoch,
             M.TRAIN_LOSS: usable_loss(train_loss),
@@ -171,7 +181,17 @@ def run_trial(
             session.report(report, ckpt_dir)
         if not math.isfinite(train_loss):
             break  # diverged: reported as +inf so schedulers rank it last; more epochs cannot help
+        if cfg.limits.patience and state.bad_epochs >= cfg.limits.patience:
+            break  # early stopping inside the trial, alongside whatever the scheduler decides
     return state
 
 
-__all__ = ["TrialSession", "apply_hyperparameters", "run_trial", "train_epoch", "trial_seed", "usable_loss"]
+__all__ = [
+    "TrialSession",
+    "apply_hyperparameters",
+    "early_stopping",
+    "run_trial",
+    "train_epoch",
+    "trial_seed",
+    "usable_loss",
+]

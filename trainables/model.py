@@ -1,15 +1,119 @@
-"""The LSTM forecaster: a pure function of its config; it knows nothing of training or Tune."""
+"""The LSTM family as one builder: stacked or bidirectional encoders, four poolings, chosen initialisation, and a
+head per task. Pure functions of a config: nothing here knows about training or Tune."""
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from trainables.config import ModelConfig
 
+Pooling = Literal["last", "mean", "additive", "dot"]
+POOLINGS: tuple[str, ...] = ("last", "mean", "additive", "dot")
+InitScheme = Literal["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal"]
+INIT_SCHEMES: tuple[str, ...] = (
+    "default",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "orthogonal",
+)
+
+
+def init_matrix(weight: torch.Tensor, scheme: str) -> None:
+    """Initialise one ``[rows, cols]`` matrix in place ("default" keeps PyTorch's uniform init)."""
+    if scheme == "default":
+        return
+    if scheme == "xavier_uniform":
+        nn.init.xavier_uniform_(weight)
+    elif scheme == "xavier_normal":
+        nn.init.xavier_normal_(weight)
+    elif scheme == "kaiming_uniform":
+        nn.init.kaiming_uniform_(weight, nonlinearity="linear")
+    elif scheme == "kaiming_normal":
+        nn.init.kaiming_normal_(weight, nonlinearity="linear")
+    elif scheme == "orthogonal":
+        nn.init.orthogonal_(weight)
+    else:
+        raise ValueError(f"model.init = {scheme!r}: must be one of {', '.join(INIT_SCHEMES)}")
+
+
+def init_lstm(lstm: nn.LSTM, *, input_scheme: str, recurrent_scheme: str, forget_bias: float | None) -> None:
+    """Input weights get ``input_scheme``; recurrent weights get ``recurrent_scheme`` per gate block (so
+    "orthogonal" makes each of the four ``[hidden, hidden]`` blocks orthogonal); the forget gate's bias is set."""
+    hidden = lstm.hidden_size
+    for name, param in lstm.named_parameters():
+        with torch.no_grad():
+            if name.startswith("weight_ih"):
+                for block in param.split(hidden, dim=0):
+                    init_matrix(block, input_scheme)
+            elif name.startswith("weight_hh"):
+                for block in param.split(hidden, dim=0):
+                    init_matrix(block, recurrent_scheme)
+            elif name.startswith("bias") and forget_bias is not None:
+                # Gates are ordered input, forget, cell, output; the two bias vectors add up.
+                param.zero_()
+                if name.startswith("bias_ih"):
+                    param[hidden : 2 * hidden] = forget_bias
+
+
+class SequenceEncoder(nn.Module):
+    """LSTM over ``[batch, time, features]`` (padded steps skipped via packing) pooled to ``[batch, out_dim]``."""
+
+    def __init__(self, cfg: ModelConfig, input_size: int) -> None:
+        super().__init__()
+        if cfg.pooling not in POOLINGS:
+            raise ValueError(f"model.pooling = {cfg.pooling!r}: must be one of {', '.join(POOLINGS)}")
+        self.pooling = cfg.pooling
+        self.lstm = nn.LSTM(
+            input_size=input_size,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+            bidirectional=cfg.bidirectional,
+            batch_first=True,
+        )
+        init_lstm(self.lstm, input_scheme=cfg.init, recurrent_scheme=cfg.recurrent_init, forget_bias=cfg.forget_bias)
+        self.out_dim = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+        if cfg.pooling == "additive":
+            self.score = nn.Sequential(nn.Linear(self.out_dim, self.out_dim), nn.Tanh(), nn.Linear(self.out_dim, 1))
+        elif cfg.pooling == "dot":
+            self.query = nn.Parameter(torch.randn(self.out_dim) / math.sqrt(self.out_dim))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        steps = x.shape[1]
+        if lengths is not None:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out_packed, (h, _) = self.lstm(packed)
+            out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=steps)
+            mask = torch.arange(steps, device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
+        else:
+            out, (h, _) = self.lstm(x)
+            mask = torch.ones(x.shape[0], steps, dtype=torch.bool, device=x.device)
+        if self.pooling == "last":
+            # Final states of the last layer; with packing they are taken at each sequence's true length.
+            pooled: torch.Tensor = torch.cat([h[-2], h[-1]], dim=1) if self.lstm.bidirectional else h[-1]
+            return pooled
+        weights = mask.unsqueeze(-1).to(out.dtype)
+        if self.pooling == "mean":
+            mean: torch.Tensor = (out * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+            return mean
+        scores = (
+            self.score(out).squeeze(-1) if self.pooling == "additive" else out @ self.query / math.sqrt(self.out_dim)
+        )
+        scores = scores.masked_fill(~mask, float("-inf"))
+        attention = torch.softmax(scores, dim=1).unsqueeze(-1)
+        attended: torch.Tensor = (attention * out).sum(dim=1)
+        return attended
+
 
 class LSTMForecaster(nn.Module):
-    """Stacked LSTM over a window of rows; the last layer's final state feeds a linear head.
+    """Encoder over a window of rows and a linear head.
 
     With ``residual`` the head predicts the change from the last observed (scaled) target, so an untrained model
     starts at the persistence forecast instead of at zero.
@@ -23,33 +127,80 @@ class LSTMForecaster(nn.Module):
             raise ValueError(f"model.target_index = {target_index}: must be in [0, {n_features})")
         self.residual = cfg.residual
         self.target_index = target_index
-        self.lstm = nn.LSTM(
-            input_size=n_features,
-            hidden_size=cfg.hidden_size,
-            num_layers=cfg.num_layers,
-            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
-            batch_first=True,
-        )
+        self.input_dropout = nn.Dropout(cfg.input_dropout)
+        self.encoder = SequenceEncoder(cfg, n_features)
         self.head_dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.hidden_size, 1)
+        self.head = nn.Linear(self.encoder.out_dim, 1)
+
+    @property
+    def lstm(self) -> nn.LSTM:
+        return self.encoder.lstm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, (h, _) = self.lstm(x)
-        out: torch.Tensor = self.head(self.head_dropout(h[-1])).squeeze(-1)
+        out: torch.Tensor = self.head(self.head_dropout(self.encoder(self.input_dropout(x)))).squeeze(-1)
         if self.residual:
             out = out + x[:, -1, self.target_index]
         return out
+
+
+class LSTMClassifier(nn.Module):
+    """Token ids -> embedding -> encoder (packed: padding costs nothing) -> pooled state -> class logits."""
+
+    def __init__(self, cfg: ModelConfig, *, vocab_size: int, num_classes: int) -> None:
+        super().__init__()
+        if vocab_size < 3:
+            raise ValueError(f"model.vocab_size = {vocab_size}: must be >= 3")
+        if num_classes < 2:
+            raise ValueError(f"model.num_classes = {num_classes}: must be >= 2")
+        self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=0)
+        self.input_dropout = nn.Dropout(cfg.input_dropout)
+        self.encoder = SequenceEncoder(cfg, cfg.embedding_dim)
+        self.head_dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(self.encoder.out_dim, num_classes)
+
+    @property
+    def lstm(self) -> nn.LSTM:
+        return self.encoder.lstm
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        pooled = self.encoder(self.input_dropout(self.embedding(tokens)), lengths)
+        logits: torch.Tensor = self.head(self.head_dropout(pooled))
+        return logits
 
 
 def build_model(cfg: ModelConfig, *, n_features: int, target_index: int) -> LSTMForecaster:
     return LSTMForecaster(cfg, n_features=n_features, target_index=target_index)
 
 
-def set_dropout(model: LSTMForecaster, p: float) -> None:
-    """Apply a (possibly PBT-mutated) dropout to a built model; nn.LSTM reads ``dropout`` at every forward."""
+def build_classifier(cfg: ModelConfig, *, vocab_size: int, num_classes: int) -> LSTMClassifier:
+    return LSTMClassifier(cfg, vocab_size=vocab_size, num_classes=num_classes)
+
+
+def set_dropout(model: LSTMForecaster | LSTMClassifier, p: float, input_p: float | None = None) -> None:
+    """Apply (possibly PBT-mutated) dropout to a built model; nn.LSTM reads ``dropout`` at every forward."""
     if model.lstm.num_layers > 1:
         model.lstm.dropout = p
     model.head_dropout.p = p
+    if input_p is not None:
+        model.input_dropout.p = input_p
 
 
-__all__ = ["LSTMForecaster", "build_model", "set_dropout"]
+def l1_penalty(model: nn.Module) -> torch.Tensor:
+    """Sum of absolute weights (matrices and embeddings; biases are left alone)."""
+    terms = [p.abs().sum() for name, p in model.named_parameters() if p.requires_grad and "bias" not in name]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+__all__ = [
+    "INIT_SCHEMES",
+    "POOLINGS",
+    "LSTMClassifier",
+    "LSTMForecaster",
+    "SequenceEncoder",
+    "build_classifier",
+    "build_model",
+    "init_lstm",
+    "init_matrix",
+    "l1_penalty",
+    "set_dropout",
+]

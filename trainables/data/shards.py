@@ -63,4 +63,12 @@ def verify_all(root: Location, manifest: Manifest, cache: ShardCache | None = No
                 fetch_verified(root, shard)
 
 
-__all__ = ["ShardError", "read_shard", "read_split", "verify_all", "write_shard", "write_shards"]
+def shards_for_rank(shards: tuple[ShardInfo, ...], rank: int, world_size: int) -> tuple[ShardInfo, ...]:
+    """The shards a data-parallel worker reads: round-robin by position, so every rank gets a fixed, disjoint share
+    and together they read each shard exactly once."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank = {rank}, world_size = {world_size}: need 0 <= rank < world_size")
+    return tuple(shard for i, shard in enumerate(shards) if i % world_size == rank)
+
+
+__all__ = ["ShardError", "read_shard", "read_split", "shards_for_rank", "verify_all", "write_shard", "write_shards"]

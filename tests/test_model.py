@@ -1,0 +1,128 @@
+"""The model builder: every architecture option builds and runs, initialisations have the documented
+distribution, L1 changes the gradient by l1 * sign(w), and early stopping stops."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import DirSession
+from trainables import metrics as M
+from trainables.config import ModelConfig, TrialConfig
+from trainables.data.loader import DataHandle, load_forecast_data
+from trainables.data.windows import gather, target_positions
+from trainables.loop import early_stopping, run_trial
+from trainables.model import build_classifier, build_model, init_lstm, l1_penalty
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "additive", "dot"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_forecaster_shapes(pooling: str, bidirectional: bool, num_layers: int) -> None:
+    cfg = ModelConfig(hidden_size=8, num_layers=num_layers, bidirectional=bidirectional, pooling=pooling)
+    model = build_model(cfg, n_features=5, target_index=0)
+    assert model(torch.randn(4, 12, 5)).shape == (4,)
+    assert model.encoder.out_dim == (16 if bidirectional else 8)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "additive", "dot"])
+def test_classifier_ignores_padding(pooling: str) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=8, bidirectional=True, pooling=pooling, embedding_dim=6)
+    model = build_classifier(cfg, vocab_size=50, num_classes=3).eval()
+    tokens = torch.randint(2, 50, (2, 7))
+    lengths = torch.tensor([7, 4])
+    padded = tokens.clone()
+    padded[1, 4:] = 0
+    other = tokens.clone()
+    other[1, 4:] = 17  # different content after the true length must not matter
+    out_a, out_b = model(padded, lengths), model(other, lengths)
+    assert out_a.shape == (2, 3)
+    assert torch.allclose(out_a, out_b, atol=1e-6), "padded steps changed the output"
+
+
+def test_bidirectional_forecaster_never_sees_the_future(prepared_data: str) -> None:
+    data = load_forecast_data(DataHandle(uri=prepared_data))
+    train = data.splits["train"]
+    model = build_model(ModelConfig(hidden_size=8, bidirectional=True, pooling="additive"),
+                        n_features=data.n_features, target_index=data.fitted.target_index).eval()
+    positions = target_positions(train, window=24, horizon=1)[100:101]
+    x, _ = gather(train, positions, window=24, horizon=1)
+    before = model(x)
+    t = int(positions[0])
+    future = train.features.clone()
+    future[t:] += 100.0  # the target hour and everything after it
+    perturbed = type(train)(future, train.target, train.target_raw, train.observed, train.context)
+    x2, _ = gather(perturbed, positions, window=24, horizon=1)
+    assert torch.equal(model(x2), before), "a future row reached the forecast"
+    past = train.features.clone()
+    past[t - 1] += 1.0  # the last hour before the target is an input
+    x3, _ = gather(type(train)(past, train.target, train.target_raw, train.observed, train.context), positions,
+                   window=24, horizon=1)
+    assert not torch.equal(model(x3), before)
+
+
+def lstm(hidden: int = 32, inp: int = 32) -> torch.nn.LSTM:
+    return torch.nn.LSTM(inp, hidden, batch_first=True)
+
+
+def test_xavier_and_kaiming_have_their_documented_spread() -> None:
+    torch.manual_seed(0)
+    net = lstm(64, 48)
+    init_lstm(net, input_scheme="xavier_uniform", recurrent_scheme="kaiming_normal", forget_bias=None)
+    w_ih = net.weight_ih_l0.detach()  # four [64, 48] blocks
+    bound = math.sqrt(6.0 / (48 + 64))
+    assert w_ih.abs().max() <= bound + 1e-6
+    assert w_ih.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    w_hh = net.weight_hh_l0.detach()  # four [64, 64] blocks, fan_in 64, gain 1
+    assert w_hh.std().item() == pytest.approx(1 / math.sqrt(64), rel=0.05)
+
+
+def test_orthogonal_recurrent_blocks_and_forget_bias() -> None:
+    net = lstm(16, 8)
+    init_lstm(net, input_scheme="xavier_normal", recurrent_scheme="orthogonal", forget_bias=1.0)
+    for block in net.weight_hh_l0.detach().split(16, dim=0):
+        assert torch.allclose(block @ block.T, torch.eye(16), atol=1e-5)
+    b_ih, b_hh = net.bias_ih_l0.detach(), net.bias_hh_l0.detach()
+    assert torch.all(b_ih[16:32] == 1.0) and torch.all(b_ih[:16] == 0) and torch.all(b_ih[32:] == 0)
+    assert torch.all(b_hh == 0)
+    with pytest.raises(ValueError, match=r"model\.init = 'he'"):
+        init_lstm(net, input_scheme="he", recurrent_scheme="default", forget_bias=None)
+
+
+def test_l1_term_adds_l1_times_sign_to_the_gradient() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_size=4), n_features=3, target_index=0)
+    x, y = torch.randn(8, 5, 3), torch.randn(8)
+
+    def grads(l1: float) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y) + l1 * l1_penalty(model)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, penalised = grads(0.0), grads(0.01)
+    for name, param in model.named_parameters():
+        expected = 0.0 if "bias" in name else 0.01 * torch.sign(param.detach())
+        assert torch.allclose(penalised[name] - plain[name], torch.as_tensor(expected).expand_as(param), atol=1e-6), name
+
+
+def test_early_stopping_rule() -> None:
+    assert early_stopping(math.inf, 0, 1.0, 0.0) == (1.0, 0)
+    assert early_stopping(1.0, 0, 0.95, 0.1) == (0.95, 1)  # better, but by less than min_delta
+    assert early_stopping(1.0, 1, 0.85, 0.1) == (0.85, 0)
+    assert early_stopping(1.0, 2, 1.2, 0.0) == (1.0, 3)
+
+
+def test_early_stopping_stops_a_trial(prepared_data: str, tmp_path: Path) -> None:
+    flat = {"hidden_size": 8, "batch_size": 1024, "window": 12, "max_epochs": 10, "patience": 2, "min_delta": 10.0}
+    session = DirSession(str(tmp_path))
+    cfg = TrialConfig.from_flat(flat)
+    run_trial(cfg, load_forecast_data(DataHandle(uri=prepared_data)), session, device=torch.device("cpu"))
+    # Epoch 1 improves on +inf; with min_delta 10 nothing improves after, so epochs 2 and 3 are the two bad ones.
+    assert [r[M.EPOCH] for r in session.reports] == [1, 2, 3]
+    assert replace(cfg.limits, patience=0).patience == 0
