@@ -25,16 +25,27 @@ from cluster.retention import prune_stopped_checkpoints
 from cluster.schedulers import build_scheduler, read_lineage
 from cluster.space import grid_size, param_rules, to_mutations, to_param_space
 from cluster.storage import ExperimentPaths, StorageError, check_readable, experiment_paths, probe
-from cluster.summary import BestTrial, Scores, Summary, baselines_for, render, score_checkpoint, summary_from_json
+from cluster.summary import (
+    BestTrial,
+    Scores,
+    Summary,
+    baselines_for,
+    majority_baseline,
+    render,
+    score_checkpoint,
+    score_classifier,
+    summary_from_json,
+)
 from search_spaces import SearchSpace, SearchSpaceError, load_space
 from trainables import metrics as M
 from trainables.data.cache import ShardCache
 from trainables.data.loader import DataHandle, load_forecast_data
-from trainables.data.manifest import Manifest, ManifestError, read_manifest
+from trainables.data.manifest import Manifest, read_manifest
 from trainables.data.shards import verify_all
+from trainables.data.text_loader import load_text_data
 from trainables.export import export_model
 from trainables.storage import Location, exists, read_bytes, resolve, s3_endpoint, write_bytes_atomic
-from trainables.trainable import TrialEnv, forecast_trainable
+from trainables.trainable import TrialEnv, classify_trainable, forecast_trainable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,8 +66,8 @@ def plan(opts: RunOptions) -> Plan:
     """Validate options and the search space together; touches no storage and starts nothing."""
     opts.validate()
     space = load_space(opts.space, param_rules())
-    if space.task != "forecast":
-        raise SearchSpaceError(f"{space.source}: task = {space.task!r}: lstm-tune run supports task 'forecast'")
+    if space.task not in ("forecast", "classify"):
+        raise SearchSpaceError(f"{space.source}: task = {space.task!r}: must be forecast or classify")
     if opts.scheduler.kind == "pbt" and not space.mutations:
         raise SearchSpaceError(f"{space.source}: pbt.mutations: empty; --scheduler pbt needs at least one mutation")
     to_param_space(space, opts.search)  # refuses continuous distributions under --search grid
@@ -99,14 +110,15 @@ def cluster_capacity() -> tuple[list[float], list[float]]:
     return cpus, [g for g in gpus if g > 0]
 
 
-def trainable_for(opts: RunOptions, env: TrialEnv) -> Any:
+def trainable_for(opts: RunOptions, env: TrialEnv, task: str) -> Any:
+    function = classify_trainable if task == "classify" else forecast_trainable
     return tune.with_resources(
-        tune.with_parameters(forecast_trainable, env=env),
+        tune.with_parameters(function, env=env),
         {"cpu": opts.resources.cpus_per_trial, "gpu": opts.resources.gpus_per_trial},
     )
 
 
-def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> Tuner:
+def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -> Tuner:
     opts = p.options
     param_space = {
         **to_param_space(p.space, opts.search),
@@ -115,7 +127,7 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback) -> Tuner:
         "patience": opts.patience,
         "min_delta": opts.min_delta,
     }
-    trainable = trainable_for(opts, env)
+    trainable = trainable_for(opts, env, task)
     scheduler = build_scheduler(
         opts.scheduler, max_epochs=opts.max_epochs, mutations=to_mutations(p.space), lineage_uri=p.paths.lineage.uri
     )
@@ -177,7 +189,7 @@ def options_from_dict(raw: dict[str, Any]) -> RunOptions:
     )
 
 
-def prepare_data(p: Plan, console: Console) -> DataHandle:
+def prepare_data(p: Plan, console: Console) -> tuple[DataHandle, str]:
     """Prepare the bundled data if no dataset was named, then check the dataset completely before any trial."""
     opts = p.options
     data_uri = opts.data or p.paths.data.uri
@@ -187,12 +199,17 @@ def prepare_data(p: Plan, console: Console) -> DataHandle:
     root = resolve(data_uri)
     check_readable(root, "--data")
     manifest = read_manifest(root)
-    if manifest.task != "forecast":
-        raise ManifestError(f"--data {root.uri}: task {manifest.task!r}; lstm-tune run trains forecasters so far")
-    check_against_data(p.space, manifest)
+    if manifest.task != p.space.task:
+        preset = "classify-small" if manifest.task == "classify" else "forecast-small"
+        raise SearchSpaceError(
+            f"--space {p.space.name}: written for task {p.space.task!r}, but --data {root.uri} is a "
+            f"{manifest.task!r} dataset; use a {manifest.task} space such as --space {preset}"
+        )
+    if manifest.task == "forecast":
+        check_against_data(p.space, manifest)
     # Through the node's shard cache: trials on this node then find every shard already fetched and verified.
     verify_all(root, manifest, None if root.is_local else ShardCache.default(opts.cache_dir))
-    return DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir)
+    return DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir), manifest.task
 
 
 def experiment_state(paths: ExperimentPaths) -> Literal["missing", "incomplete", "finished"]:
@@ -215,7 +232,7 @@ def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_i
             )
         return resume_experiment(p.paths.root.uri, console=console, address=opts.address)
     probe(p.paths.root)
-    handle = prepare_data(p, console)
+    handle, task = prepare_data(p, console)
     record = {
         "format_version": RUN_FILE_VERSION,
         "options": {**options_to_dict(opts), "name": p.name},
@@ -228,16 +245,15 @@ def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_i
     try:
         opts.resources.check_fits(*cluster_capacity())
         progress = ProgressCallback(console, max_epochs=opts.max_epochs)
-        tuner = build_tuner(
-            p, TrialEnv(data=handle, tensorboard_uri=p.paths.tensorboard.uri, experiment_uri=p.paths.root.uri), progress
-        )
+        env = TrialEnv(data=handle, tensorboard_uri=p.paths.tensorboard.uri, experiment_uri=p.paths.root.uri)
+        tuner = build_tuner(p, env, progress, task)
         n = opts.num_samples * grid_size(p.space, opts.search)
         console.print(
             f"tuning {n} trial(s) of {p.space.name} with {opts.scheduler.kind}, up to {opts.max_epochs} epochs each; "
             f"experiment {p.paths.root.uri}",
             highlight=False,
         )
-        summary = finish(p, tuner.fit(), handle, started)
+        summary = finish(p, tuner.fit(), handle, task, started)
     finally:
         if started_ray:
             ray.shutdown()
@@ -277,19 +293,19 @@ def resume_experiment(uri: str, console: Console | None = None, *, address: str 
     p = Plan(
         options=opts, space=load_space(str(space_file), param_rules()), name=root.path.rsplit("/", 1)[-1], paths=paths
     )
-    handle = prepare_data(p, console)
+    handle, task = prepare_data(p, console)
     started_ray = connect(address)
     try:
         env = TrialEnv(data=handle, tensorboard_uri=paths.tensorboard.uri, experiment_uri=root.uri)
         console.print(f"resuming {root.uri}", highlight=False)
         tuner = Tuner.restore(
             root.uri if root.is_local else root.path,
-            trainable=trainable_for(opts, env),
+            trainable=trainable_for(opts, env, task),
             resume_unfinished=True,
             resume_errored=True,
             storage_filesystem=None if root.is_local else root.fs,
         )
-        summary = finish(p, tuner.fit(), handle, started)
+        summary = finish(p, tuner.fit(), handle, task, started)
     finally:
         if started_ray:
             ray.shutdown()
@@ -297,14 +313,14 @@ def resume_experiment(uri: str, console: Console | None = None, *, address: str 
     return summary
 
 
-def finish(p: Plan, results: Any, handle: DataHandle, started: float) -> Summary:
+def finish(p: Plan, results: Any, handle: DataHandle, task: str, started: float) -> Summary:
     """Score, export, prune, and write ``best.json`` (its presence marks the experiment finished)."""
-    summary = summarize(p, results, handle, time.monotonic() - started)
+    summary = summarize(p, results, handle, time.monotonic() - started, task)
     write_bytes_atomic(p.paths.best_json, summary.to_json().encode())
     return summary
 
 
-def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float) -> Summary:
+def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task: str = "forecast") -> Summary:
     opts = p.options
     ok = [r for r in results if r.error is None and r.metrics]
     errored = [r for r in results if r.error is not None]
@@ -314,35 +330,50 @@ def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float) -> Su
     finished = sum(1 for r in ok if int(r.metrics.get(M.EPOCH, 0)) >= opts.max_epochs)
     best = results.get_best_result(metric=M.VAL_LOSS, mode="min", scope="all", filter_nan_and_inf=True)
     checkpoint = best.get_best_checkpoint(M.VAL_LOSS, "min") or best.checkpoint
-    data = load_forecast_data(handle, ("train", "val", "test"))
-    with checkpoint.as_directory() as directory:
-        payload, scores = score_checkpoint(directory, data)
-    export_model(p.paths.best_model, checkpoint_payload=payload, fitted=data.fitted)
+    notes: list[str] = []
+    if task == "classify":
+        text = load_text_data(handle, ("train", "val", "test"))
+        with checkpoint.as_directory() as directory:
+            payload, scores = score_classifier(directory, text)
+        baselines = majority_baseline(text)
+        dataset, target, horizon, exported = text.manifest.name, "label", 0, ""
+        notes.append("classifier export is not offered yet; the best checkpoint is kept")
+    else:
+        data = load_forecast_data(handle, ("train", "val", "test"))
+        with checkpoint.as_directory() as directory:
+            payload, forecast_scores = score_checkpoint(directory, data)
+        scores = {split: Scores.of(forecast_scores[split]) for split in ("val", "test")}
+        export_model(p.paths.best_model, checkpoint_payload=payload, fitted=data.fitted)
+        baselines = baselines_for(data)
+        dataset, target, horizon = data.manifest.name, data.fitted.config.target, data.horizon
+        exported = p.paths.best_model.uri
     retention = prune_stopped_checkpoints(
         p.paths.root, ok, max_epochs=opts.max_epochs, keep=opts.checkpoints.keep_stopped, protect=checkpoint.path
     )
-    config = {k: v for k, v in best.config.items() if k not in ("max_epochs", "seed", "patience", "min_delta")}
+    fixed = ("max_epochs", "seed", "patience", "min_delta")
     return Summary(
         experiment=p.paths.root.uri,
+        task=task,
         scheduler=opts.scheduler.kind,
         search_space=p.space.name,
-        dataset=data.manifest.name,
-        target=data.fitted.config.target,
-        horizon=data.horizon,
+        dataset=dataset,
+        target=target,
+        horizon=horizon,
         trials={"total": len(results), "finished": finished, "stopped": len(ok) - finished, "errored": len(errored)},
         best=BestTrial(
             trial_id=best.metrics.get("trial_id", ""),
-            config=config,
+            config={k: v for k, v in best.config.items() if k not in fixed},
             epoch=int(payload["state"]["epoch"]),
-            val=Scores.of(scores["val"]),
-            test=Scores.of(scores["test"]),
+            val=scores["val"],
+            test=scores["test"],
             checkpoint=checkpoint.path,
         ),
-        baselines=baselines_for(data),
+        baselines=baselines,
         wall_time_s=wall_time,
         pbt_exploits=len(read_lineage(p.paths.lineage.uri)),
-        exported_model=p.paths.best_model.uri,
+        exported_model=exported,
         checkpoints=retention,
+        notes=notes,
     )
 
 

@@ -14,16 +14,20 @@ from rich.table import Table
 from trainables.checkpoint import load_checkpoint
 from trainables.config import ModelConfig
 from trainables.data.loader import ForecastData
+from trainables.data.text_loader import TextData
 from trainables.evaluate import ForecastScores, baseline_scores, evaluate_model
-from trainables.model import build_model
+from trainables.model import build_classifier, build_model
+from trainables.tasks import classification_scores, predict_logits
 
 
 @dataclass(frozen=True, kw_only=True)
 class Scores:
-    """RMSE and MAE in the target's original units."""
+    """Forecasting: RMSE and MAE in the target's original units. Classification: accuracy and macro-F1."""
 
-    rmse: float
-    mae: float
+    rmse: float | None = None
+    mae: float | None = None
+    accuracy: float | None = None
+    macro_f1: float | None = None
 
     @classmethod
     def of(cls, s: ForecastScores) -> Scores:
@@ -48,6 +52,8 @@ class Summary:
 
     experiment: str
     """Experiment URI."""
+    task: str
+    """forecast or classify."""
     scheduler: str
     search_space: str
     dataset: str
@@ -67,10 +73,6 @@ class Summary:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)
-
-    @property
-    def beats_persistence(self) -> bool:
-        return self.best.test.rmse < self.baselines["persistence"]["test"].rmse
 
 
 def summary_from_json(data: bytes) -> Summary:
@@ -114,6 +116,37 @@ def score_checkpoint(checkpoint_dir: str, data: ForecastData) -> tuple[dict[str,
     return payload, scores
 
 
+def score_classifier(checkpoint_dir: str, data: TextData) -> tuple[dict[str, Any], dict[str, Scores]]:
+    """Load a classifier checkpoint (safely) and score it on val and test."""
+    payload = load_checkpoint(checkpoint_dir)
+    info = payload["model_config"]
+    model = build_classifier(
+        ModelConfig(**info["config"]), vocab_size=info["vocab_size"], num_classes=info["num_classes"]
+    )
+    model.load_state_dict(payload["model"])
+    scores = {}
+    for split in ("val", "test"):
+        part = data.splits[split]
+        logits = predict_logits(model, part, data.num_classes, torch.device("cpu"))
+        s = classification_scores(logits, part.labels, data.num_classes)
+        scores[split] = Scores(accuracy=s["accuracy"], macro_f1=s["macro_f1"])
+    return payload, scores
+
+
+def majority_baseline(data: TextData) -> dict[str, dict[str, Scores]]:
+    """Always predicting the most frequent training class, scored like the model."""
+    labels = data.manifest.preprocessing["fitted"]["labels"]
+    majority = labels.index(data.manifest.task_params["majority_label"])
+    out = {}
+    for split in ("val", "test"):
+        truth = data.splits[split].labels
+        logits = torch.zeros(len(truth), data.num_classes)
+        logits[:, majority] = 1.0
+        s = classification_scores(logits, truth, data.num_classes)
+        out[split] = Scores(accuracy=s["accuracy"], macro_f1=s["macro_f1"])
+    return {"majority_class": out}
+
+
 def baselines_for(data: ForecastData) -> dict[str, dict[str, Scores]]:
     season = int(data.manifest.task_params["season_steps"])
     per_split = {s: baseline_scores(data.splits[s], horizon=data.horizon, season_steps=season) for s in ("val", "test")}
@@ -123,35 +156,36 @@ def baselines_for(data: ForecastData) -> dict[str, dict[str, Scores]]:
 def render(summary: Summary, console: Console) -> None:
     b = summary.best
     table = Table(title=f"lstm-tune: {summary.experiment}", show_lines=False)
-    table.add_column("forecaster")
-    table.add_column("val RMSE", justify="right")
-    table.add_column("val MAE", justify="right")
-    table.add_column("test RMSE", justify="right")
-    table.add_column("test MAE", justify="right")
-    table.add_row(
-        f"best LSTM ({b.trial_id}, epoch {b.epoch})",
-        f"{b.val.rmse:.2f}",
-        f"{b.val.mae:.2f}",
-        f"{b.test.rmse:.2f}",
-        f"{b.test.mae:.2f}",
-        style="bold",
-    )
-    for name, s in summary.baselines.items():
-        table.add_row(
-            name.replace("_", "-"),
-            f"{s['val'].rmse:.2f}",
-            f"{s['val'].mae:.2f}",
-            f"{s['test'].rmse:.2f}",
-            f"{s['test'].mae:.2f}",
-        )
+    names = ("rmse", "mae") if summary.task == "forecast" else ("accuracy", "macro_f1")
+    labels = ("RMSE", "MAE") if summary.task == "forecast" else ("accuracy", "macro-F1")
+    table.add_column("model")
+    for split in ("val", "test"):
+        for label in labels:
+            table.add_column(f"{split} {label}", justify="right")
+
+    def cells(per_split: dict[str, Scores]) -> list[str]:
+        return [_num(getattr(per_split[split], n)) for split in ("val", "test") for n in names]
+
+    table.add_row(f"best LSTM ({b.trial_id}, epoch {b.epoch})", *cells({"val": b.val, "test": b.test}), style="bold")
+    for name, per_split in summary.baselines.items():
+        table.add_row(name.replace("_", "-"), *cells(per_split))
     console.print(table)
-    persistence = summary.baselines["persistence"]["test"].rmse
-    gain = 100.0 * (persistence - b.test.rmse) / persistence
     t = summary.trials
+    if summary.task == "forecast":
+        persistence = summary.baselines["persistence"]["test"].rmse or math.nan
+        test_rmse = b.test.rmse or math.nan
+        gain = 100.0 * (persistence - test_rmse) / persistence
+        headline = (
+            f"target {summary.target} {summary.horizon} step(s) ahead, {summary.dataset}; units of the target.\n"
+            f"test RMSE {test_rmse:.2f} vs persistence {persistence:.2f}: {abs(gain):.1f}% {'better' if gain > 0 else 'worse'}"
+        )
+    else:
+        majority = summary.baselines["majority_class"]["test"].accuracy or math.nan
+        headline = (
+            f"{summary.dataset}: test accuracy {b.test.accuracy or math.nan:.4f} vs majority class {majority:.4f}"
+        )
     console.print(
-        f"target {summary.target} {summary.horizon} step(s) ahead, {summary.dataset}; units of the target.\n"
-        f"test RMSE {b.test.rmse:.2f} vs persistence {persistence:.2f}: "
-        f"{abs(gain):.1f}% {'better' if gain > 0 else 'worse'}\n"
+        headline + "\n"
         f"trials: {t['total']} ({t['finished']} finished, {t['stopped']} stopped early, {t['errored']} errored); "
         f"scheduler {summary.scheduler}"
         + (f", {summary.pbt_exploits} PBT exploits" if summary.scheduler == "pbt" else "")
@@ -172,8 +206,24 @@ def render(summary: Summary, console: Console) -> None:
         console.print(f"note: {note}", style="yellow", highlight=False)
 
 
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if abs(value) <= 1 else f"{value:.2f}"
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-__all__ = ["BestTrial", "Scores", "Summary", "baselines_for", "render", "score_checkpoint", "summary_from_json"]
+__all__ = [
+    "BestTrial",
+    "Scores",
+    "Summary",
+    "baselines_for",
+    "majority_baseline",
+    "render",
+    "score_checkpoint",
+    "score_classifier",
+    "summary_from_json",
+]

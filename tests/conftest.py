@@ -51,6 +51,22 @@ def prepared_data(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def prepared_r8(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Reuters R8 from ../shared/datasets, tokenised (first 100 tokens, 5,000 words) once for the session."""
+    from cluster.data_text import prepare_classify
+    from trainables.data.text_prep import TextPrepConfig
+    from trainables.storage import resolve
+
+    train, test = SHARED_DATASETS / "reuters-r8-train.csv.xz", SHARED_DATASETS / "reuters-r8-test.csv.xz"
+    if not train.exists():
+        pytest.skip("../shared/datasets not present")
+    root = tmp_path_factory.mktemp("prepared") / "r8"
+    cfg = TextPrepConfig(max_length=100, max_vocab=5000)
+    prepare_classify(str(train), cfg, resolve(str(root)), name="r8", test_source=str(test))
+    return str(root)
+
+
+@pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """A real local Ray instance (2 CPUs, no dashboard) in a private temp dir, so no stale cluster is joined."""
     import ray

@@ -60,7 +60,12 @@ def test_bad_option_and_unknown_preset(tmp_path: Path) -> None:
 
 def test_spaces_commands() -> None:
     listed = cli("spaces", "list")
-    assert listed.returncode == 0 and listed.stdout.split() == ["forecast", "forecast-small"]
+    assert listed.returncode == 0 and listed.stdout.split() == [
+        "classify",
+        "classify-small",
+        "forecast",
+        "forecast-small",
+    ]
     shown = cli("spaces", "show", "forecast-small")
     assert shown.returncode == 0 and "lr" in shown.stdout and "(PBT mutates)" in shown.stdout
 

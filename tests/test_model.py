@@ -48,8 +48,11 @@ def test_classifier_ignores_padding(pooling: str) -> None:
 def test_bidirectional_forecaster_never_sees_the_future(prepared_data: str) -> None:
     data = load_forecast_data(DataHandle(uri=prepared_data))
     train = data.splits["train"]
-    model = build_model(ModelConfig(hidden_size=8, bidirectional=True, pooling="additive"),
-                        n_features=data.n_features, target_index=data.fitted.target_index).eval()
+    model = build_model(
+        ModelConfig(hidden_size=8, bidirectional=True, pooling="additive"),
+        n_features=data.n_features,
+        target_index=data.fitted.target_index,
+    ).eval()
     positions = target_positions(train, window=24, horizon=1)[100:101]
     x, _ = gather(train, positions, window=24, horizon=1)
     before = model(x)
@@ -61,8 +64,12 @@ def test_bidirectional_forecaster_never_sees_the_future(prepared_data: str) -> N
     assert torch.equal(model(x2), before), "a future row reached the forecast"
     past = train.features.clone()
     past[t - 1] += 1.0  # the last hour before the target is an input
-    x3, _ = gather(type(train)(past, train.target, train.target_raw, train.observed, train.context), positions,
-                   window=24, horizon=1)
+    x3, _ = gather(
+        type(train)(past, train.target, train.target_raw, train.observed, train.context),
+        positions,
+        window=24,
+        horizon=1,
+    )
     assert not torch.equal(model(x3), before)
 
 
@@ -108,7 +115,9 @@ def test_l1_term_adds_l1_times_sign_to_the_gradient() -> None:
     plain, penalised = grads(0.0), grads(0.01)
     for name, param in model.named_parameters():
         expected = 0.0 if "bias" in name else 0.01 * torch.sign(param.detach())
-        assert torch.allclose(penalised[name] - plain[name], torch.as_tensor(expected).expand_as(param), atol=1e-6), name
+        assert torch.allclose(penalised[name] - plain[name], torch.as_tensor(expected).expand_as(param), atol=1e-6), (
+            name
+        )
 
 
 def test_early_stopping_rule() -> None:

@@ -27,7 +27,7 @@ def test_every_preset_loads_and_converts(preset: str) -> None:
     space = load_space(preset, RULES)
     assert space.params, f"preset {preset} declares no parameters"
     to_param_space(space, "random")
-    assert set(to_mutations(space)) <= {"lr", "weight_decay", "dropout", "grad_clip"}
+    assert set(to_mutations(space)) <= {"lr", "weight_decay", "l1", "dropout", "input_dropout", "grad_clip"}
 
 
 def test_forecast_extends_forecast_small() -> None:
@@ -158,7 +158,10 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 
 
 def test_missing_file_lists_presets() -> None:
-    with pytest.raises(SearchSpaceError, match=r"no such file and no such preset; presets: forecast, forecast-small"):
+    with pytest.raises(
+        SearchSpaceError,
+        match=r"no such file and no such preset; presets: classify, classify-small, forecast, forecast-small",
+    ):
         load_space("forecast-smal", RULES)
 
 

@@ -21,9 +21,9 @@ from trainables import metrics as M
 from trainables.checkpoint import TrainState, restore_rng, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.data.loader import ForecastData
-from trainables.data.windows import SeriesArrays, gather, target_positions
-from trainables.evaluate import evaluate_model
-from trainables.model import LSTMForecaster, build_model, l1_penalty, set_dropout
+from trainables.data.text_loader import TextData
+from trainables.model import LSTMClassifier, LSTMForecaster, set_dropout
+from trainables.tasks import task_for
 from trainables.tensorboard import TrialLogger
 
 
@@ -62,51 +62,19 @@ def early_stopping(best: float, bad_epochs: int, loss: float, min_delta: float) 
     return min(best, loss), bad_epochs + 1
 
 
-def apply_hyperparameters(model: LSTMForecaster, optimizer: torch.optim.Optimizer, cfg: TrialConfig) -> None:
+def apply_hyperparameters(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrialConfig) -> None:
     """Make the config's values the live ones. After a PBT restore the donor's optimiser state carries the donor's
     learning rate and weight decay; the (mutated) values of this trial's config must win."""
     for group in optimizer.param_groups:
         group["lr"] = cfg.optim.lr
         group["weight_decay"] = cfg.optim.weight_decay
-    set_dropout(model, cfg.model.dropout, cfg.model.input_dropout)
-
-
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    arrays: SeriesArrays,
-    positions: torch.Tensor,
-    cfg: TrialConfig,
-    *,
-    horizon: int,
-    epoch_seed: int,
-    device: torch.device,
-) -> tuple[float, int]:
-    """One pass over the training targets in a seeded order; returns mean loss and optimiser steps."""
-    model.train()
-    order = positions[torch.randperm(len(positions), generator=torch.Generator().manual_seed(epoch_seed))]
-    total, count, steps = 0.0, 0, 0
-    loss_fn = nn.MSELoss()
-    for start in range(0, len(order), cfg.optim.batch_size):
-        batch = order[start : start + cfg.optim.batch_size]
-        x, y = gather(arrays, batch, window=cfg.window.window, horizon=horizon)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        total_loss = loss + cfg.optim.l1 * l1_penalty(model) if cfg.optim.l1 > 0 else loss
-        total_loss.backward()
-        if cfg.optim.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        total += float(loss.detach()) * len(batch)
-        count += len(batch)
-        steps += 1
-    return (total / count if count else math.nan), steps
+    if isinstance(model, (LSTMForecaster, LSTMClassifier)):
+        set_dropout(model, cfg.model.dropout, cfg.model.input_dropout)
 
 
 def run_trial(
     cfg: TrialConfig,
-    data: ForecastData,
+    data: ForecastData | TextData,
     session: TrialSession,
     *,
     device: torch.device,
@@ -114,16 +82,12 @@ def run_trial(
     extra_metrics: dict[str, Any] | None = None,
 ) -> TrainState:
     """Train one configuration until ``max_epochs`` (or until the scheduler stops the process)."""
-    horizon = data.horizon
-    fitted = data.fitted
-    window = cfg.window.window
-    if window > data.manifest.max_window:
-        raise ValueError(f"window = {window}: the dataset was prepared for windows up to {data.manifest.max_window}")
+    task = task_for(data, cfg)
     seed = trial_seed(cfg)
     torch.manual_seed(seed)
     random.seed(seed)
 
-    model = build_model(cfg.model, n_features=data.n_features, target_index=fitted.target_index).to(device)
+    model = task.build(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     state = TrainState()
     payload = session.restore()
@@ -133,43 +97,24 @@ def run_trial(
         state = TrainState(**payload["state"])
         restore_rng(payload)
     apply_hyperparameters(model, optimizer, cfg)
-
-    train, val = data.splits["train"], data.splits["val"]
-    positions = target_positions(train, window=window, horizon=horizon)
-    if len(positions) == 0:
-        raise ValueError(f"window = {window}: the training split has no target with that much history")
-    target = fitted.config.target
-    model_info = {"config": asdict(cfg.model), "n_features": data.n_features, "target_index": fitted.target_index}
-    data_info = {"window": window, "horizon": horizon, "dataset": data.manifest.name}
+    model_info, data_info = task.model_info(cfg), task.data_info(cfg)
 
     for epoch in range(state.epoch + 1, cfg.limits.max_epochs + 1):
         started = time.perf_counter()
-        train_loss, steps = train_epoch(
-            model, optimizer, train, positions, cfg, horizon=horizon, epoch_seed=seed + 7919 * epoch, device=device
-        )
+        stats = task.train_epoch(model, optimizer, cfg, seed + 7919 * epoch, device)
         elapsed = time.perf_counter() - started
-        scores = evaluate_model(
-            model,
-            val,
-            window=window,
-            horizon=horizon,
-            target_centre=fitted.centre[target],
-            target_scale=fitted.scale[target],
-            device=device,
-        )
-        state.epoch, state.step = epoch, state.step + steps
-        val_loss = usable_loss(scores.loss)
+        scores = task.evaluate(model, cfg, device)
+        state.epoch, state.step = epoch, state.step + stats.steps
+        val_loss = usable_loss(scores[M.VAL_LOSS])
         state.best_val_loss, state.bad_epochs = early_stopping(
             state.best_val_loss, state.bad_epochs, val_loss, cfg.limits.min_delta
         )
         report = {
             M.EPOCH: epoch,
-            M.TRAIN_LOSS: usable_loss(train_loss),
-            M.VAL_LOSS: val_loss,
-            M.VAL_RMSE: usable_loss(scores.rmse),
-            M.VAL_MAE: usable_loss(scores.mae),
+            M.TRAIN_LOSS: usable_loss(stats.loss),
+            **{k: v if k != M.VAL_LOSS else val_loss for k, v in scores.items()},
             M.LEARNING_RATE: optimizer.param_groups[0]["lr"],
-            M.SAMPLES_PER_SECOND: len(positions) / elapsed if elapsed > 0 else 0.0,
+            M.SAMPLES_PER_SECOND: stats.samples / elapsed if elapsed > 0 else 0.0,
             **(extra_metrics or {}),
         }
         if logger is not None:
@@ -179,19 +124,11 @@ def run_trial(
                 ckpt_dir, model=model, optimizer=optimizer, state=state, model_config=model_info, data_info=data_info
             )
             session.report(report, ckpt_dir)
-        if not math.isfinite(train_loss):
+        if not math.isfinite(stats.loss):
             break  # diverged: reported as +inf so schedulers rank it last; more epochs cannot help
         if cfg.limits.patience and state.bad_epochs >= cfg.limits.patience:
             break  # early stopping inside the trial, alongside whatever the scheduler decides
     return state
 
 
-__all__ = [
-    "TrialSession",
-    "apply_hyperparameters",
-    "early_stopping",
-    "run_trial",
-    "train_epoch",
-    "trial_seed",
-    "usable_loss",
-]
+__all__ = ["TrialSession", "apply_hyperparameters", "early_stopping", "run_trial", "trial_seed", "usable_loss"]

@@ -10,6 +10,10 @@ VAL_RMSE = "val/rmse"
 """Validation RMSE in the target's original units."""
 VAL_MAE = "val/mae"
 """Validation MAE in the target's original units."""
+VAL_ACCURACY = "val/accuracy"
+"""Validation accuracy (classification)."""
+VAL_MACRO_F1 = "val/macro_f1"
+"""Validation macro-averaged F1 (classification)."""
 LEARNING_RATE = "train/lr"
 """Learning rate in effect during the epoch (PBT may change it)."""
 EPOCH = "epoch"
@@ -30,7 +34,9 @@ __all__ = [
     "SCHEDULER_METRIC",
     "SCHEDULER_MODE",
     "TRAIN_LOSS",
+    "VAL_ACCURACY",
     "VAL_LOSS",
+    "VAL_MACRO_F1",
     "VAL_MAE",
     "VAL_RMSE",
 ]

@@ -14,7 +14,8 @@ import torch
 from trainables import metrics as M
 from trainables.checkpoint import CheckpointError, load_checkpoint
 from trainables.config import TrialConfig
-from trainables.data.loader import DataHandle, load_forecast_data
+from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
+from trainables.data.text_loader import TextData, load_text_data
 from trainables.loop import run_trial
 from trainables.ray_api import Checkpoint, get_checkpoint, get_context, report
 from trainables.storage import Location, resolve
@@ -99,18 +100,27 @@ def pick_device() -> torch.device:
 
 
 def forecast_trainable(config: dict[str, Any], env: TrialEnv) -> None:
-    """Entry point Tune calls for each trial."""
+    """Entry point Tune calls for each forecasting trial."""
     cfg = TrialConfig.from_flat(config)
     torch.set_num_threads(cfg.limits.threads or assigned_cpus())
-    data = load_forecast_data(env.data)
+    _run(cfg, config, env, load_forecast_data(env.data), [M.VAL_LOSS, M.VAL_RMSE, M.VAL_MAE, M.TRAIN_LOSS])
+
+
+def classify_trainable(config: dict[str, Any], env: TrialEnv) -> None:
+    """Entry point Tune calls for each text-classification trial."""
+    cfg = TrialConfig.from_flat(config)
+    torch.set_num_threads(cfg.limits.threads or assigned_cpus())
+    _run(cfg, config, env, load_text_data(env.data), [M.VAL_LOSS, M.VAL_ACCURACY, M.VAL_MACRO_F1, M.TRAIN_LOSS])
+
+
+def _run(
+    cfg: TrialConfig, config: dict[str, Any], env: TrialEnv, data: ForecastData | TextData, tags: list[str]
+) -> None:
     context = get_context()
     logger = None
     if env.tensorboard_uri:
         logger = TrialLogger(
-            resolve(env.tensorboard_uri, endpoint=env.data.endpoint),
-            context.get_trial_name(),
-            config,
-            [M.VAL_LOSS, M.VAL_RMSE, M.VAL_MAE, M.TRAIN_LOSS],
+            resolve(env.tensorboard_uri, endpoint=env.data.endpoint), context.get_trial_name(), config, tags
         )
     import ray
 
@@ -133,4 +143,11 @@ def forecast_trainable(config: dict[str, Any], env: TrialEnv) -> None:
             logger.close()
 
 
-__all__ = ["TrialEnv", "TuneSession", "forecast_trainable", "latest_checkpoint_dir", "pick_device"]
+__all__ = [
+    "TrialEnv",
+    "TuneSession",
+    "classify_trainable",
+    "forecast_trainable",
+    "latest_checkpoint_dir",
+    "pick_device",
+]

@@ -1,0 +1,175 @@
+"""What differs between tasks inside the one training loop: the model, an epoch of training, and evaluation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainables import metrics as M
+from trainables.config import TrialConfig
+from trainables.data.loader import ForecastData
+from trainables.data.text_loader import TextData, TextSplit, length_batches
+from trainables.data.windows import gather, target_positions
+from trainables.evaluate import evaluate_model
+from trainables.model import build_classifier, build_model, l1_penalty
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    steps: int
+    samples: int
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, cfg: TrialConfig) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    total = loss + cfg.optim.l1 * l1_penalty(model) if cfg.optim.l1 > 0 else loss
+    total.backward()
+    if cfg.optim.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+    optimizer.step()
+
+
+class ForecastTask:
+    """Windows of rows -> the target ``horizon`` steps ahead; MSE on the scaled target; RMSE/MAE in units."""
+
+    def __init__(self, data: ForecastData, cfg: TrialConfig) -> None:
+        self.data = data
+        window = cfg.window.window
+        if window > data.manifest.max_window:
+            raise ValueError(
+                f"window = {window}: the dataset was prepared for windows up to {data.manifest.max_window}"
+            )
+        self.positions = target_positions(data.splits["train"], window=window, horizon=data.horizon)
+        if len(self.positions) == 0:
+            raise ValueError(f"window = {window}: the training split has no target with that much history")
+
+    def build(self, cfg: TrialConfig) -> nn.Module:
+        return build_model(cfg.model, n_features=self.data.n_features, target_index=self.data.fitted.target_index)
+
+    def model_info(self, cfg: TrialConfig) -> dict[str, Any]:
+        return {
+            "task": "forecast",
+            "config": asdict(cfg.model),
+            "n_features": self.data.n_features,
+            "target_index": self.data.fitted.target_index,
+        }
+
+    def data_info(self, cfg: TrialConfig) -> dict[str, Any]:
+        return {"window": cfg.window.window, "horizon": self.data.horizon, "dataset": self.data.manifest.name}
+
+    def train_epoch(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrialConfig, seed: int, device: torch.device
+    ) -> EpochStats:
+        model.train()
+        train = self.data.splits["train"]
+        order = self.positions[torch.randperm(len(self.positions), generator=torch.Generator().manual_seed(seed))]
+        total, steps = 0.0, 0
+        for start in range(0, len(order), cfg.optim.batch_size):
+            batch = order[start : start + cfg.optim.batch_size]
+            x, y = gather(train, batch, window=cfg.window.window, horizon=self.data.horizon)
+            loss = nn.functional.mse_loss(model(x.to(device)), y.to(device))
+            _step(model, optimizer, loss, cfg)
+            total += float(loss.detach()) * len(batch)
+            steps += 1
+        return EpochStats(loss=total / len(order) if len(order) else math.nan, steps=steps, samples=len(order))
+
+    def evaluate(self, model: nn.Module, cfg: TrialConfig, device: torch.device) -> dict[str, float]:
+        fitted = self.data.fitted
+        target = fitted.config.target
+        scores = evaluate_model(
+            model,
+            self.data.splits["val"],
+            window=cfg.window.window,
+            horizon=self.data.horizon,
+            target_centre=fitted.centre[target],
+            target_scale=fitted.scale[target],
+            device=device,
+        )
+        return {M.VAL_LOSS: scores.loss, M.VAL_RMSE: scores.rmse, M.VAL_MAE: scores.mae}
+
+
+def classification_scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (classes absent from both truth and prediction are left out of the mean)."""
+    pred = logits.argmax(dim=1)
+    accuracy = float((pred == labels).float().mean()) if len(labels) else math.nan
+    f1s = []
+    for c in range(num_classes):
+        tp = int(((pred == c) & (labels == c)).sum())
+        fp = int(((pred == c) & (labels != c)).sum())
+        fn = int(((pred != c) & (labels == c)).sum())
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": accuracy, "macro_f1": sum(f1s) / len(f1s) if f1s else math.nan}
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, split: TextSplit, num_classes: int, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    order = torch.argsort(split.lengths, stable=True)  # similar lengths together: little padding
+    out = torch.empty(len(split), num_classes)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        tokens, lengths, _ = split.batch(idx)
+        out[idx] = model(tokens.to(device), lengths).float().cpu()
+    model.train(was_training)
+    return out
+
+
+class ClassifyTask:
+    """Token ids -> class; cross-entropy; accuracy and macro-F1."""
+
+    def __init__(self, data: TextData, cfg: TrialConfig) -> None:
+        self.data = data
+
+    def build(self, cfg: TrialConfig) -> nn.Module:
+        return build_classifier(cfg.model, vocab_size=self.data.vocab_size, num_classes=self.data.num_classes)
+
+    def model_info(self, cfg: TrialConfig) -> dict[str, Any]:
+        return {
+            "task": "classify",
+            "config": asdict(cfg.model),
+            "vocab_size": self.data.vocab_size,
+            "num_classes": self.data.num_classes,
+        }
+
+    def data_info(self, cfg: TrialConfig) -> dict[str, Any]:
+        return {"dataset": self.data.manifest.name, "max_length": self.data.manifest.task_params["max_length"]}
+
+    def train_epoch(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrialConfig, seed: int, device: torch.device
+    ) -> EpochStats:
+        model.train()
+        train = self.data.splits["train"]
+        total, steps = 0.0, 0
+        for idx in length_batches(train.lengths, cfg.optim.batch_size, torch.Generator().manual_seed(seed)):
+            tokens, lengths, labels = train.batch(idx)
+            loss = nn.functional.cross_entropy(model(tokens.to(device), lengths), labels.to(device))
+            _step(model, optimizer, loss, cfg)
+            total += float(loss.detach()) * len(idx)
+            steps += 1
+        return EpochStats(loss=total / len(train) if len(train) else math.nan, steps=steps, samples=len(train))
+
+    def evaluate(self, model: nn.Module, cfg: TrialConfig, device: torch.device) -> dict[str, float]:
+        val = self.data.splits["val"]
+        logits = predict_logits(model, val, self.data.num_classes, device)
+        loss = float(nn.functional.cross_entropy(logits, val.labels))
+        scores = classification_scores(logits, val.labels, self.data.num_classes)
+        return {M.VAL_LOSS: loss, M.VAL_ACCURACY: scores["accuracy"], M.VAL_MACRO_F1: scores["macro_f1"]}
+
+
+Task = ForecastTask | ClassifyTask
+
+
+def task_for(data: ForecastData | TextData, cfg: TrialConfig) -> Task:
+    return ClassifyTask(data, cfg) if isinstance(data, TextData) else ForecastTask(data, cfg)
+
+
+__all__ = ["ClassifyTask", "EpochStats", "ForecastTask", "Task", "classification_scores", "predict_logits", "task_for"]
