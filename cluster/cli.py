@@ -38,6 +38,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from cluster.storage import StorageError
     from trainables.checkpoint import CheckpointError
     from trainables.data.cache import ShardError
+    from trainables.data.embeddings import EmbeddingError
     from trainables.data.manifest import ManifestError
 
     # ValueError last: our own checks raise it with a message that names the key (data.*, window = ...).
@@ -50,6 +51,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         CheckpointError,
         SourceError,
         DatasetExistsError,
+        EmbeddingError,
         ValueError,
     )
 
@@ -83,6 +85,9 @@ def run(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,
     s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="Node-local shard cache for remote data.")] = None,
+    embeddings: Annotated[
+        str | None, typer.Option(help="Pretrained word vectors (word2vec/GloVe text, .gz ok) for text datasets.")
+    ] = None,
     grace_period: Annotated[
         int | None, typer.Option(help="ASHA: epochs before a trial can be stopped [min(2, max-epochs)].")
     ] = None,
@@ -114,6 +119,7 @@ def run(
         horizon=horizon,
         address=address,
         cache_dir=cache_dir,
+        embeddings=embeddings,
         scheduler=SchedulerOptions(
             kind=scheduler,  # type: ignore[arg-type]
             grace_period=grace_period,

@@ -38,7 +38,9 @@ from cluster.summary import (
 )
 from search_spaces import SearchSpace, SearchSpaceError, load_space
 from trainables import metrics as M
+from trainables.config import ModelConfig
 from trainables.data.cache import ShardCache
+from trainables.data.embeddings import align, read_vectors, vector_dim
 from trainables.data.loader import DataHandle, load_forecast_data
 from trainables.data.manifest import Manifest, read_manifest
 from trainables.data.shards import verify_all
@@ -73,6 +75,34 @@ def plan(opts: RunOptions) -> Plan:
     to_param_space(space, opts.search)  # refuses continuous distributions under --search grid
     name = opts.name or default_name(opts, space)
     return Plan(options=opts, space=space, name=name, paths=experiment_paths(opts.storage, name))
+
+
+def check_embeddings(p: Plan, root: Location, manifest: Manifest, console: Console) -> None:
+    """Pretrained vectors: asked for only with a file, of the right dimension; report how much they cover."""
+    spec = p.space.params.get("embeddings")
+    wanted = {v for v in spec.values if v != "random"} if spec is not None else set()
+    if wanted and not p.options.embeddings:
+        raise SearchSpaceError(
+            f"{p.space.source}: params.embeddings can be {sorted(wanted)}, which needs a vector file: add --embeddings"
+        )
+    if not p.options.embeddings:
+        return
+    dim = vector_dim(p.options.embeddings)
+    dims = p.space.params.get("embedding_dim")
+    values = set(dims.values) if dims is not None and dims.values else {ModelConfig().embedding_dim}
+    if values != {dim}:
+        raise SearchSpaceError(
+            f"{p.space.source}: params.embedding_dim = {sorted(values)}, but {p.options.embeddings} holds {dim}-dimensional "
+            f"vectors; set embedding_dim: {dim}"
+        )
+    vocab = read_bytes(root.child(manifest.preprocessing["vocab_file"])).decode().split("\n")
+    vocab = vocab[: int(manifest.task_params["vocab_size"])]
+    aligned = align(vocab, read_vectors(p.options.embeddings, set(vocab)), dim)
+    console.print(
+        f"pretrained vectors {p.options.embeddings}: {aligned.found:,} of {aligned.words:,} vocabulary words covered "
+        f"({aligned.coverage:.1%})",
+        highlight=False,
+    )
 
 
 def check_against_data(space: SearchSpace, manifest: Manifest) -> None:
@@ -207,6 +237,8 @@ def prepare_data(p: Plan, console: Console) -> tuple[DataHandle, str]:
         )
     if manifest.task == "forecast":
         check_against_data(p.space, manifest)
+    else:
+        check_embeddings(p, root, manifest, console)
     # Through the node's shard cache: trials on this node then find every shard already fetched and verified.
     verify_all(root, manifest, None if root.is_local else ShardCache.default(opts.cache_dir))
     return DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir), manifest.task
@@ -245,7 +277,12 @@ def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_i
     try:
         opts.resources.check_fits(*cluster_capacity())
         progress = ProgressCallback(console, max_epochs=opts.max_epochs)
-        env = TrialEnv(data=handle, tensorboard_uri=p.paths.tensorboard.uri, experiment_uri=p.paths.root.uri)
+        env = TrialEnv(
+            data=handle,
+            tensorboard_uri=p.paths.tensorboard.uri,
+            experiment_uri=p.paths.root.uri,
+            embeddings_uri=opts.embeddings,
+        )
         tuner = build_tuner(p, env, progress, task)
         n = opts.num_samples * grid_size(p.space, opts.search)
         console.print(
@@ -296,7 +333,9 @@ def resume_experiment(uri: str, console: Console | None = None, *, address: str 
     handle, task = prepare_data(p, console)
     started_ray = connect(address)
     try:
-        env = TrialEnv(data=handle, tensorboard_uri=paths.tensorboard.uri, experiment_uri=root.uri)
+        env = TrialEnv(
+            data=handle, tensorboard_uri=paths.tensorboard.uri, experiment_uri=root.uri, embeddings_uri=opts.embeddings
+        )
         console.print(f"resuming {root.uri}", highlight=False)
         tuner = Tuner.restore(
             root.uri if root.is_local else root.path,

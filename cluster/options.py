@@ -149,6 +149,8 @@ class RunOptions:
     """Early stopping: the smallest val/loss improvement that counts."""
     max_failures: int = 3
     """Times a trial is retried from its last checkpoint after an error or a lost node."""
+    embeddings: str | None = None
+    """Pretrained word vectors (word2vec/GloVe text, optionally .gz; path or s3://) for text datasets."""
     cache_dir: str | None = None
     """Node-local shard cache for remote datasets (default: LSTM_TUNE_CACHE_DIR, else <tmp>/lstm-tune-shards)."""
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)

@@ -78,7 +78,11 @@ class ModelConfig:
     forget_bias: float | None = hyper(None, kind="float", low=-10.0, high=10.0, help="forget-gate bias at init")
     """Forget-gate bias at initialisation (1.0 is common); None keeps PyTorch's."""
     embedding_dim: int = hyper(100, kind="int", low=1, high=4096, shape_changing=True, help="token embedding size")
-    """Size of token embeddings (text classification)."""
+    """Size of token embeddings (text classification); must equal the vector file's when pretrained."""
+    embeddings: str = hyper(
+        "random", kind="str", choices=("random", "frozen", "finetune"), shape_changing=True, help="embedding init"
+    )
+    """Text: random embeddings, or pretrained vectors (run option --embeddings) kept frozen or fine-tuned."""
     residual: bool = hyper(True, kind="bool", help="predict the change from the last observed target")
     """Forecasting: predict the change from the last observed target instead of the level (a skip connection to
     persistence)."""

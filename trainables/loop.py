@@ -80,15 +80,17 @@ def run_trial(
     device: torch.device,
     logger: TrialLogger | None = None,
     extra_metrics: dict[str, Any] | None = None,
+    embeddings_uri: str | None = None,
 ) -> TrainState:
     """Train one configuration until ``max_epochs`` (or until the scheduler stops the process)."""
-    task = task_for(data, cfg)
+    task = task_for(data, cfg, embeddings_uri)
     seed = trial_seed(cfg)
     torch.manual_seed(seed)
     random.seed(seed)
 
     model = task.build(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen pretrained embeddings stay out
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     state = TrainState()
     payload = session.restore()
     if payload is not None:

@@ -11,6 +11,7 @@ from torch import nn
 
 from trainables import metrics as M
 from trainables.config import TrialConfig
+from trainables.data.embeddings import aligned_for
 from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData, TextSplit, length_batches
 from trainables.data.windows import gather, target_positions
@@ -126,11 +127,20 @@ def predict_logits(
 class ClassifyTask:
     """Token ids -> class; cross-entropy; accuracy and macro-F1."""
 
-    def __init__(self, data: TextData, cfg: TrialConfig) -> None:
+    def __init__(self, data: TextData, cfg: TrialConfig, embeddings_uri: str | None = None) -> None:
         self.data = data
+        self.embeddings_uri = embeddings_uri
+        if cfg.model.embeddings != "random" and not embeddings_uri:
+            raise ValueError(f"embeddings = {cfg.model.embeddings!r} needs a vector file (--embeddings)")
 
     def build(self, cfg: TrialConfig) -> nn.Module:
-        return build_classifier(cfg.model, vocab_size=self.data.vocab_size, num_classes=self.data.num_classes)
+        model = build_classifier(cfg.model, vocab_size=self.data.vocab_size, num_classes=self.data.num_classes)
+        if cfg.model.embeddings != "random" and self.embeddings_uri:
+            aligned = aligned_for(self.embeddings_uri, self.data.vocab, cfg.model.embedding_dim)
+            with torch.no_grad():
+                model.embedding.weight.copy_(torch.from_numpy(aligned.matrix))
+            model.embedding.weight.requires_grad_(cfg.model.embeddings == "finetune")
+        return model
 
     def model_info(self, cfg: TrialConfig) -> dict[str, Any]:
         return {
@@ -168,8 +178,10 @@ class ClassifyTask:
 Task = ForecastTask | ClassifyTask
 
 
-def task_for(data: ForecastData | TextData, cfg: TrialConfig) -> Task:
-    return ClassifyTask(data, cfg) if isinstance(data, TextData) else ForecastTask(data, cfg)
+def task_for(data: ForecastData | TextData, cfg: TrialConfig, embeddings_uri: str | None = None) -> Task:
+    if isinstance(data, TextData):
+        return ClassifyTask(data, cfg, embeddings_uri)
+    return ForecastTask(data, cfg)
 
 
 __all__ = ["ClassifyTask", "EpochStats", "ForecastTask", "Task", "classification_scores", "predict_logits", "task_for"]

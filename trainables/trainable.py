@@ -31,6 +31,8 @@ class TrialEnv:
     """Where trial runs write TensorBoard event files (``<experiment>/tensorboard``)."""
     experiment_uri: str | None = None
     """The experiment folder in storage; a trial looks there for its own checkpoints when Tune hands it none."""
+    embeddings_uri: str | None = None
+    """Pretrained word vectors (word2vec/GloVe text format) for text trials with embeddings frozen|finetune."""
 
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
@@ -137,6 +139,7 @@ def _run(
             device=pick_device(),
             logger=logger,
             extra_metrics={M.NODE_ID: node},
+            embeddings_uri=env.embeddings_uri,
         )
     finally:
         if logger is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from trainables.data.cache import ShardCache
 from trainables.data.loader import DataHandle
 from trainables.data.manifest import Manifest, read_manifest
 from trainables.data.shards import read_split
-from trainables.storage import resolve
+from trainables.storage import read_bytes, resolve
 
 BUCKET_BATCHES = 50
 """Batches per sorting chunk: documents of similar length are batched together within each chunk."""
@@ -47,6 +48,8 @@ class TextData:
 
     manifest: Manifest
     splits: dict[str, TextSplit]
+    vocab: list[str]
+    """Token of each id (0 padding, 1 out-of-vocabulary)."""
 
     @property
     def vocab_size(self) -> int:
@@ -91,7 +94,11 @@ def load_text_data(handle: DataHandle, splits: tuple[str, ...] = ("train", "val"
                 lengths=torch.from_numpy(table.column("length").to_numpy().astype(np.int64)),
                 labels=torch.from_numpy(table.column("label").to_numpy().astype(np.int64)),
             )
-        data = TextData(manifest=manifest, splits=loaded)
+        vocab_loc = root.child(manifest.preprocessing["vocab_file"])
+        vocab = read_bytes(vocab_loc).decode("utf-8").split("\n")[: int(manifest.task_params["vocab_size"])]
+        if hashlib.sha256(read_bytes(vocab_loc)).hexdigest() != manifest.preprocessing["vocab_sha256"]:
+            raise ValueError(f"{vocab_loc.uri}: checksum differs from the manifest")
+        data = TextData(manifest=manifest, splits=loaded, vocab=vocab)
         _CACHE[key] = data
         return data
 
