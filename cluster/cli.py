@@ -99,6 +99,7 @@ def run(
     keep_stopped: Annotated[int, typer.Option(help="Stopped-early trials whose checkpoints are kept (the best).")] = 2,
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial from its last checkpoint.")] = 3,
     patience: Annotated[int, typer.Option(help="Early stopping in a trial: epochs without improvement (0: off).")] = 0,
+    time_budget_s: Annotated[float | None, typer.Option(help="Wall-clock budget of the tuning run, seconds.")] = None,
     min_delta: Annotated[float, typer.Option(help="Early stopping: smallest val/loss improvement that counts.")] = 0.0,
     resume_if_exists: Annotated[
         bool, typer.Option(help="If the experiment exists, resume it (finished: print its summary) instead of failing.")
@@ -137,6 +138,7 @@ def run(
         max_failures=max_failures,
         patience=patience,
         min_delta=min_delta,
+        time_budget_s=time_budget_s,
     )
     try:
         # Validate before importing Ray and torch: a typo answers in a second, not after Ray starts.

@@ -30,6 +30,7 @@ from trainables.data.forecast_prep import (
     ForecastPrepConfig,
     RowStream,
     Transformer,
+    drain,
     fit_pca,
     split_bounds,
     stream_rows,
@@ -203,7 +204,7 @@ def prepare_forecast(
     try:
         transformer = Transformer(fitted)
         frames = _rows(source, cfg, batch_rows, RowStream(cfg))
-        for frame in _transformed(transformer, frames):
+        for frame in drain(transformer, frames):
             rows = frame[ROW].to_numpy()
             for split, (start, end, context) in bounds.items():
                 mask = (rows >= start - context) & (rows < end)
@@ -260,16 +261,6 @@ def prepare_forecast(
         _remove(dest, [s for sink in sinks.values() for s in sink.written])
         raise
     return manifest
-
-
-def _transformed(transformer: Transformer, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    for frame in frames:
-        out = transformer.push(frame)
-        if len(out):
-            yield out
-    out = transformer.finish()
-    if len(out):
-        yield out
 
 
 def _remove(dest: Location, shards: list[ShardInfo]) -> None:

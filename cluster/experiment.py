@@ -178,6 +178,7 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
             scheduler=scheduler,
             num_samples=opts.num_samples,
             max_concurrent_trials=opts.resources.max_concurrent_trials,
+            time_budget_s=opts.time_budget_s,
             search_alg=BasicVariantGenerator(random_state=opts.seed),
             # Reused workers keep their process, imports and the loaded dataset between trials.
             reuse_actors=True,

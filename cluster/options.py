@@ -143,6 +143,8 @@ class RunOptions:
     """Steps ahead to forecast for the bundled dataset."""
     address: str | None = None
     """Ray cluster to join; default: RAY_ADDRESS if set, else a fresh local instance."""
+    time_budget_s: float | None = None
+    """Wall-clock budget of the whole tuning run: trials still running then are stopped (None: no budget)."""
     patience: int = 0
     """Early stopping inside each trial: epochs without improvement before it stops (0: off)."""
     min_delta: float = 0.0
@@ -166,6 +168,8 @@ class RunOptions:
             raise OptionError(f"--max-epochs = {self.max_epochs}: must be >= 1")
         if self.horizon < 1:
             raise OptionError(f"--horizon = {self.horizon}: must be >= 1")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise OptionError(f"--time-budget-s = {self.time_budget_s}: must be > 0")
         if self.patience < 0:
             raise OptionError(f"--patience = {self.patience}: must be >= 0 (0 turns early stopping off)")
         if not self.min_delta >= 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -330,14 +330,24 @@ class RowStream:
         return frame.set_index(TIME).reindex(grid).rename_axis(TIME).reset_index()
 
 
-def stream_rows(batches: Iterable[pd.DataFrame], stream: RowStream) -> Iterator[pd.DataFrame]:
-    for batch in batches:
-        out = stream.push(batch)
+class _Stage(Protocol):
+    def push(self, frame: pd.DataFrame) -> pd.DataFrame: ...
+    def finish(self) -> pd.DataFrame: ...
+
+
+def drain(stage: _Stage, frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Feed frames through a stateful stage (push each, then finish), yielding the non-empty outputs."""
+    for frame in frames:
+        out = stage.push(frame)
         if len(out):
             yield out
-    out = stream.finish()
+    out = stage.finish()
     if len(out):
         yield out
+
+
+def stream_rows(batches: Iterable[pd.DataFrame], stream: RowStream) -> Iterator[pd.DataFrame]:
+    return drain(stream, batches)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -471,7 +481,7 @@ def fit_pca(fitted: FittedPrep, train_batches: Iterable[pd.DataFrame]) -> Fitted
     k, cols = fitted.config.pca, fitted.pca_columns
     transformer = Transformer(fitted, apply_pca=False)
     n, total, outer = 0, np.zeros(len(cols)), np.zeros((len(cols), len(cols)))
-    for frame in _push_all(transformer, train_batches):
+    for frame in drain(transformer, train_batches):
         x = frame[cols].to_numpy(np.float64)
         n += len(x)
         total += x.sum(axis=0)
@@ -491,16 +501,6 @@ def fit_pca(fitted: FittedPrep, train_batches: Iterable[pd.DataFrame]) -> Fitted
             "pca_explained": [float(e) for e in explained],
         }
     )
-
-
-def _push_all(transformer: Transformer, frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    for frame in frames:
-        out = transformer.push(frame)
-        if len(out):
-            yield out
-    out = transformer.finish()
-    if len(out):
-        yield out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -619,7 +619,7 @@ class Transformer:
 def transform_frame(raw: pd.DataFrame, fitted: FittedPrep) -> pd.DataFrame:
     """Raw rows (one frame, any order is refused) -> model inputs, exactly as data preparation produced them."""
     stream = RowStream(fitted.config)
-    return pd.concat(list(_push_all(Transformer(fitted), stream_rows([raw], stream))), ignore_index=True)
+    return pd.concat(list(drain(Transformer(fitted), stream_rows([raw], stream))), ignore_index=True)
 
 
 def split_bounds(n_rows: int, cfg: ForecastPrepConfig) -> tuple[int, int]:
@@ -649,6 +649,7 @@ __all__ = [
     "ForecastPrepConfig",
     "RowStream",
     "Transformer",
+    "drain",
     "fit_pca",
     "split_bounds",
     "stream_rows",
