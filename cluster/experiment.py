@@ -188,7 +188,9 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
             storage_path=storage_path,
             storage_filesystem=None if root.is_local else root.fs,
             checkpoint_config=CheckpointConfig(
-                num_to_keep=opts.checkpoints.num_to_keep,
+                # PBT clones a donor's checkpoint some time after choosing it; retention during the run could delete
+                # it first (seen here with num_to_keep=3), so PBT keeps all and is trimmed when the run ends.
+                num_to_keep=None if opts.scheduler.kind == "pbt" else opts.checkpoints.num_to_keep,
                 checkpoint_score_attribute=M.VAL_LOSS,
                 checkpoint_score_order="min",
             ),
@@ -388,7 +390,12 @@ def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task:
         dataset, target, horizon = data.manifest.name, data.fitted.config.target, data.horizon
         exported = p.paths.best_model.uri
     retention = prune_stopped_checkpoints(
-        p.paths.root, ok, max_epochs=opts.max_epochs, keep=opts.checkpoints.keep_stopped, protect=checkpoint.path
+        p.paths.root,
+        ok,
+        max_epochs=opts.max_epochs,
+        keep=opts.checkpoints.keep_stopped,
+        protect=checkpoint.path,
+        keep_per_trial=opts.checkpoints.num_to_keep if opts.scheduler.kind == "pbt" else None,
     )
     fixed = ("max_epochs", "seed", "patience", "min_delta")
     return Summary(

@@ -24,20 +24,43 @@ def stopped_to_prune(results: list[Any], *, max_epochs: int, keep: int) -> list[
     return sorted(stopped, key=best_loss)[keep:]
 
 
+def surplus(checkpoints: list[tuple[Any, dict[str, Any]]], keep: int) -> list[Any]:
+    """Checkpoints beyond the ``keep`` best by validation loss (NaN and inf count as worst)."""
+
+    def loss(item: tuple[Any, dict[str, Any]]) -> float:
+        value = item[1].get(M.VAL_LOSS, math.inf)
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
+
+    return [c for c, _ in sorted(checkpoints, key=loss)[keep:]]
+
+
 def prune_stopped_checkpoints(
-    root: Location, results: list[Any], *, max_epochs: int, keep: int, protect: str
+    root: Location,
+    results: list[Any],
+    *,
+    max_epochs: int,
+    keep: int,
+    protect: str,
+    keep_per_trial: int | None = None,
 ) -> dict[str, int]:
-    """Delete checkpoints of pruned trials (never ``protect``, the best checkpoint); return what is kept."""
+    """Delete checkpoints of pruned trials, and (``keep_per_trial``) each trial's surplus beyond its best few;
+    never ``protect``, the experiment's best checkpoint. Return what is kept."""
+    doomed = [
+        c for r in stopped_to_prune(results, max_epochs=max_epochs, keep=keep) for c, _ in r.best_checkpoints or []
+    ]
+    if keep_per_trial is not None:
+        doomed += [c for r in results for c in surplus(r.best_checkpoints or [], keep_per_trial)]
     deleted = 0
-    for result in stopped_to_prune(results, max_epochs=max_epochs, keep=keep):
-        for checkpoint, _ in result.best_checkpoints or []:
-            if checkpoint.path == protect:
-                continue
-            try:
-                checkpoint.filesystem.delete_dir(checkpoint.path)
-                deleted += 1
-            except OSError:
-                pass  # already gone (a retried deletion, a lost race): nothing to keep either way
+    seen: set[str] = set()
+    for checkpoint in doomed:
+        if checkpoint.path == protect or checkpoint.path in seen:
+            continue
+        seen.add(checkpoint.path)
+        try:
+            checkpoint.filesystem.delete_dir(checkpoint.path)
+            deleted += 1
+        except OSError:
+            pass  # already gone (a retried deletion, a lost race): nothing to keep either way
     kept, size = checkpoint_usage(root)
     return {"kept": kept, "bytes": size, "deleted": deleted}
 
@@ -59,4 +82,4 @@ def checkpoint_usage(root: Location) -> tuple[int, int]:
     return len(folders), size
 
 
-__all__ = ["checkpoint_usage", "prune_stopped_checkpoints", "stopped_to_prune"]
+__all__ = ["checkpoint_usage", "prune_stopped_checkpoints", "stopped_to_prune", "surplus"]

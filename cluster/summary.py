@@ -197,7 +197,7 @@ def render(summary: Summary, console: Console) -> None:
     if summary.checkpoints:
         c = summary.checkpoints
         console.print(
-            f"checkpoints kept: {c['kept']} ({c['bytes'] / 1e6:.1f} MB); deleted {c['deleted']} of trials stopped early",
+            f"checkpoints kept: {c['kept']} ({c['bytes'] / 1e6:.1f} MB); deleted by retention: {c['deleted']}",
             highlight=False,
         )
     if summary.exported_model:

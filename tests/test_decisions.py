@@ -73,3 +73,17 @@ def test_shards_for_rank_are_disjoint_and_complete() -> None:
     assert shards_for_rank(shards, 0, 1) == shards
     with pytest.raises(ValueError, match="rank = 3, world_size = 3"):
         shards_for_rank(shards, 3, 3)
+
+
+def test_surplus_keeps_the_best_few() -> None:
+    from cluster.retention import surplus
+
+    items = [
+        ("c1", {M.VAL_LOSS: 0.5}),
+        ("c2", {M.VAL_LOSS: 0.2}),
+        ("c3", {M.VAL_LOSS: math.nan}),
+        ("c4", {M.VAL_LOSS: 0.3}),
+    ]
+    assert surplus(items, 2) == ["c1", "c3"]
+    assert surplus(items, 0) == ["c2", "c4", "c1", "c3"]
+    assert surplus(items, 9) == []
