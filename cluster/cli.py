@@ -6,7 +6,8 @@ import contextlib
 import json
 import os
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +15,9 @@ from rich.console import Console
 from cluster.cli_data import data_app
 from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
 from search_spaces import SearchSpaceError, preset_names
+
+if TYPE_CHECKING:
+    from cluster.summary import Summary
 
 app = typer.Typer(
     name="lstm-tune",
@@ -145,11 +149,20 @@ def run(
         from cluster.experiment import plan
 
         plan(opts)
-        from cluster.experiment import run_experiment
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    from cluster.experiment import run_experiment
 
+    _tune(lambda: run_experiment(opts, console=err, resume_if_exists=resume_if_exists), json_out)
+
+
+def _tune(job: Callable[[], Summary], json_out: bool) -> None:
+    """Run a tuning job with the CLI's error contract: exit 2 for bad input, 1 when every trial failed."""
+    try:
         # stdout is the summary's alone: Ray prints cluster events (a node lost, ...) to it.
         with contextlib.redirect_stdout(sys.stderr):
-            summary = run_experiment(opts, console=err, resume_if_exists=resume_if_exists)
+            summary = job()
     except user_errors() as exc:
         fail(str(exc))
         return
@@ -169,19 +182,9 @@ def resume(
 ) -> None:
     """Finish an interrupted experiment: trials continue from their last checkpoints, errored ones are retried."""
     set_endpoint(s3_endpoint)
-    try:
-        from cluster.experiment import resume_experiment
+    from cluster.experiment import resume_experiment
 
-        with contextlib.redirect_stdout(sys.stderr):
-            summary = resume_experiment(uri, console=err, address=address)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
-    except RuntimeError as exc:
-        fail(str(exc), code=1)
-        return
-    if json_out:
-        sys.stdout.write(summary.to_json() + "\n")
+    _tune(lambda: resume_experiment(uri, console=err, address=address), json_out)
 
 
 @experiments_app.command("list")

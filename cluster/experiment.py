@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,6 +115,17 @@ def check_against_data(space: SearchSpace, manifest: Manifest) -> None:
             f"{space.source}: params.window can reach {longest:g}, but the dataset at hand was prepared for windows "
             f"up to {manifest.max_window}"
         )
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray for the duration of a run: joined or started, and shut down again only if this run started it."""
+    started = connect(address)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def connect(address: str | None) -> bool:
@@ -276,8 +289,7 @@ def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_i
     }
     write_bytes_atomic(p.paths.root.child(RUN_FILE), json.dumps(record, indent=2).encode())
 
-    started_ray = connect(opts.address)
-    try:
+    with ray_session(opts.address):
         opts.resources.check_fits(*cluster_capacity())
         progress = ProgressCallback(console, max_epochs=opts.max_epochs)
         env = TrialEnv(
@@ -294,9 +306,6 @@ def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_i
             highlight=False,
         )
         summary = finish(p, tuner.fit(), handle, task, started)
-    finally:
-        if started_ray:
-            ray.shutdown()
     render(summary, console)
     return summary
 
@@ -334,8 +343,7 @@ def resume_experiment(uri: str, console: Console | None = None, *, address: str 
         options=opts, space=load_space(str(space_file), param_rules()), name=root.path.rsplit("/", 1)[-1], paths=paths
     )
     handle, task = prepare_data(p, console)
-    started_ray = connect(address)
-    try:
+    with ray_session(address):
         env = TrialEnv(
             data=handle, tensorboard_uri=paths.tensorboard.uri, experiment_uri=root.uri, embeddings_uri=opts.embeddings
         )
@@ -348,9 +356,6 @@ def resume_experiment(uri: str, console: Console | None = None, *, address: str 
             storage_filesystem=None if root.is_local else root.fs,
         )
         summary = finish(p, tuner.fit(), handle, task, started)
-    finally:
-        if started_ray:
-            ray.shutdown()
     render(summary, console)
     return summary
 
