@@ -271,6 +271,8 @@ def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_i
     console = console or Console(stderr=True, soft_wrap=True)
     started = time.monotonic()
     p = plan(opts)
+    # Reachability first: asking whether the experiment exists is already a storage request.
+    check_readable(p.paths.root, "--storage")
     state = experiment_state(p.paths)
     if state != "missing":
         if not resume_if_exists:

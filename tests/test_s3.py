@@ -153,6 +153,9 @@ def test_storage_and_input_errors_are_one_clear_line(s3_server: S3Server, tmp_pa
     )
     assert time.monotonic() - started < 60, "an unreachable endpoint must fail fast, not hang"
     assert_clear_failure(
+        cli("run", "--storage", "s3://lt-exp/e0", "--s3-endpoint", closed), "--storage: cannot reach the S3 endpoint"
+    )
+    assert_clear_failure(
         cli("data", "prepare", src, "--out", "s3://lt-data/e2", *BEIJING, env={"AWS_SECRET_ACCESS_KEY": "wrong"}),
         "S3 refused the credentials",
     )
