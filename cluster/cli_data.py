@@ -156,10 +156,7 @@ def prepare(
     except user_errors() as exc:
         fail(str(exc))
         return
-    if json_out:
-        sys.stdout.write(manifest.to_json() + "\n")
-    else:
-        render_manifest(manifest, dest.uri)
+    show_manifest(manifest, dest.uri, json_out)
     err.print(f"prepared in {time.monotonic() - started:.1f} s", highlight=False)
 
 
@@ -231,6 +228,14 @@ def _prepare_forecast(
     return prepare_forecast(source, cfg, dest, name=dataset, shard_rows=shard_rows, overwrite=overwrite)
 
 
+def show_manifest(manifest: Manifest, uri: str, json_out: bool) -> None:
+    """The manifest as JSON on stdout, or as a summary table on stderr."""
+    if json_out:
+        sys.stdout.write(manifest.to_json() + "\n")
+    else:
+        render_manifest(manifest, uri)
+
+
 def render_manifest(manifest: Manifest, uri: str) -> None:
     table = Table(title=f"{manifest.name} ({manifest.task}) at {uri}")
     for col in ("split", "rows", "context rows", "shards", "bytes", "from", "to"):
@@ -283,7 +288,4 @@ def inspect(
     except user_errors() as exc:
         fail(str(exc))
         return
-    if json_out:
-        sys.stdout.write(manifest.to_json() + "\n")
-    else:
-        render_manifest(manifest, root.uri)
+    show_manifest(manifest, root.uri, json_out)

@@ -22,7 +22,7 @@ from trainables.data.manifest import (
     write_manifest,
 )
 from trainables.data.shards import write_shard
-from trainables.data.text_prep import FittedText, TextPrepConfig, fit_vocabulary
+from trainables.data.text_prep import OOV_INDEX, TextEncoder, TextPrepConfig, fit_vocabulary
 from trainables.storage import Location, exists, write_bytes_atomic
 
 VOCAB_FILE = "vocab.txt"
@@ -122,7 +122,7 @@ def prepare_classify(
                 "max_length": cfg.max_length,
                 "majority_label": str(counts.idxmax()),
                 "train_label_counts": {str(k): int(v) for k, v in counts.items()},
-                "oov_rate_train": _oov_rate(fitted, encoder, train["text"]),
+                "oov_rate_train": _oov_rate(encoder, train["text"]),
                 "median_length_train": float(np.median(lengths)),
             },
             splits=splits,
@@ -134,10 +134,7 @@ def prepare_classify(
     return manifest
 
 
-def _oov_rate(fitted: FittedText, encoder: object, texts: pd.Series) -> float:
-    from trainables.data.text_prep import OOV_INDEX, TextEncoder
-
-    assert isinstance(encoder, TextEncoder)
+def _oov_rate(encoder: TextEncoder, texts: pd.Series) -> float:
     ids = np.concatenate([encoder.encode(t) for t in texts]) if len(texts) else np.zeros(0)
     return float((ids == OOV_INDEX).mean()) if ids.size else 0.0
 
