@@ -101,6 +101,17 @@ def trial_results(server: S3Server, name: str) -> dict[str, list[dict[str, Any]]
     return out
 
 
+def trial_errors(server: S3Server, name: str) -> str:
+    """The tails of the trials' error files, for an assertion message that says what broke."""
+    client = server.client()
+    tails = []
+    for key in keys(server, f"failures/{name}/"):
+        if key.endswith("error.txt"):
+            body = client.get_object(Bucket="lt-exp", Key=key)["Body"].read().decode(errors="replace")
+            tails.append(f"{key}:\n{body[-1500:]}")
+    return "\n".join(tails) or "no error.txt in the experiment"
+
+
 def finished_summary(proc: subprocess.CompletedProcess[str] | subprocess.Popen[str], tmp_path: Path | None) -> Any:
     stdout = proc.stdout if isinstance(proc, subprocess.CompletedProcess) else (tmp_path / "driver.out").read_text()
     stderr = proc.stderr if isinstance(proc, subprocess.CompletedProcess) else (tmp_path / "driver.err").read_text()
@@ -143,7 +154,9 @@ def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, t
     before = trial_results(s3_server, "driverkill")
     resumed = run_cli("resume", f"{STORAGE}/driverkill", "--address", cluster.address, "--json")
     summary = finished_summary(resumed, None)
-    assert summary["trials"] == {"total": 3, "finished": 3, "stopped": 0, "errored": 0}
+    assert summary["trials"] == {"total": 3, "finished": 3, "stopped": 0, "errored": 0}, trial_errors(
+        s3_server, "driverkill"
+    )
     for trial, results in trial_results(s3_server, "driverkill").items():
         epochs = [r["epoch"] for r in results]
         print(f"\ndriver kill: {trial} epochs before kill {[r['epoch'] for r in before.get(trial, [])]}, all {epochs}")
