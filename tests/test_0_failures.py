@@ -1,3 +1,4 @@
+# Named to run first: the multi-node cluster gets the 2 cores alone, before the session-wide local Ray starts.
 """Nothing lost when a node, the driver or storage fails: a real multi-node Ray cluster (head plus two worker nodes,
 separate ``ray start`` processes) and the real S3 server; the driver runs as the CLI in its own process."""
 
