@@ -23,7 +23,7 @@ from rich.console import Console
 from cluster.data import prepare_default
 from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
 from cluster.progress import ProgressCallback
-from cluster.retention import prune_stopped_checkpoints
+from cluster.retention import RollingRetention, prune_stopped_checkpoints
 from cluster.schedulers import build_scheduler, read_lineage
 from cluster.space import grid_size, param_rules, to_mutations, to_param_space
 from cluster.storage import ExperimentPaths, StorageError, check_readable, experiment_paths, probe
@@ -180,8 +180,6 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Our progress lines and summary replace Tune's own console tables.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # A snapshot per checkpoint is what we want (resume loses nothing); Tune's warning about it is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = Tuner(
         trainable,
         param_space=param_space,
@@ -201,14 +199,19 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
             storage_path=storage_path,
             storage_filesystem=None if root.is_local else root.fs,
             checkpoint_config=CheckpointConfig(
-                # PBT clones a donor's checkpoint some time after choosing it; retention during the run could delete
-                # it first (seen here with num_to_keep=3), so PBT keeps all and is trimmed when the run ends.
-                num_to_keep=None if opts.scheduler.kind == "pbt" else opts.checkpoints.num_to_keep,
+                # Tune's own retention deletes checkpoint folders its last stored snapshot may still name (a resume
+                # then fails the trial); RollingRetention prunes without removing folders (see cluster.retention).
+                num_to_keep=None,
                 checkpoint_score_attribute=M.VAL_LOSS,
                 checkpoint_score_order="min",
             ),
             failure_config=FailureConfig(max_failures=opts.max_failures),
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), progress],
+            callbacks=[
+                JsonLoggerCallback(),
+                CSVLoggerCallback(),
+                progress,
+                RollingRetention(keep_best=opts.checkpoints.num_to_keep),
+            ],
             verbose=0,
         ),
     )
@@ -402,7 +405,7 @@ def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task:
         max_epochs=opts.max_epochs,
         keep=opts.checkpoints.keep_stopped,
         protect=checkpoint.path,
-        keep_per_trial=opts.checkpoints.num_to_keep if opts.scheduler.kind == "pbt" else None,
+        keep_per_trial=opts.checkpoints.num_to_keep,
     )
     fixed = ("max_epochs", "seed", "patience", "min_delta")
     return Summary(

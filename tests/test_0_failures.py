@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from cluster.retention import prune
 from tests.conftest import REPO
 from tests.raycluster import LocalCluster
 from tests.s3server import S3Server
+from trainables.storage import resolve
 
 pytestmark = pytest.mark.cluster
 STORAGE = "s3://lt-exp/failures"
@@ -91,6 +93,22 @@ def checkpoints(server: S3Server, name: str) -> list[str]:
     return [k for k in keys(server, f"failures/{name}/") if "/checkpoint_" in k and k.endswith("trial_state.pt")]
 
 
+def prune_all_but_newest(server: S3Server, name: str) -> int:
+    """Prune every checkpoint but each trial's most recently written one, as retention does; return how many."""
+    by_trial: dict[str, list[tuple[Any, str]]] = {}
+    client = server.client()
+    for key in checkpoints(server, name):
+        folder = key.rsplit("/", 1)[0]
+        written = client.head_object(Bucket="lt-exp", Key=key)["LastModified"]
+        by_trial.setdefault(folder.rsplit("/", 1)[0], []).append((written, folder))
+    fs = resolve(STORAGE, endpoint=server.endpoint).fs
+    count = 0
+    for folders in by_trial.values():
+        for _, folder in sorted(folders)[:-1]:
+            count += prune(fs, f"lt-exp/{folder}", reason="test")
+    return count
+
+
 def trial_results(server: S3Server, name: str) -> dict[str, list[dict[str, Any]]]:
     """Every result each trial reported, in order (Tune's result.json, one JSON object a line)."""
     client = server.client()
@@ -153,6 +171,11 @@ def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, t
     proc.kill()
     proc.wait(timeout=30)
     before = trial_results(s3_server, "driverkill")
+    # What retention may have done just before the kill, made certain: every checkpoint but each trial's newest is
+    # pruned, so the stored snapshot most likely names a pruned one (Tune refused such restores when folders were
+    # deleted; a trial failed four times over "does not exist on storage anymore").
+    pruned = prune_all_but_newest(s3_server, "driverkill")
+    print(f"\ndriver kill: pruned {pruned} checkpoints before the resume")
     resumed = run_cli("resume", f"{STORAGE}/driverkill", "--address", cluster.address, "--json")
     summary = finished_summary(resumed, None)
     assert summary["trials"] == {"total": 3, "finished": 3, "stopped": 0, "errored": 0}, trial_errors(
@@ -162,6 +185,9 @@ def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, t
         epochs = [r["epoch"] for r in results]
         print(f"\ndriver kill: {trial} epochs before kill {[r['epoch'] for r in before.get(trial, [])]}, all {epochs}")
         assert epochs.count(1) <= 1, f"{trial} restarted from epoch 1 after the resume: {epochs} (before: {before})"
+        done = before.get(trial, [])
+        if done:  # resumed from its newest checkpoint, which is at least as new as its last logged result
+            assert epochs.count(done[-1]["epoch"]) == 1, f"{trial} trained twice: {epochs} (pruned {pruned})"
         assert epochs[-1] == 6
     # Idempotent: resuming (or running with --resume-if-exists) a finished experiment prints it and changes nothing.
     again = run_cli("run", "--storage", STORAGE, "--name", "driverkill", "--resume-if-exists", "--json", timeout=120)

@@ -1,4 +1,5 @@
-"""Checkpoints: exact resume in a new process, PBT's mutated values win after a restore, unsafe payloads refused."""
+"""Checkpoints: exact resume in a new process, PBT's mutated values win after a restore, unsafe payloads refused,
+retention's pruned markers and stale experiment state followed to the newest written state."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import pytest
 import torch
 
+from cluster.retention import checkpoint_usage, prune
 from tests.helpers import DirSession
 from trainables import metrics as M
-from trainables.checkpoint import CheckpointError, load_checkpoint
+from trainables.checkpoint import PRUNED_FILE, CheckpointError, CheckpointPruned, load_checkpoint
 from trainables.config import ModelConfig, TrialConfig
 from trainables.data.loader import DataHandle, load_forecast_data
 from trainables.loop import apply_hyperparameters, run_trial
 from trainables.model import build_model
+from trainables.ray_api import Checkpoint
+from trainables.storage import Location
+from trainables.trainable import restore_state
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"hidden_size": 16, "num_layers": 2, "dropout": 0.1, "lr": 3e-3, "batch_size": 512, "window": 12, "seed": 7}
@@ -133,3 +139,54 @@ def test_other_format_and_missing_file(tmp_path: Path) -> None:
     torch.save({"format_version": 99}, tmp_path / "trial_state.pt")
     with pytest.raises(CheckpointError, match="format_version = 99"):
         load_checkpoint(str(tmp_path))
+
+
+def fake_checkpoint(folder: Path, epoch: int, written: int) -> None:
+    folder.mkdir(parents=True)
+    torch.save({"format_version": 1, "state": {"epoch": epoch}}, folder / "trial_state.pt")
+    os.utime(folder / "trial_state.pt", ns=(written, written))
+
+
+def test_restore_follows_pruned_and_stale_checkpoints(tmp_path: Path) -> None:
+    t = 1_800_000_000 * 10**9
+    trial, donor = tmp_path / "exp" / "trial_a", tmp_path / "exp" / "trial_b"
+    for i in range(3):
+        fake_checkpoint(trial / f"checkpoint_00000{i}", epoch=i + 1, written=t + i * 10**9)
+    fs = pafs.LocalFileSystem()
+    own = Location(uri=str(trial), fs=fs, path=str(trial))
+
+    def epoch_of(given: Path | None, where: Location | None = own) -> int | None:
+        state = restore_state(Checkpoint.from_directory(str(given)) if given else None, where)
+        return None if state is None else int(state["state"]["epoch"])
+
+    # Tune names checkpoint_000000 (its snapshot lagged): the trial's newest written state wins.
+    assert epoch_of(trial / "checkpoint_000000") == 3
+    assert epoch_of(None) == 3
+    # Pruned while Tune's snapshot still named it: the marker stays, the state goes, restore reads the newest.
+    assert prune(fs, str(trial / "checkpoint_000002"), reason="test")
+    assert not prune(fs, str(trial / "checkpoint_000002"), reason="test"), "pruning twice deletes nothing"
+    assert sorted(p.name for p in (trial / "checkpoint_000002").iterdir()) == [PRUNED_FILE]
+    with pytest.raises(CheckpointPruned):
+        load_checkpoint(str(trial / "checkpoint_000002"))
+    assert epoch_of(trial / "checkpoint_000002") == 2
+    # A resumed run numbering from a stale index overwrote checkpoint_000000 last: write time beats index.
+    fake_checkpoint(trial / "checkpoint_000003", epoch=2, written=t)
+    os.utime(trial / "checkpoint_000000" / "trial_state.pt", ns=(t + 99 * 10**9,) * 2)
+    assert epoch_of(trial / "checkpoint_000001") == 1
+    # Without a folder of its own (no experiment_uri) a trial uses what Tune gives it.
+    assert epoch_of(trial / "checkpoint_000001", None) == 2
+    assert epoch_of(None, None) is None
+    # A PBT donor's checkpoint, pruned after the exploit chose it: the donor's newest, not the recipient's.
+    fake_checkpoint(donor / "checkpoint_000004", epoch=5, written=t)
+    fake_checkpoint(donor / "checkpoint_000005", epoch=6, written=t + 10**9)
+    assert epoch_of(donor / "checkpoint_000004") == 5
+    prune(fs, str(donor / "checkpoint_000004"), reason="test")
+    assert epoch_of(donor / "checkpoint_000004") == 6
+    prune(fs, str(donor / "checkpoint_000005"), reason="test")
+    with pytest.raises(CheckpointError, match="was pruned and no newer one exists"):
+        epoch_of(donor / "checkpoint_000005")
+    loc = Location(uri=str(tmp_path / "exp"), fs=fs, path=str(tmp_path / "exp"))
+    kept, size = checkpoint_usage(loc)
+    assert kept == 3 and size == sum(f.stat().st_size for f in (tmp_path / "exp").rglob("trial_state.pt")), (
+        "usage counts folders that still hold a state, and only their bytes"
+    )

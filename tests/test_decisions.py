@@ -7,20 +7,50 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow.fs as pafs
 import pytest
 
 from cluster.progress import ProgressState
-from cluster.retention import best_loss, stopped_to_prune
+from cluster.retention import _Seen, best_loss, rolling_surplus, stopped_to_prune
 from trainables import metrics as M
 from trainables.loop import usable_loss
-from trainables.trainable import latest_checkpoint_dir
+from trainables.trainable import newest_written
 
 
-def test_latest_checkpoint_dir() -> None:
-    assert latest_checkpoint_dir([]) is None
-    assert latest_checkpoint_dir(["result.json", "events.out"]) is None
-    assert latest_checkpoint_dir(["checkpoint_000002", "checkpoint_000010", "checkpoint_000009"]) == "checkpoint_000010"
-    assert latest_checkpoint_dir(["checkpoint_x", "checkpoint_000001.tmp", "checkpoint_000001"]) == "checkpoint_000001"
+def info(path: str, mtime_ns: int, kind: pafs.FileType = pafs.FileType.File) -> pafs.FileInfo:
+    return pafs.FileInfo(path, kind, mtime=mtime_ns / 1e9 if mtime_ns else None, size=1)
+
+
+def test_newest_written_orders_by_write_time_then_index() -> None:
+    t = 1_800_000_000 * 10**9
+    infos = [
+        info("b/trial/checkpoint_000004/trial_state.pt", t + 9 * 10**9),  # written by the resumed run
+        info("b/trial/checkpoint_000005/trial_state.pt", t + 2 * 10**9),  # a stale one of the killed run
+        info("b/trial/checkpoint_000006/pruned.json", t + 20 * 10**9),  # no state: never a candidate
+        info("b/trial/checkpoint_000002/trial_state.pt", t + 2 * 10**9),
+        info("b/trial/checkpoint_000003", t + 30 * 10**9, pafs.FileType.Directory),
+        info("b/trial/result.json", t + 40 * 10**9),
+        info("b/trial/checkpoint_x/trial_state.pt", t + 50 * 10**9),
+    ]
+    assert newest_written(infos) == ["checkpoint_000004", "checkpoint_000005", "checkpoint_000002"]
+    assert newest_written([]) == []
+
+
+def seen(*losses: float) -> list[_Seen]:
+    return [_Seen(f"c{i}", loss) for i, loss in enumerate(losses)]
+
+
+def test_rolling_surplus_keeps_best_and_newest() -> None:
+    items = seen(0.5, 0.2, 0.9, 0.3, 0.8, 0.7)
+    assert [s.path for s in rolling_surplus(items, keep_best=2, keep_latest=2)] == ["c0", "c2"]
+    assert [s.path for s in rolling_surplus(items, keep_best=0, keep_latest=0)] == [s.path for s in items]
+    assert rolling_surplus(items, keep_best=9, keep_latest=0) == []
+    assert rolling_surplus(items, keep_best=0, keep_latest=9) == []
+    # NaN/inf became inf: never "best" ahead of a finite loss; equal losses keep the newer one.
+    assert [s.path for s in rolling_surplus(seen(math.inf, 0.4, 0.4, math.inf), keep_best=1, keep_latest=1)] == [
+        "c0",
+        "c1",
+    ]
 
 
 @dataclass

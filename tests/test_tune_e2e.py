@@ -66,13 +66,18 @@ def test_asha_stops_trials_and_beats_persistence(asha_run: tuple[Summary, Path])
     best = json.loads((exp / "best.json").read_text())
     assert best["best"]["test"]["rmse"] == pytest.approx(summary.best.test.rmse)
     assert Path(summary.best.checkpoint).is_dir(), "the best checkpoint must still exist after retention"
-    # Retention: of the trials ASHA stopped, only the best one keeps its checkpoints.
+    # Retention: of the trials ASHA stopped, only the best one keeps checkpoints; every trial keeps at most its 3
+    # best; pruned folders hold only the marker.
     trial_dirs = [d for d in exp.glob("forecast_trainable_*") if d.is_dir()]
-    with_checkpoints = [d for d in trial_dirs if any(d.glob("checkpoint_*"))]
+    states = {d: list(d.glob("checkpoint_*/trial_state.pt")) for d in trial_dirs}
     stopped = summary.trials["stopped"]
-    assert len(trial_dirs) - len(with_checkpoints) == max(0, stopped - 1)
-    assert summary.checkpoints["kept"] == sum(len(list(d.glob("checkpoint_*"))) for d in trial_dirs)
-    assert summary.checkpoints["bytes"] > 0
+    assert sum(1 for d in trial_dirs if not states[d]) == max(0, stopped - 1)
+    assert max(len(v) for v in states.values()) <= 3
+    assert summary.checkpoints["kept"] == sum(len(v) for v in states.values())
+    assert summary.checkpoints["bytes"] == sum(f.stat().st_size for v in states.values() for f in v) > 0
+    for folder in exp.glob("forecast_trainable_*/checkpoint_*"):
+        names = sorted(f.name for f in folder.iterdir())
+        assert names in (["trial_state.pt"], ["pruned.json"]), f"{folder}: {names}"
 
 
 def test_pbt_exploits_are_recorded_with_real_trial_ids(pbt_run: tuple[Summary, Path]) -> None:

@@ -17,10 +17,17 @@ import torch
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "trial_state.pt"
+PRUNED_FILE = "pruned.json"
+"""Left in a checkpoint folder whose state retention deleted. The folder stays because Tune's experiment state may
+still name it as a trial's latest checkpoint, and Tune refuses to restore from a path that no longer exists."""
 
 
 class CheckpointError(ValueError):
     """A checkpoint is unreadable, of another format, or unsafe to load."""
+
+
+class CheckpointPruned(CheckpointError):
+    """Retention replaced this checkpoint's state by a :data:`PRUNED_FILE` marker."""
 
 
 @dataclass(kw_only=True)
@@ -65,6 +72,8 @@ def save_checkpoint(
 def load_checkpoint(directory: str) -> dict[str, Any]:
     """Load a checkpoint safely; refuse other formats and any payload that is not plain data."""
     path = os.path.join(directory, CHECKPOINT_FILE)
+    if os.path.isfile(os.path.join(directory, PRUNED_FILE)):
+        raise CheckpointPruned(f"checkpoint {directory} was pruned by retention")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {directory}: no {CHECKPOINT_FILE} in it")
     try:
@@ -98,7 +107,9 @@ def _as_tuple(value: Any) -> Any:
 __all__ = [
     "CHECKPOINT_FILE",
     "FORMAT_VERSION",
+    "PRUNED_FILE",
     "CheckpointError",
+    "CheckpointPruned",
     "TrainState",
     "load_checkpoint",
     "restore_rng",

@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import torch
 
 from trainables import metrics as M
-from trainables.checkpoint import CheckpointError, load_checkpoint
+from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, CheckpointPruned, load_checkpoint
 from trainables.config import TrialConfig
 from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
 from trainables.data.text_loader import TextData, load_text_data
@@ -38,10 +38,22 @@ class TrialEnv:
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 
 
-def latest_checkpoint_dir(names: list[str]) -> str | None:
-    """The newest ``checkpoint_NNNNNN`` among folder names (by index), or None."""
-    numbered = [(int(m.group(1)), n) for n in names if (m := CHECKPOINT_DIR.match(n))]
-    return max(numbered)[1] if numbered else None
+def newest_written(infos: list[pafs.FileInfo]) -> list[str]:
+    """Checkpoint folder names, most recently written first (ties: higher index first).
+
+    Write time, not index, says which is newest: a trial resumed from a stale experiment state numbers its new
+    checkpoints from that state's index and overwrites folders the killed run had already written further on.
+    """
+    latest: dict[str, tuple[int, int]] = {}
+    for info in infos:
+        parts = info.path.rstrip("/").split("/")
+        if len(parts) < 2 or info.type != pafs.FileType.File or parts[-1] != CHECKPOINT_FILE:
+            continue
+        if (m := CHECKPOINT_DIR.match(parts[-2])) is None:
+            continue
+        written = int(info.mtime_ns or 0)
+        latest[parts[-2]] = max(latest.get(parts[-2], (0, 0)), (written, int(m.group(1))))
+    return sorted(latest, key=lambda name: latest[name], reverse=True)
 
 
 class TuneSession:
@@ -51,39 +63,57 @@ class TuneSession:
         self.trial_storage = trial_storage
 
     def restore(self) -> dict[str, Any] | None:
-        checkpoint = get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as directory:
-                return load_checkpoint(directory)
-        # A driver killed between a checkpoint upload and its next experiment-state snapshot leaves checkpoints Tune
-        # does not know about: resume from the newest one in this trial's own folder rather than from epoch 1.
-        return self._latest_in_storage()
-
-    def _latest_in_storage(self) -> dict[str, Any] | None:
-        loc = self.trial_storage
-        if loc is None:
-            return None
-        try:
-            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=False, allow_not_found=True))
-        except OSError:
-            return None
-        names = [i.path.rstrip("/").rsplit("/", 1)[-1] for i in infos if i.type == pafs.FileType.Directory]
-        while (name := latest_checkpoint_dir(names)) is not None:
-            names.remove(name)
-            folder = loc.child(name)
-            with tempfile.TemporaryDirectory(prefix="lstm-tune-restore-") as local:
-                try:
-                    pafs.copy_files(
-                        folder.path, local, source_filesystem=loc.fs, destination_filesystem=pafs.LocalFileSystem()
-                    )
-                    return load_checkpoint(local)
-                except (OSError, CheckpointError):
-                    continue  # a half-written checkpoint of the killed run: try the one before
-        return None
+        return restore_state(get_checkpoint(), self.trial_storage)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
         # Tune persists the checkpoint to storage before report() returns, so the caller may delete the folder.
         report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))
+
+
+def restore_state(checkpoint: Checkpoint | None, own: Location | None) -> dict[str, Any] | None:
+    """The state a (re)started trial continues from: Tune's ``checkpoint`` for it, or its own newest one.
+
+    Tune's experiment state can lag behind storage (a driver killed between a checkpoint upload and its next
+    snapshot) or name a checkpoint that retention pruned since, so when Tune hands the trial one of its own
+    checkpoints, or none, the most recently written readable checkpoint in the trial's folder is its true state. A
+    checkpoint elsewhere is a PBT donor's: used as given, or the donor's newest if it was pruned meanwhile.
+    """
+    if checkpoint is None or (own is not None and _parent(checkpoint.path) == own.path.rstrip("/")):
+        state = _newest_in(own) if own is not None else None
+        if state is not None or checkpoint is None:
+            return state
+    try:
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint(directory)
+    except CheckpointPruned:
+        donor = _parent(checkpoint.path)
+        state = _newest_in(Location(uri=donor, fs=checkpoint.filesystem, path=donor))
+        if state is None:
+            raise CheckpointError(f"checkpoint {checkpoint.path} was pruned and no newer one exists") from None
+        return state
+
+
+def _parent(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0]
+
+
+def _newest_in(loc: Location) -> dict[str, Any] | None:
+    """The state of the most recently written readable checkpoint under ``loc``, or None."""
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
+    except OSError:
+        return None
+    for name in newest_written(infos):
+        folder = loc.child(name)
+        with tempfile.TemporaryDirectory(prefix="lstm-tune-restore-") as local:
+            try:
+                pafs.copy_files(
+                    folder.path, local, source_filesystem=loc.fs, destination_filesystem=pafs.LocalFileSystem()
+                )
+                return load_checkpoint(local)
+            except (OSError, CheckpointError):
+                continue  # half-written by a killed trial, or pruned meanwhile: try the one before
+    return None
 
 
 def assigned_cpus() -> int:
@@ -151,6 +181,7 @@ __all__ = [
     "TuneSession",
     "classify_trainable",
     "forecast_trainable",
-    "latest_checkpoint_dir",
+    "newest_written",
     "pick_device",
+    "restore_state",
 ]
