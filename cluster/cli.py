@@ -7,12 +7,13 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from cluster.cli_data import data_app
+from cluster.cli_jobs import jobs_app, submit
 from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
 from search_spaces import SearchSpaceError, preset_names
 
@@ -31,6 +32,8 @@ experiments_app = typer.Typer(help="Experiments in storage: list, show.", no_arg
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(spaces_app, name="spaces")
 app.add_typer(data_app, name="data")
+app.add_typer(jobs_app, name="jobs")
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -110,40 +113,9 @@ def run(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
-    """Tune an LSTM forecaster and print the best trial against naive baselines."""
+    """Tune an LSTM forecaster or text classifier and print the best trial against naive baselines."""
     set_endpoint(s3_endpoint)
-    opts = RunOptions(
-        space=space,
-        search=search,  # type: ignore[arg-type]  # validated by RunOptions.validate
-        num_samples=num_samples,
-        max_epochs=max_epochs,
-        seed=seed,
-        storage=storage,
-        name=name,
-        data=data,
-        horizon=horizon,
-        address=address,
-        cache_dir=cache_dir,
-        embeddings=embeddings,
-        scheduler=SchedulerOptions(
-            kind=scheduler,  # type: ignore[arg-type]
-            grace_period=grace_period,
-            reduction_factor=reduction_factor,
-            perturbation_interval=perturbation_interval,
-            quantile_fraction=quantile_fraction,
-            resample_probability=resample_probability,
-        ),
-        resources=ResourceOptions(
-            cpus_per_trial=cpus_per_trial,
-            gpus_per_trial=gpus_per_trial,
-            max_concurrent_trials=max_concurrent_trials,
-        ),
-        checkpoints=CheckpointOptions(num_to_keep=keep_checkpoints, keep_stopped=keep_stopped),
-        max_failures=max_failures,
-        patience=patience,
-        min_delta=min_delta,
-        time_budget_s=time_budget_s,
-    )
+    opts = run_options(dict(locals()))
     try:
         # Validate before importing Ray and torch: a typo answers in a second, not after Ray starts.
         from cluster.experiment import plan
@@ -155,6 +127,42 @@ def run(
     from cluster.experiment import run_experiment
 
     _tune(lambda: run_experiment(opts, console=err, resume_if_exists=resume_if_exists), json_out)
+
+
+def run_options(p: dict[str, Any]) -> RunOptions:
+    """``run``'s parameters (by name) as :class:`RunOptions`; ``submit`` parses the same arguments through it."""
+    return RunOptions(
+        space=p["space"],
+        search=p["search"],
+        num_samples=p["num_samples"],
+        max_epochs=p["max_epochs"],
+        seed=p["seed"],
+        storage=p["storage"],
+        name=p["name"],
+        data=p["data"],
+        horizon=p["horizon"],
+        address=p["address"],
+        cache_dir=p["cache_dir"],
+        embeddings=p["embeddings"],
+        scheduler=SchedulerOptions(
+            kind=p["scheduler"],
+            grace_period=p["grace_period"],
+            reduction_factor=p["reduction_factor"],
+            perturbation_interval=p["perturbation_interval"],
+            quantile_fraction=p["quantile_fraction"],
+            resample_probability=p["resample_probability"],
+        ),
+        resources=ResourceOptions(
+            cpus_per_trial=p["cpus_per_trial"],
+            gpus_per_trial=p["gpus_per_trial"],
+            max_concurrent_trials=p["max_concurrent_trials"],
+        ),
+        checkpoints=CheckpointOptions(num_to_keep=p["keep_checkpoints"], keep_stopped=p["keep_stopped"]),
+        max_failures=p["max_failures"],
+        patience=p["patience"],
+        min_delta=p["min_delta"],
+        time_budget_s=p["time_budget_s"],
+    )
 
 
 def _tune(job: Callable[[], Summary], json_out: bool) -> None:

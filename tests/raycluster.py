@@ -20,7 +20,10 @@ class LocalCluster:
     """Head (no CPUs: trials land on workers) and ``workers`` nodes of one CPU each."""
 
     workers: int = 2
+    dashboard: bool = False
+    """Start the head's dashboard (Ray Jobs API) on 127.0.0.1; slower to start."""
     port: int = 0
+    dashboard_port: int = 0
     temp_dir: str = ""
     head: subprocess.Popen[bytes] | None = None
     nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -29,13 +32,22 @@ class LocalCluster:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
     def start(self, timeout: float = 120.0) -> None:
         ray = shutil.which("ray")
         if ray is None:
             raise RuntimeError("ray CLI not found")
         self.port = free_port(set())
+        self.dashboard_port = free_port({self.port})
         self.temp_dir = tempfile.mkdtemp(prefix="lt-rc-", dir="/tmp")
         common = ["--disable-usage-stats", "--block"]
+        if self.dashboard:
+            dash = ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
+        else:
+            dash = ["--include-dashboard=false"]
         try:
             self.head = self._spawn(
                 [
@@ -45,7 +57,7 @@ class LocalCluster:
                     f"--port={self.port}",
                     "--num-cpus=0",
                     f"--temp-dir={self.temp_dir}/h",
-                    "--include-dashboard=false",
+                    *dash,
                     *common,
                 ]
             )
@@ -58,6 +70,8 @@ class LocalCluster:
                 )
             self._wait_nodes(1 + self.workers, timeout)
             self._wait_registered(timeout)
+            if self.dashboard:
+                self._wait_dashboard(timeout)
         except BaseException:
             self.stop()
             raise
@@ -91,6 +105,18 @@ class LocalCluster:
         )
         if not out.stdout.strip().endswith(f"{float(self.workers)}"):
             raise RuntimeError(f"Ray cluster nodes did not register: {out.stdout[-300:]} {out.stderr[-1000:]}")
+
+    def _wait_dashboard(self, timeout: float) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"dashboard at {self.dashboard_url} did not answer in {timeout} s; logs in {self.temp_dir}")
 
     def alive_raylets(self) -> list[psutil.Process]:
         procs = []

@@ -109,11 +109,11 @@ def prune_all_but_newest(server: S3Server, name: str) -> int:
     return count
 
 
-def trial_results(server: S3Server, name: str) -> dict[str, list[dict[str, Any]]]:
+def trial_results(server: S3Server, name: str, prefix: str = "failures") -> dict[str, list[dict[str, Any]]]:
     """Every result each trial reported, in order (Tune's result.json, one JSON object a line)."""
     client = server.client()
     out = {}
-    for key in keys(server, f"failures/{name}/"):
+    for key in keys(server, f"{prefix}/{name}/"):
         if key.endswith("/result.json"):
             body = client.get_object(Bucket="lt-exp", Key=key)["Body"].read().decode()
             out[key.split("/")[-2]] = [json.loads(line) for line in body.splitlines() if line.strip()]
