@@ -9,8 +9,10 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
+import yaml
 
 from tests.s3server import free_port
 
@@ -20,6 +22,7 @@ class LocalCluster:
     """Head (no CPUs: trials land on workers) and ``workers`` nodes of one CPU each."""
 
     workers: int = 2
+    worker_cpus: int = 1
     dashboard: bool = False
     """Start the head's dashboard (Ray Jobs API) on 127.0.0.1; slower to start."""
     port: int = 0
@@ -27,6 +30,14 @@ class LocalCluster:
     temp_dir: str = ""
     head: subprocess.Popen[bytes] | None = None
     nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @classmethod
+    def from_launcher_config(cls, path: Path, *, dashboard: bool = False) -> LocalCluster:
+        """The layout of a `ray up` config (deploy/ray-cluster/local.yaml): worker count and CPUs per worker."""
+        cfg = yaml.safe_load(path.read_text())
+        workers = [t for name, t in cfg["available_node_types"].items() if name != cfg["head_node_type"]]
+        (worker,) = workers
+        return cls(workers=int(worker["min_workers"]), worker_cpus=int(worker["resources"]["CPU"]), dashboard=dashboard)
 
     @property
     def address(self) -> str:
@@ -66,7 +77,9 @@ class LocalCluster:
                 # Nodes on one machine need their own temp dir (sockets), or the second plasma store fails to bind.
                 sockets = [f"--temp-dir={self.temp_dir}/w{i}"]
                 self.nodes.append(
-                    self._spawn([ray, "start", f"--address={self.address}", "--num-cpus=1", *sockets, *common])
+                    self._spawn(
+                        [ray, "start", f"--address={self.address}", f"--num-cpus={self.worker_cpus}", *sockets, *common]
+                    )
                 )
             self._wait_nodes(1 + self.workers, timeout)
             self._wait_registered(timeout)
@@ -96,14 +109,14 @@ class LocalCluster:
             f"deadline = time.monotonic() + {timeout}\n"
             "while time.monotonic() < deadline:\n"
             "    cpus = sum(n['Resources'].get('CPU', 0) for n in ray.nodes() if n['Alive'])\n"
-            f"    if cpus >= {self.workers}: break\n"
+            f"    if cpus >= {self.workers * self.worker_cpus}: break\n"
             "    time.sleep(0.5)\n"
             "print(cpus)\n"
         )
         out = subprocess.run(
             ["python3", "-c", probe], capture_output=True, text=True, timeout=timeout + 30, check=False
         )
-        if not out.stdout.strip().endswith(f"{float(self.workers)}"):
+        if not out.stdout.strip().endswith(f"{float(self.workers * self.worker_cpus)}"):
             raise RuntimeError(f"Ray cluster nodes did not register: {out.stdout[-300:]} {out.stderr[-1000:]}")
 
     def _wait_dashboard(self, timeout: float) -> None:

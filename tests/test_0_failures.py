@@ -22,12 +22,14 @@ from tests.s3server import S3Server
 from trainables.storage import resolve
 
 pytestmark = pytest.mark.cluster
+LAUNCHER = REPO / "deploy" / "ray-cluster" / "local.yaml"
+"""The layout the tests start with `ray start`: the local launcher config's (head with no CPUs, two 1-CPU workers)."""
 STORAGE = "s3://lt-exp/failures"
 
 
 @pytest.fixture(scope="module")
 def cluster(s3_server: S3Server) -> Iterator[LocalCluster]:
-    c = LocalCluster(workers=2)
+    c = LocalCluster.from_launcher_config(LAUNCHER)
     c.start()
     try:
         yield c

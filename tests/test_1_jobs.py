@@ -23,12 +23,14 @@ from tests.s3server import S3Server
 from tests.test_0_failures import cli_env, keys, trial_results
 
 pytestmark = pytest.mark.cluster
+LAUNCHER = REPO / "deploy" / "ray-cluster" / "local.yaml"
+"""The layout the tests start with `ray start`: the local launcher config's (head with no CPUs, two 1-CPU workers)."""
 STORAGE = "s3://lt-exp/jobs"
 
 
 @pytest.fixture(scope="module")
 def cluster(s3_server: S3Server) -> Iterator[LocalCluster]:
-    c = LocalCluster(workers=2, dashboard=True)
+    c = LocalCluster.from_launcher_config(LAUNCHER, dashboard=True)
     c.start()
     try:
         yield c

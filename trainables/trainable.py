@@ -16,6 +16,7 @@ from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, CheckpointPr
 from trainables.config import TrialConfig
 from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
 from trainables.data.text_loader import TextData, load_text_data
+from trainables.device import Placement, cap_memory, named_oom, placement
 from trainables.loop import run_trial
 from trainables.ray_api import Checkpoint, get_checkpoint, get_context, report
 from trainables.storage import Location, resolve
@@ -116,37 +117,29 @@ def _newest_in(loc: Location) -> dict[str, Any] | None:
     return None
 
 
-def assigned_cpus() -> int:
-    """CPUs Ray gave this trial (at least 1), so torch does not oversubscribe the node."""
-    import ray
-
-    resources = ray.get_runtime_context().get_assigned_resources()
-    return max(1, int(resources.get("CPU", 1)))
-
-
-def pick_device() -> torch.device:
-    """CUDA when Ray assigned this trial a GPU (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
-    if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def forecast_trainable(config: dict[str, Any], env: TrialEnv) -> None:
     """Entry point Tune calls for each forecasting trial."""
     cfg = TrialConfig.from_flat(config)
-    torch.set_num_threads(cfg.limits.threads or assigned_cpus())
-    _run(cfg, config, env, load_forecast_data(env.data), [M.VAL_LOSS, M.VAL_RMSE, M.VAL_MAE, M.TRAIN_LOSS])
+    place = placement()
+    torch.set_num_threads(cfg.limits.threads or place.cpus)
+    _run(cfg, place, config, env, load_forecast_data(env.data), [M.VAL_LOSS, M.VAL_RMSE, M.VAL_MAE, M.TRAIN_LOSS])
 
 
 def classify_trainable(config: dict[str, Any], env: TrialEnv) -> None:
     """Entry point Tune calls for each text-classification trial."""
     cfg = TrialConfig.from_flat(config)
-    torch.set_num_threads(cfg.limits.threads or assigned_cpus())
-    _run(cfg, config, env, load_text_data(env.data), [M.VAL_LOSS, M.VAL_ACCURACY, M.VAL_MACRO_F1, M.TRAIN_LOSS])
+    place = placement()
+    torch.set_num_threads(cfg.limits.threads or place.cpus)
+    _run(cfg, place, config, env, load_text_data(env.data), [M.VAL_LOSS, M.VAL_ACCURACY, M.VAL_MACRO_F1, M.TRAIN_LOSS])
 
 
 def _run(
-    cfg: TrialConfig, config: dict[str, Any], env: TrialEnv, data: ForecastData | TextData, tags: list[str]
+    cfg: TrialConfig,
+    place: Placement,
+    config: dict[str, Any],
+    env: TrialEnv,
+    data: ForecastData | TextData,
+    tags: list[str],
 ) -> None:
     context = get_context()
     logger = None
@@ -161,16 +154,19 @@ def _run(
     if env.experiment_uri:
         trial_dir = os.path.basename(context.get_trial_dir().rstrip("/"))
         trial_storage = resolve(env.experiment_uri, endpoint=env.data.endpoint).child(trial_dir)
+    device = place.device
+    cap_memory(place, device)
     try:
-        run_trial(
-            cfg,
-            data,
-            TuneSession(trial_storage),
-            device=pick_device(),
-            logger=logger,
-            extra_metrics={M.NODE_ID: node},
-            embeddings_uri=env.embeddings_uri,
-        )
+        with named_oom(place, device, cfg.optim.batch_size):
+            run_trial(
+                cfg,
+                data,
+                TuneSession(trial_storage),
+                device=device,
+                logger=logger,
+                extra_metrics={M.NODE_ID: node},
+                embeddings_uri=env.embeddings_uri,
+            )
     finally:
         if logger is not None:
             logger.close()
@@ -182,6 +178,5 @@ __all__ = [
     "classify_trainable",
     "forecast_trainable",
     "newest_written",
-    "pick_device",
     "restore_state",
 ]

@@ -1,0 +1,37 @@
+"""A trial's device and GPU share: the memory cap follows the share, and an out-of-memory error names it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.device import Placement, TrialResourceError, cap_memory, memory_fraction, named_oom, oom_message
+
+
+@pytest.mark.parametrize(
+    ("gpus", "fraction"), [(0.0, None), (0.25, 0.25), (0.5, 0.5), (0.999, 0.999), (1.0, None), (2.0, None)]
+)
+def test_memory_fraction_follows_the_share(gpus: float, fraction: float | None) -> None:
+    assert memory_fraction(gpus) == fraction
+
+
+def test_cpu_placement_is_never_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    place = Placement(cpus=2, gpus=0.5)
+    assert place.device == torch.device("cpu")
+    assert cap_memory(place, place.device) is None
+    assert Placement(cpus=1, gpus=0.0).device == torch.device("cpu")
+
+
+def test_oom_becomes_an_error_that_names_share_and_batch() -> None:
+    place = Placement(cpus=1, gpus=0.25)
+    with pytest.raises(TrialResourceError) as caught:
+        with named_oom(place, torch.device("cpu"), batch_size=512):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    message = str(caught.value)
+    assert "gpus_per_trial = 0.25" in message and "batch_size = 512" in message and "--gpus-per-trial" in message
+    assert "memory capped at 20.0 of 80.0 GiB" in oom_message(0.25, 64, 80 * 2**30)
+    assert "capped" not in oom_message(1.0, 64, 80 * 2**30)
+    with pytest.raises(ValueError, match="other"):  # anything else passes through unchanged
+        with named_oom(place, torch.device("cpu"), batch_size=512):
+            raise ValueError("other")
