@@ -14,6 +14,7 @@ from rich.console import Console
 
 from cluster.cli_data import data_app
 from cluster.cli_jobs import jobs_app, submit
+from cluster.cli_model import export, predict
 from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
 from search_spaces import SearchSpaceError, preset_names
 
@@ -34,6 +35,8 @@ app.add_typer(spaces_app, name="spaces")
 app.add_typer(data_app, name="data")
 app.add_typer(jobs_app, name="jobs")
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
+app.command()(export)
+app.command()(predict)
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -253,6 +256,43 @@ def experiments_show(
     if info.test_rmse is not None:
         lines.append(f"best model test RMSE {info.test_rmse:.2f} vs persistence {info.persistence_test_rmse:.2f}")
     typer.echo("\n".join(lines))
+
+
+@app.command()
+def tensorboard(
+    uri: Annotated[str, typer.Argument(help="Experiment folder or s3:// prefix (<storage>/<name>).")],
+    host: Annotated[str, typer.Option(help="Interface to serve on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: a free one).")] = 6006,
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
+) -> None:
+    """Serve TensorBoard on an experiment, while it runs or after: scalars per trial, HParams table, PBT lineage."""
+    import tempfile
+
+    from cluster.tensorboard_server import Board, free_port, logdir_of, start, wait_ready
+    from trainables.storage import resolve
+
+    set_endpoint(s3_endpoint)
+    try:
+        root = resolve(uri)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    board = Board(logdir=logdir_of(root), host=host, port=port or free_port(host))
+    log = tempfile.NamedTemporaryFile(prefix="lstm-tune-tensorboard-", suffix=".log", delete=False).name
+    proc = start(board, log)
+    try:
+        wait_ready(board, proc, log)
+        err.print(f"TensorBoard on {board.logdir}: {board.url}  (Ctrl-C stops it; log {log})", highlight=False)
+        sys.stderr.flush()
+        proc.wait()
+    except RuntimeError as exc:
+        fail(str(exc), code=1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 @spaces_app.command("list")

@@ -4,14 +4,17 @@ refuse corrupt shards, and one clear error for each way storage or input can be 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -97,6 +100,43 @@ def test_trials_read_each_shard_once_per_node(s3_server: S3Server, ray_local: No
     for key in stored:
         body = client.get_object(Bucket="lt-exp", Key=key)["Body"].read()
         assert s3_server.secret_key.encode() not in body, f"the secret key leaked into {key}"
+    # And TensorBoard serves the experiment straight from S3, on loopback.
+    assert_tensorboard_serves("s3://lt-exp/runs/once")
+
+
+def assert_tensorboard_serves(uri: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "tensorboard", uri, "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        match = None
+        while match is None and len(seen) < 20:
+            seen.append(proc.stderr.readline())
+            match = re.search(r"(http://127\.0\.0\.1:\d+/)", seen[-1])
+            if not seen[-1]:
+                break
+        assert match, f"no loopback URL in {seen!r}"
+        deadline = time.monotonic() + 90
+        listing: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(match.group(1) + "data/plugins_listing", timeout=5) as resp:
+                listing = json.loads(resp.read())
+            if listing.get("scalars", {}).get("enabled") and listing.get("hparams", {}).get("enabled"):
+                break
+            time.sleep(2)
+        assert listing["scalars"]["enabled"] and listing["hparams"]["enabled"], listing
+        with urllib.request.urlopen(match.group(1) + "data/plugin/scalars/tags", timeout=5) as resp:
+            tags = json.loads(resp.read())
+        assert sum("val/rmse" in run_tags for run_tags in tags.values()) == 4, tags
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
 
 
 def test_corrupt_shard_fails_before_training(s3_server: S3Server) -> None:

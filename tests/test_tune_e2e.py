@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from typer.testing import CliRunner
 
-from cluster.data import bundled_beijing_csv, read_csv_bytes
+from cluster.cli import app
+from cluster.data import bundled_beijing_csv, bundled_beijing_path, read_csv_bytes
 from cluster.experiment import run_experiment
 from cluster.options import CheckpointOptions, RunOptions, SchedulerOptions
 from cluster.summary import Summary
@@ -128,3 +130,22 @@ def test_exported_model_reproduces_test_score_from_raw_rows(asha_run: tuple[Summ
     assert len(scored) > 6000
     rmse = float(np.sqrt(np.mean((scored["forecast"] - scored["pm2.5"]) ** 2)))
     assert rmse == pytest.approx(summary.best.test.rmse, rel=1e-4)
+
+    # The same through the CLI: export to a new folder, predict from the bundled raw CSV file.
+    runner = CliRunner()
+    out = exp.parent / "exported"
+    done = runner.invoke(app, ["export", str(exp), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["best"]["test"]["rmse"] == pytest.approx(summary.best.test.rmse)
+    again = runner.invoke(app, ["export", str(exp), "--out", str(out)])
+    assert again.exit_code == 2 and "not empty" in again.output
+    preds = exp.parent / "preds.csv"
+    done = runner.invoke(app, ["predict", str(out), str(bundled_beijing_path()), "--out", str(preds)])
+    assert done.exit_code == 0, done.output
+    cli_forecasts = pd.read_csv(preds, parse_dates=["origin", "target_time"])
+    assert np.allclose(cli_forecasts["forecast"].to_numpy(), forecasts["forecast"].to_numpy(), rtol=1e-6)
+    bad = exp.parent / "bad.csv"
+    raw.drop(columns=["DEWP"]).to_csv(bad, index=False)
+    refused = runner.invoke(app, ["predict", str(out), str(bad)])
+    assert refused.exit_code == 2 and "lacks column(s) ['DEWP']" in refused.output

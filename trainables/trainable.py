@@ -72,23 +72,22 @@ class TuneSession:
 
 
 def restore_state(checkpoint: Checkpoint | None, own: Location | None) -> dict[str, Any] | None:
-    """The state a (re)started trial continues from: Tune's ``checkpoint`` for it, or its own newest one.
+    """The state a (re)started trial continues from: the checkpoint Tune hands it, else its newest written one.
 
-    Tune's experiment state can lag behind storage (a driver killed between a checkpoint upload and its next
-    snapshot) or name a checkpoint that retention pruned since, so when Tune hands the trial one of its own
-    checkpoints, or none, the most recently written readable checkpoint in the trial's folder is its true state. A
-    checkpoint elsewhere is a PBT donor's: used as given, or the donor's newest if it was pruned meanwhile.
+    Tune hands none when its stored snapshot predates the trial's first checkpoint (a driver killed in between), and
+    may hand one that retention pruned since (the folder then holds only a marker): in both cases the most recently
+    written readable checkpoint in the same folder (the trial's own, or a PBT donor's) is the state to continue
+    from. An intact checkpoint is always used as given: a trial on a lost node can outlive its node for a while and
+    keep writing checkpoints Tune never accepted (seen here), and those must not be adopted.
     """
-    if checkpoint is None or (own is not None and _parent(checkpoint.path) == own.path.rstrip("/")):
-        state = _newest_in(own) if own is not None else None
-        if state is not None or checkpoint is None:
-            return state
+    if checkpoint is None:
+        return _newest_in(own) if own is not None else None
     try:
         with checkpoint.as_directory() as directory:
             return load_checkpoint(directory)
     except CheckpointPruned:
-        donor = _parent(checkpoint.path)
-        state = _newest_in(Location(uri=donor, fs=checkpoint.filesystem, path=donor))
+        folder = _parent(checkpoint.path)
+        state = _newest_in(Location(uri=folder, fs=checkpoint.filesystem, path=folder))
         if state is None:
             raise CheckpointError(f"checkpoint {checkpoint.path} was pruned and no newer one exists") from None
         return state

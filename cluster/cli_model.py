@@ -1,0 +1,130 @@
+"""``lstm-tune export`` and ``lstm-tune predict``: the best model of a finished experiment, applied to raw rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"error: {message}", style="bold red", highlight=False, markup=False)
+    raise typer.Exit(code)
+
+
+def export_best(uri: str, out: str) -> dict[str, object]:
+    """Copy a finished experiment's best model (weights + fitted preprocessing) and its summary to ``out``."""
+    import pyarrow.fs as pafs
+
+    from cluster.storage import StorageError
+    from trainables.storage import read_bytes, resolve, write_bytes_atomic
+
+    root = resolve(uri)
+    try:
+        summary = json.loads(read_bytes(root.child("best.json")))
+    except FileNotFoundError:
+        raise StorageError(
+            f"{root.uri}: no best.json; the experiment is not finished (`lstm-tune resume` it)"
+        ) from None
+    if summary.get("task", "forecast") != "forecast" or not summary.get("exported_model"):
+        raise ValueError(f"{root.uri}: task = {summary.get('task')!r}; export covers forecasting models only so far")
+    dest = resolve(out)
+    infos = dest.fs.get_file_info(pafs.FileSelector(dest.path, allow_not_found=True))
+    if infos:
+        raise ValueError(f"--out {dest.uri}: not empty; export writes into a new or empty folder")
+    src = root.child("best_model")
+    dest.fs.create_dir(dest.path, recursive=True)
+    pafs.copy_files(src.path, dest.path, source_filesystem=src.fs, destination_filesystem=dest.fs)
+    card = {
+        "experiment": root.uri,
+        "dataset": summary.get("dataset"),
+        "target": summary.get("target"),
+        "horizon": summary.get("horizon"),
+        "best": summary.get("best"),
+        "baselines": summary.get("baselines"),
+    }
+    write_bytes_atomic(dest.child("model_card.json"), json.dumps(card, indent=2).encode())
+    return card
+
+
+def export(
+    uri: Annotated[str, typer.Argument(help="Finished experiment folder or s3:// prefix.")],
+    out: Annotated[str, typer.Option(help="New or empty folder (or s3:// prefix) for the model.")],
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
+) -> None:
+    """Export the best model with its fitted preprocessing; `lstm-tune predict` (or trainables.load_forecaster) uses it."""
+    from cluster.cli import set_endpoint, user_errors
+
+    set_endpoint(s3_endpoint)
+    try:
+        card = export_best(uri, out)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    best = card["best"] if isinstance(card["best"], dict) else {}
+    rmse = best.get("test", {}).get("rmse")
+    err.print(f"exported {uri} -> {out} (best trial {best.get('trial_id')}, test RMSE {rmse:.2f})", highlight=False)
+
+
+def predict(
+    model: Annotated[str, typer.Argument(help="Exported model folder (lstm-tune export, or <experiment>/best_model).")],
+    rows: Annotated[
+        str,
+        typer.Argument(help="CSV of raw rows with the training source's columns (.csv, .csv.gz, .csv.xz; s3:// ok)."),
+    ],
+    out: Annotated[str | None, typer.Option(help="Write the forecasts here as CSV (default: stdout).")] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
+) -> None:
+    """Forecast from raw rows: the model's own preprocessing is applied; one forecast per row with enough history."""
+    from cluster.cli import set_endpoint, user_errors
+
+    set_endpoint(s3_endpoint)
+    try:
+        forecasts = predict_rows(model, rows)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    if out:
+        from trainables.storage import resolve, write_bytes_atomic
+
+        write_bytes_atomic(resolve(out), forecasts.to_csv(index=False).encode())
+        err.print(f"{len(forecasts):,} forecasts -> {out}", highlight=False)
+    else:
+        forecasts.to_csv(sys.stdout, index=False)
+
+
+def predict_rows(model: str, rows: str) -> pd.DataFrame:
+    import bz2
+    import gzip
+    import lzma
+
+    from cluster.data import read_csv_bytes
+    from trainables.export import load_forecaster
+    from trainables.storage import read_bytes, resolve
+
+    forecaster = load_forecaster(model)
+    try:
+        data = read_bytes(resolve(rows))
+    except FileNotFoundError:
+        raise ValueError(f"rows: {rows} does not exist") from None
+    for suffix, opener in ((".gz", gzip.decompress), (".xz", lzma.decompress), (".bz2", bz2.decompress)):
+        if rows.endswith(suffix):
+            data = opener(data)
+    raw = read_csv_bytes(data, rows)
+    cfg = forecaster.fitted.config
+    wanted = list(dict.fromkeys([*cfg.time_columns, cfg.target, *cfg.numeric, *cfg.categorical]))
+    missing = [c for c in wanted if c not in raw.columns]
+    if missing:
+        raise ValueError(f"rows: {rows} lacks column(s) {missing}; the model was trained on {wanted}")
+    return forecaster.predict(raw)
+
+
+__all__ = ["export", "export_best", "predict", "predict_rows"]
