@@ -87,6 +87,9 @@ def run(
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial (torch threads).")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(help="GPUs per trial; fractions share a GPU.")] = 0.0,
     max_concurrent_trials: Annotated[int | None, typer.Option(help="Cap on trials running at once.")] = None,
+    workers_per_trial: Annotated[
+        int, typer.Option(help="Data-parallel workers per trial (DDP; each takes the CPUs/GPUs per trial).")
+    ] = 1,
     storage: Annotated[str, typer.Option(help="Folder or s3://bucket/prefix for experiments.")] = "./runs",
     name: Annotated[str | None, typer.Option(help="Experiment name (default: <space>-<scheduler>-<time>).")] = None,
     data: Annotated[str | None, typer.Option(help="Prepared dataset URI (default: bundled Beijing PM2.5).")] = None,
@@ -159,6 +162,7 @@ def run_options(p: dict[str, Any]) -> RunOptions:
             cpus_per_trial=p["cpus_per_trial"],
             gpus_per_trial=p["gpus_per_trial"],
             max_concurrent_trials=p["max_concurrent_trials"],
+            workers_per_trial=p["workers_per_trial"],
         ),
         checkpoints=CheckpointOptions(num_to_keep=p["keep_checkpoints"], keep_stopped=p["keep_stopped"]),
         max_failures=p["max_failures"],

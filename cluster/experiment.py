@@ -38,6 +38,7 @@ from cluster.summary import (
     score_classifier,
     summary_from_json,
 )
+from cluster.worker_groups import WorkerGroupReaper
 from search_spaces import SearchSpace, SearchSpaceError, load_space
 from trainables import metrics as M
 from trainables.config import ModelConfig
@@ -155,9 +156,15 @@ def cluster_capacity() -> tuple[list[float], list[float]]:
 
 def trainable_for(opts: RunOptions, env: TrialEnv, task: str) -> Any:
     function = classify_trainable if task == "classify" else forecast_trainable
+    res = opts.resources
+    if res.workers_per_trial > 1:
+        # The trial only coordinates its Ray Train workers, which reserve the CPUs and GPUs themselves. Tune refuses
+        # an empty request, so the trial holds a little memory instead of a CPU a worker could use.
+        env = replace(env, workers_per_trial=res.workers_per_trial, cpus_per_worker=res.cpus_per_trial)
+        env = replace(env, gpus_per_worker=res.gpus_per_trial)
+        return tune.with_resources(tune.with_parameters(function, env=env), {"cpu": 0, "memory": 64 * 2**20})
     return tune.with_resources(
-        tune.with_parameters(function, env=env),
-        {"cpu": opts.resources.cpus_per_trial, "gpu": opts.resources.gpus_per_trial},
+        tune.with_parameters(function, env=env), {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     )
 
 
@@ -191,8 +198,9 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
             max_concurrent_trials=opts.resources.max_concurrent_trials,
             time_budget_s=opts.time_budget_s,
             search_alg=BasicVariantGenerator(random_state=opts.seed),
-            # Reused workers keep their process, imports and the loaded dataset between trials.
-            reuse_actors=True,
+            # Reused workers keep their process, imports and the loaded dataset between trials. Not for data-parallel
+            # trials: a second TorchTrainer run in a reused trial process never got its workers (seen here).
+            reuse_actors=opts.resources.workers_per_trial == 1,
         ),
         run_config=RunConfig(
             name=p.name,
@@ -211,6 +219,7 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
                 CSVLoggerCallback(),
                 progress,
                 RollingRetention(keep_best=opts.checkpoints.num_to_keep),
+                WorkerGroupReaper(),
             ],
             verbose=0,
         ),
@@ -295,7 +304,12 @@ def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_i
     write_bytes_atomic(p.paths.root.child(RUN_FILE), json.dumps(record, indent=2).encode())
 
     with ray_session(opts.address):
-        opts.resources.check_fits(*cluster_capacity())
+        capacity = cluster_capacity()
+        opts.resources.check_fits(*capacity)
+        opts = replace(
+            opts, resources=replace(opts.resources, max_concurrent_trials=opts.resources.concurrency(*capacity))
+        )
+        p = replace(p, options=opts)
         progress = ProgressCallback(console, max_epochs=opts.max_epochs)
         env = TrialEnv(
             data=handle,

@@ -14,6 +14,7 @@ SchedulerKind = Literal["asha", "pbt", "fifo"]
 SearchKind = Literal["random", "grid"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PBT_MIN_CHECKPOINTS = 3
+MAX_WORKERS_PER_TRIAL = 64
 
 
 class OptionError(ValueError):
@@ -72,6 +73,8 @@ class ResourceOptions:
     """GPUs per trial; a fraction below 1 packs several trials on one GPU."""
     max_concurrent_trials: int | None = None
     """Cap on trials running at once (None: as many as resources allow)."""
+    workers_per_trial: int = 1
+    """Above 1: each trial is a data-parallel Ray Train run of this many workers, each with the CPUs and GPUs above."""
 
     def validate(self) -> None:
         if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
@@ -85,6 +88,20 @@ class ResourceOptions:
             )
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
             raise OptionError(f"--max-concurrent-trials = {self.max_concurrent_trials}: must be >= 1")
+        if not 1 <= self.workers_per_trial <= MAX_WORKERS_PER_TRIAL:
+            raise OptionError(f"--workers-per-trial = {self.workers_per_trial}: must be 1..{MAX_WORKERS_PER_TRIAL}")
+
+    def concurrency(self, node_cpus: list[float], node_gpus: list[float]) -> int | None:
+        """Trials to run at once. Data-parallel trials reserve their workers only after Tune starts them, so Tune
+        would start every trial, and trials beyond what the cluster holds would wait on each other's workers
+        (seen here: a second 2-worker trial on 2 CPUs never got its workers). Cap them at what fits."""
+        if self.workers_per_trial == 1:
+            return self.max_concurrent_trials
+        fits = int(sum(node_cpus) // (self.workers_per_trial * self.cpus_per_trial))
+        if self.gpus_per_trial > 0:
+            fits = min(fits, int(sum(node_gpus) // (self.workers_per_trial * self.gpus_per_trial)))
+        fits = max(1, fits)
+        return min(fits, self.max_concurrent_trials) if self.max_concurrent_trials else fits
 
     def check_fits(self, node_cpus: list[float], node_gpus: list[float]) -> None:
         """Refuse a trial no node can hold: it would wait forever instead of failing."""
@@ -95,6 +112,12 @@ class ResourceOptions:
         if self.gpus_per_trial > 0 and (not node_gpus or self.gpus_per_trial > max(node_gpus)):
             have = f"largest: {max(node_gpus):g}" if node_gpus else "the cluster has no GPU"
             raise OptionError(f"--gpus-per-trial = {self.gpus_per_trial:g}: no node has that many GPUs ({have})")
+        need = self.workers_per_trial * self.cpus_per_trial
+        if self.workers_per_trial > 1 and node_cpus and need > sum(node_cpus):
+            raise OptionError(
+                f"--workers-per-trial = {self.workers_per_trial} x --cpus-per-trial = {self.cpus_per_trial:g}: "
+                f"{need:g} CPUs per trial, the cluster has {sum(node_cpus):g}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

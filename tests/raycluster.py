@@ -143,6 +143,20 @@ class LocalCluster:
             procs += [c for c in children if c.name() == "raylet" and c.is_running()]
         return procs
 
+    def kill_node(self, index: int) -> int:
+        """Lose worker node ``index`` as a machine would: SIGKILL its raylet and every process under it (trial
+        workers included) at once. Killing the raylet alone leaves its workers running for a while, still reachable
+        by the driver, and a trial could finish there instead of moving (seen here). Returns the raylet's pid."""
+        raylet = self.worker_raylet(index)
+        doomed = [raylet, *raylet.children(recursive=True)]
+        for proc in doomed:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(doomed, timeout=10)
+        return int(raylet.pid)
+
     def worker_raylet(self, index: int) -> psutil.Process:
         children = psutil.Process(self.nodes[index].pid).children(recursive=True)
         return next(c for c in children if c.name() == "raylet")

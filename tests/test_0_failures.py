@@ -95,6 +95,15 @@ def checkpoints(server: S3Server, name: str) -> list[str]:
     return [k for k in keys(server, f"failures/{name}/") if "/checkpoint_" in k and k.endswith("trial_state.pt")]
 
 
+def min_per_trial(server: S3Server, name: str, trials: int) -> int:
+    """The fewest checkpoints any of the ``trials`` trials has written so far (0 until all have started)."""
+    counts: dict[str, int] = {}
+    for key in checkpoints(server, name):
+        trial = key.split("/")[-3]
+        counts[trial] = counts.get(trial, 0) + 1
+    return min(counts.values()) if len(counts) >= trials else 0
+
+
 def prune_all_but_newest(server: S3Server, name: str) -> int:
     """Prune every checkpoint but each trial's most recently written one, as retention does; return how many."""
     by_trial: dict[str, list[tuple[Any, str]]] = {}
@@ -144,9 +153,10 @@ def test_lost_worker_node_trials_resume_elsewhere(cluster: LocalCluster, s3_serv
     proc = start_driver(
         tmp_path, "--address", cluster.address, "--name", "nodeloss", "--num-samples", "2", "--max-epochs", "8"
     )
-    wait_for(lambda: len(checkpoints(s3_server, "nodeloss")) >= 4, 240, "4 checkpoints in S3")
-    victim = cluster.worker_raylet(0)
-    victim.kill()
+    # Both trials (one per worker node) must have progress to lose: a trial with no result yet would restart on the
+    # other node without any trace of having moved (seen here: the fast trial alone had written 4 checkpoints).
+    wait_for(lambda: min_per_trial(s3_server, "nodeloss", 2) >= 2, 240, "2 checkpoints of each trial in S3")
+    victim = cluster.kill_node(0)
     proc.wait(timeout=400)
     summary = finished_summary(proc, tmp_path)
     assert summary["trials"] == {"total": 2, "finished": 2, "stopped": 0, "errored": 0}
@@ -159,8 +169,11 @@ def test_lost_worker_node_trials_resume_elsewhere(cluster: LocalCluster, s3_serv
             if nodes[i] != nodes[i - 1]:
                 retried.append((trial, results[i]["epoch"]))
         assert results[-1]["epoch"] == 8
-    assert retried, "no trial moved to another node after its node was killed"
-    print(f"\nnode loss: killed raylet pid {victim.pid}; retried (trial, first epoch on the new node): {retried}")
+    sequences = {
+        t: [(r["epoch"], r["node_id"][:8]) for r in rs] for t, rs in trial_results(s3_server, "nodeloss").items()
+    }
+    assert retried, f"no trial moved to another node after its node was killed: {sequences}"
+    print(f"\nnode loss: killed node 0 (raylet pid {victim} and its workers); retried (trial, first epoch): {retried}")
     for trial, first_epoch in retried:
         assert first_epoch > 1, f"{trial} restarted from epoch 1 instead of its checkpoint"
 

@@ -11,8 +11,9 @@ import math
 import random
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ from trainables.data.text_loader import TextData
 from trainables.model import LSTMClassifier, LSTMForecaster, set_dropout
 from trainables.tasks import task_for
 from trainables.tensorboard import TrialLogger
+
+if TYPE_CHECKING:
+    from trainables.parallel import DataParallel
 
 
 class TrialSession(Protocol):
@@ -81,8 +85,13 @@ def run_trial(
     logger: TrialLogger | None = None,
     extra_metrics: dict[str, Any] | None = None,
     embeddings_uri: str | None = None,
+    parallel: DataParallel | None = None,
 ) -> TrainState:
-    """Train one configuration until ``max_epochs`` (or until the scheduler stops the process)."""
+    """Train one configuration until ``max_epochs`` (or until the scheduler stops the process).
+
+    With ``parallel`` this process is one worker of a data-parallel trial: it trains a DDP-wrapped copy on its own
+    shards, every worker scores the same validation set (so all stop together), and only rank 0 reports.
+    """
     task = task_for(data, cfg, embeddings_uri)
     seed = trial_seed(cfg)
     torch.manual_seed(seed)
@@ -100,10 +109,15 @@ def run_trial(
         restore_rng(payload)
     apply_hyperparameters(model, optimizer, cfg)
     model_info, data_info = task.model_info(cfg), task.data_info(cfg)
+    training = parallel.wrap(model, device) if parallel is not None else model
+    rank = parallel.rank if parallel is not None else 0
 
     for epoch in range(state.epoch + 1, cfg.limits.max_epochs + 1):
         started = time.perf_counter()
-        stats = task.train_epoch(model, optimizer, cfg, seed + 7919 * epoch, device)
+        with parallel.uneven(training) if parallel is not None else nullcontext():
+            stats = task.train_epoch(training, optimizer, cfg, seed + 7919 * epoch + 104_729 * rank, device)
+        if parallel is not None:
+            stats = parallel.reduce(stats)
         elapsed = time.perf_counter() - started
         scores = task.evaluate(model, cfg, device)
         state.epoch, state.step = epoch, state.step + stats.steps
@@ -121,11 +135,17 @@ def run_trial(
         }
         if logger is not None:
             logger.log(report, epoch)
-        with tempfile.TemporaryDirectory(prefix="lstm-tune-ckpt-") as ckpt_dir:
-            save_checkpoint(
-                ckpt_dir, model=model, optimizer=optimizer, state=state, model_config=model_info, data_info=data_info
-            )
-            session.report(report, ckpt_dir)
+        if parallel is None or parallel.reports:
+            with tempfile.TemporaryDirectory(prefix="lstm-tune-ckpt-") as ckpt_dir:
+                save_checkpoint(
+                    ckpt_dir,
+                    model=model,
+                    optimizer=optimizer,
+                    state=state,
+                    model_config=model_info,
+                    data_info=data_info,
+                )
+                session.report(report, ckpt_dir)
         if not math.isfinite(stats.loss):
             break  # diverged: reported as +inf so schedulers rank it last; more epochs cannot help
         if cfg.limits.patience and state.bad_epochs >= cfg.limits.patience:

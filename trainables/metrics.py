@@ -21,6 +21,12 @@ EPOCH = "epoch"
 SAMPLES_PER_SECOND = "train/samples_per_s"
 """Training throughput of the epoch."""
 NODE_ID = "node_id"
+WORKERS = "workers"
+"""Data-parallel workers of the trial (1: a plain trial)."""
+WORKER_GROUP = "worker_group"
+"""Placement group id of a data-parallel trial's workers, so the driver can release it when Tune ends the trial."""
+TRAIN_SHARDS = "train_shards"
+"""The training shards each data-parallel worker read, by rank."""
 """Ray node the epoch ran on."""
 
 SCHEDULER_METRIC = VAL_LOSS
@@ -34,9 +40,12 @@ __all__ = [
     "SCHEDULER_METRIC",
     "SCHEDULER_MODE",
     "TRAIN_LOSS",
+    "TRAIN_SHARDS",
     "VAL_ACCURACY",
     "VAL_LOSS",
     "VAL_MACRO_F1",
     "VAL_MAE",
     "VAL_RMSE",
+    "WORKERS",
+    "WORKER_GROUP",
 ]

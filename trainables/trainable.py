@@ -34,6 +34,10 @@ class TrialEnv:
     """The experiment folder in storage; a trial looks there for its own checkpoints when Tune hands it none."""
     embeddings_uri: str | None = None
     """Pretrained word vectors (word2vec/GloVe text format) for text trials with embeddings frozen|finetune."""
+    workers_per_trial: int = 1
+    """Above 1: the trial drives a data-parallel Ray Train run (:mod:`trainables.parallel`)."""
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
 
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
@@ -116,20 +120,63 @@ def _newest_in(loc: Location) -> dict[str, Any] | None:
     return None
 
 
+FORECAST_TAGS = [M.VAL_LOSS, M.VAL_RMSE, M.VAL_MAE, M.TRAIN_LOSS]
+CLASSIFY_TAGS = [M.VAL_LOSS, M.VAL_ACCURACY, M.VAL_MACRO_F1, M.TRAIN_LOSS]
+
+
+def _trial_storage(env: TrialEnv) -> Location | None:
+    if not env.experiment_uri:
+        return None
+    trial_dir = os.path.basename(get_context().get_trial_dir().rstrip("/"))
+    return resolve(env.experiment_uri, endpoint=env.data.endpoint).child(trial_dir)
+
+
+def _run_parallel(config: dict[str, Any], env: TrialEnv, task: str, tags: list[str]) -> None:
+    """A data-parallel trial: restore as any trial does, then drive the workers (:mod:`trainables.parallel`)."""
+    from ray.util.queue import Queue
+
+    from trainables.parallel import WorkerSpec, payload_bytes, run_data_parallel
+
+    payload = restore_state(get_checkpoint(), _trial_storage(env))
+    spec = WorkerSpec(
+        flat_config=config,
+        task=task,
+        env=env,
+        payload=payload_bytes(payload),
+        queue=Queue(maxsize=1, actor_options={"num_cpus": 0}),
+        trial_name=get_context().get_trial_name(),
+        cpus_per_worker=max(1, int(env.cpus_per_worker)),
+        tags=tags,
+    )
+    run_data_parallel(
+        spec,
+        workers=env.workers_per_trial,
+        gpus_per_worker=env.gpus_per_worker,
+        report=report,
+        checkpoint_type=Checkpoint,
+    )
+
+
 def forecast_trainable(config: dict[str, Any], env: TrialEnv) -> None:
     """Entry point Tune calls for each forecasting trial."""
     cfg = TrialConfig.from_flat(config)
+    if env.workers_per_trial > 1:
+        _run_parallel(config, env, "forecast", FORECAST_TAGS)
+        return
     place = placement()
     torch.set_num_threads(cfg.limits.threads or place.cpus)
-    _run(cfg, place, config, env, load_forecast_data(env.data), [M.VAL_LOSS, M.VAL_RMSE, M.VAL_MAE, M.TRAIN_LOSS])
+    _run(cfg, place, config, env, load_forecast_data(env.data), FORECAST_TAGS)
 
 
 def classify_trainable(config: dict[str, Any], env: TrialEnv) -> None:
     """Entry point Tune calls for each text-classification trial."""
     cfg = TrialConfig.from_flat(config)
+    if env.workers_per_trial > 1:
+        _run_parallel(config, env, "classify", CLASSIFY_TAGS)
+        return
     place = placement()
     torch.set_num_threads(cfg.limits.threads or place.cpus)
-    _run(cfg, place, config, env, load_text_data(env.data), [M.VAL_LOSS, M.VAL_ACCURACY, M.VAL_MACRO_F1, M.TRAIN_LOSS])
+    _run(cfg, place, config, env, load_text_data(env.data), CLASSIFY_TAGS)
 
 
 def _run(
@@ -149,10 +196,7 @@ def _run(
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    trial_storage = None
-    if env.experiment_uri:
-        trial_dir = os.path.basename(context.get_trial_dir().rstrip("/"))
-        trial_storage = resolve(env.experiment_uri, endpoint=env.data.endpoint).child(trial_dir)
+    trial_storage = _trial_storage(env)
     device = place.device
     cap_memory(place, device)
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from trainables.data.cache import ShardCache
 from trainables.data.forecast_prep import FittedPrep
 from trainables.data.manifest import Manifest, read_manifest
-from trainables.data.shards import read_split
+from trainables.data.shards import read_split, read_split_shards
 from trainables.data.windows import SeriesArrays
 from trainables.storage import resolve
 
@@ -42,16 +42,22 @@ class ForecastData:
         return len(self.fitted.feature_names)
 
 
-_CACHE: dict[tuple[str, str, tuple[str, ...]], ForecastData] = {}
+_CACHE: dict[tuple[str, str, tuple[str, ...], tuple[int, int] | None], ForecastData] = {}
 _LOCK = threading.Lock()
 
 
-def load_forecast_data(handle: DataHandle, splits: tuple[str, ...] = ("train", "val")) -> ForecastData:
-    """Read and verify the shards of ``splits``; a process (a reused Ray worker) loads each dataset once."""
+def load_forecast_data(
+    handle: DataHandle, splits: tuple[str, ...] = ("train", "val"), part: tuple[int, int] | None = None
+) -> ForecastData:
+    """Read and verify the shards of ``splits``; a process (a reused Ray worker) loads each dataset once.
+
+    ``part = (rank, world_size)``: a data-parallel worker reads only its share of the training shards (the other
+    splits whole: every worker scores the full validation set, so all take the same early-stopping decisions).
+    """
     root = resolve(handle.uri, endpoint=handle.endpoint)
     manifest = read_manifest(root)
     # Keyed by the manifest's content too, so a dataset prepared again at the same URI is not served stale.
-    key = (root.uri, manifest.to_json(), splits)
+    key = (root.uri, manifest.to_json(), splits, part)
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
@@ -60,7 +66,12 @@ def load_forecast_data(handle: DataHandle, splits: tuple[str, ...] = ("train", "
         cache = None if root.is_local else ShardCache.default(handle.cache_dir)
         fitted = FittedPrep.from_dict(manifest.preprocessing["fitted"])
         arrays = {
-            split: SeriesArrays.from_table(read_split(root, manifest, split, cache), fitted.feature_names)
+            split: SeriesArrays.from_tables(
+                read_split_shards(root, manifest, split, cache, part if split == "train" else None),
+                fitted.feature_names,
+            )
+            if part is not None and split == "train"
+            else SeriesArrays.from_table(read_split(root, manifest, split, cache), fitted.feature_names)
             for split in splits
         }
         data = ForecastData(manifest=manifest, fitted=fitted, splits=arrays)

@@ -41,15 +41,38 @@ def read_shard(root: Location, shard: ShardInfo, cache: ShardCache | None = None
     return pq.read_table(pa.BufferReader(data))
 
 
-def read_split(root: Location, manifest: Manifest, split: str, cache: ShardCache | None = None) -> pa.Table:
-    info = manifest.splits[split]
-    if root.is_local or len(info.shards) < 2:
-        tables = [read_shard(root, shard, cache) for shard in info.shards]
-    else:
-        # Object storage serves shards in parallel; order is kept by map().
-        with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(info.shards))) as pool:
-            tables = list(pool.map(lambda shard: read_shard(root, shard, cache), info.shards))
+def read_split(
+    root: Location,
+    manifest: Manifest,
+    split: str,
+    cache: ShardCache | None = None,
+    part: tuple[int, int] | None = None,
+) -> pa.Table:
+    """A split's shards as one table; ``part = (rank, world_size)`` reads only that data-parallel worker's share."""
+    tables = read_split_shards(root, manifest, split, cache, part)
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def read_split_shards(
+    root: Location,
+    manifest: Manifest,
+    split: str,
+    cache: ShardCache | None = None,
+    part: tuple[int, int] | None = None,
+) -> list[pa.Table]:
+    """A split's shards (``part``: one worker's share), one table each, in order."""
+    info = manifest.splits[split]
+    shards = info.shards if part is None else shards_for_rank(info.shards, *part)
+    if not shards:
+        raise ValueError(
+            f"data: split {split} has {len(info.shards)} shard(s), too few for {part[1] if part else 1} data-parallel "
+            "workers; prepare the data with a smaller --shard-rows"
+        )
+    if root.is_local or len(shards) < 2:
+        return [read_shard(root, shard, cache) for shard in shards]
+    # Object storage serves shards in parallel; order is kept by map().
+    with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(shards))) as pool:
+        return list(pool.map(lambda shard: read_shard(root, shard, cache), shards))
 
 
 def verify_all(root: Location, manifest: Manifest, cache: ShardCache | None = None) -> None:
@@ -71,4 +94,13 @@ def shards_for_rank(shards: tuple[ShardInfo, ...], rank: int, world_size: int) -
     return tuple(shard for i, shard in enumerate(shards) if i % world_size == rank)
 
 
-__all__ = ["ShardError", "read_shard", "read_split", "shards_for_rank", "verify_all", "write_shard", "write_shards"]
+__all__ = [
+    "ShardError",
+    "read_shard",
+    "read_split",
+    "read_split_shards",
+    "shards_for_rank",
+    "verify_all",
+    "write_shard",
+    "write_shards",
+]

@@ -73,21 +73,25 @@ def length_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Gene
     return [batches[i] for i in permutation]
 
 
-_CACHE: dict[tuple[str, str, tuple[str, ...]], TextData] = {}
+_CACHE: dict[tuple[str, str, tuple[str, ...], tuple[int, int] | None], TextData] = {}
 _LOCK = threading.Lock()
 
 
-def load_text_data(handle: DataHandle, splits: tuple[str, ...] = ("train", "val")) -> TextData:
+def load_text_data(
+    handle: DataHandle, splits: tuple[str, ...] = ("train", "val"), part: tuple[int, int] | None = None
+) -> TextData:
+    """Tokenised splits and the vocabulary; ``part = (rank, world_size)`` reads one data-parallel worker's share of
+    the training shards."""
     root = resolve(handle.uri, endpoint=handle.endpoint)
     manifest = read_manifest(root)
-    key = (root.uri, manifest.to_json(), splits)
+    key = (root.uri, manifest.to_json(), splits, part)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
         cache = None if root.is_local else ShardCache.default(handle.cache_dir)
         loaded = {}
         for split in splits:
-            table = read_split(root, manifest, split, cache)
+            table = read_split(root, manifest, split, cache, part if split == "train" else None)
             tokens = [np.asarray(t, dtype=np.int32) for t in table.column("tokens").to_pylist()]
             loaded[split] = TextSplit(
                 tokens=tokens,

@@ -25,6 +25,23 @@ class SeriesArrays:
     """``[rows]`` bool: the target was really observed at this row."""
     context: torch.Tensor
     """``[rows]`` bool: the row was copied from the previous split for history only."""
+    segment_starts: tuple[int, ...] = (0,)
+    """Rows where a contiguous stretch begins: a data-parallel worker holds non-adjacent shards, and no window may
+    reach back across such a seam."""
+
+    @classmethod
+    def from_tables(cls, tables: list[pa.Table], feature_names: list[str]) -> SeriesArrays:
+        """Several shards that are not contiguous in time, kept apart by :attr:`segment_starts`."""
+        parts = [cls.from_table(t, feature_names) for t in tables]
+        starts = tuple(int(x) for x in np.cumsum([0] + [len(p) for p in parts[:-1]]))
+        return cls(
+            features=torch.cat([p.features for p in parts]),
+            target=torch.cat([p.target for p in parts]),
+            target_raw=np.concatenate([p.target_raw for p in parts]),
+            observed=torch.cat([p.observed for p in parts]),
+            context=torch.cat([p.context for p in parts]),
+            segment_starts=starts,
+        )
 
     @classmethod
     def from_table(cls, table: pa.Table, feature_names: list[str]) -> SeriesArrays:
@@ -52,7 +69,9 @@ def target_positions(arrays: SeriesArrays, *, window: int, horizon: int) -> torc
     """Rows usable as targets: observed, not context, and with ``window`` rows of history ``horizon`` steps back."""
     first = window + horizon - 1
     rows = torch.arange(len(arrays))
-    usable = arrays.observed & ~arrays.context & (rows >= first)
+    starts = torch.tensor(arrays.segment_starts, dtype=torch.long)
+    since_start = rows - starts[torch.searchsorted(starts, rows, right=True) - 1]
+    usable = arrays.observed & ~arrays.context & (since_start >= first)
     return rows[usable]
 
 
