@@ -195,9 +195,11 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
             mode=M.SCHEDULER_MODE,
             scheduler=scheduler,
             num_samples=opts.num_samples,
-            max_concurrent_trials=opts.resources.max_concurrent_trials,
             time_budget_s=opts.time_budget_s,
-            search_alg=BasicVariantGenerator(random_state=opts.seed),
+            # Tune ignores TuneConfig(max_concurrent_trials) with this generator (it warns); the cap goes here.
+            search_alg=BasicVariantGenerator(
+                random_state=opts.seed, max_concurrent=opts.resources.max_concurrent_trials or 0
+            ),
             # Reused workers keep their process, imports and the loaded dataset between trials. Not for data-parallel
             # trials: a second TorchTrainer run in a reused trial process never got its workers (seen here).
             reuse_actors=opts.resources.workers_per_trial == 1,

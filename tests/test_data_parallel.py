@@ -50,6 +50,9 @@ def test_two_worker_trials_under_asha(ray_local: None, prepared_data: str, tmp_p
             assert rank0 and rank1 and not rank0 & rank1, f"ranks read overlapping shards: {r[M.TRAIN_SHARDS]}"
             assert rank0 | rank1 == all_shards
     assert len(results) == 2
+    # One 2-worker trial fits the 2 CPUs at a time: the second starts after the first has ended.
+    spans = sorted((r[0]["timestamp"] - r[0]["time_this_iter_s"], r[-1]["timestamp"]) for r in results.values())
+    assert spans[1][0] >= spans[0][1] - 1, f"trials overlapped: {spans}"
     # The checkpoint Tune holds is a normal trial checkpoint: the best one scores as the summary says.
     assert Path(summary.best.checkpoint, "trial_state.pt").is_file()
 

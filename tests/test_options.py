@@ -108,3 +108,24 @@ def test_resources_must_fit_a_node() -> None:
     ResourceOptions(gpus_per_trial=0.5).check_fits([4.0], [1.0])
     with pytest.raises(OptionError, match=r"--gpus-per-trial = 0.5: .*the cluster has no GPU"):
         ResourceOptions(gpus_per_trial=0.5).check_fits([4.0], [])
+
+
+def test_data_parallel_resources() -> None:
+    for bad in (0, 65):
+        with pytest.raises(OptionError, match=f"--workers-per-trial = {bad}: must be 1..64"):
+            ResourceOptions(workers_per_trial=bad).validate()
+    ResourceOptions(workers_per_trial=64).validate()
+    two = ResourceOptions(workers_per_trial=2, cpus_per_trial=1)
+    two.check_fits([1.0, 1.0], [])  # one worker per node fits
+    with pytest.raises(
+        OptionError, match=r"--workers-per-trial = 3 x --cpus-per-trial = 1: 3 CPUs per trial, the cluster has 2"
+    ):
+        ResourceOptions(workers_per_trial=3).check_fits([1.0, 1.0], [])
+    # Trials at once: as many whole worker groups as the cluster holds, never 0, never above the user's cap.
+    assert two.concurrency([1.0, 1.0], []) == 1
+    assert two.concurrency([8.0, 8.0, 0.0], []) == 8
+    assert ResourceOptions(workers_per_trial=2, max_concurrent_trials=3).concurrency([8.0, 8.0], []) == 3
+    assert ResourceOptions(workers_per_trial=2, gpus_per_trial=0.5).concurrency([64.0], [1.0, 1.0]) == 2
+    assert ResourceOptions(workers_per_trial=4).concurrency([1.0], []) == 1
+    assert ResourceOptions(max_concurrent_trials=5).concurrency([1.0], []) == 5
+    assert ResourceOptions().concurrency([1.0], []) is None
