@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,10 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from cluster.cli_common import err, fail, set_endpoint, user_errors
 from cluster.cli_data import data_app
 from cluster.cli_jobs import jobs_app, submit
 from cluster.cli_model import export, predict
-from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
+from cluster.options import CheckpointOptions, ResourceOptions, RunOptions, SchedulerOptions
 from search_spaces import SearchSpaceError, preset_names
 
 if TYPE_CHECKING:
@@ -37,44 +37,6 @@ app.add_typer(jobs_app, name="jobs")
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
 app.command()(export)
 app.command()(predict)
-
-err = Console(stderr=True, soft_wrap=True)
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors that are the user's to fix: one line, no traceback, exit code 2."""
-    from cluster.data import DatasetExistsError
-    from cluster.sources import SourceError
-    from cluster.storage import StorageError
-    from trainables.checkpoint import CheckpointError
-    from trainables.data.cache import ShardError
-    from trainables.data.embeddings import EmbeddingError
-    from trainables.data.manifest import ManifestError
-
-    # ValueError last: our own checks raise it with a message that names the key (data.*, window = ...).
-    return (
-        OptionError,
-        SearchSpaceError,
-        StorageError,
-        ManifestError,
-        ShardError,
-        CheckpointError,
-        SourceError,
-        DatasetExistsError,
-        EmbeddingError,
-        ValueError,
-    )
-
-
-def set_endpoint(endpoint: str | None) -> None:
-    """``--s3-endpoint`` becomes AWS_ENDPOINT_URL_S3, which this process, its Ray workers and boto3 all read."""
-    if endpoint:
-        os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"error: {message}", style="bold red", highlight=False, markup=False)
-    raise typer.Exit(code)
 
 
 @app.command()

@@ -8,15 +8,14 @@ import time
 from typing import Annotated, Any, cast
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cluster.cli_common import err, fail, set_endpoint, user_errors
 from trainables.data.manifest import Manifest
 
 data_app = typer.Typer(
     help="Prepare and inspect datasets (Parquet shards + manifest, local or s3://).", no_args_is_help=True
 )
-err = Console(stderr=True, soft_wrap=True)
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -96,7 +95,6 @@ def prepare(
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
 ) -> None:
     """Prepare SOURCE once into Parquet shards + manifest.json at --out, fitted on the training split only."""
-    from cluster.cli import fail, set_endpoint, user_errors
 
     set_endpoint(s3_endpoint)
     started = time.monotonic()
@@ -277,7 +275,6 @@ def inspect(
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Show a prepared dataset's manifest: splits, shards, features, fitted preprocessing."""
-    from cluster.cli import fail, set_endpoint, user_errors
     from trainables.data.manifest import read_manifest
     from trainables.storage import resolve
 

@@ -11,19 +11,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from cluster.cli_common import err, fail, user_errors
 from cluster.jobs import JobError, Submission, dashboard_address
 from cluster.options import OptionError
 
 jobs_app = typer.Typer(help="Runs submitted to a Ray cluster: list, status, logs, stop.", no_args_is_help=True)
-err = Console(stderr=True, soft_wrap=True)
 
 ADDRESS_HELP = "Ray dashboard, http://HOST:8265 (default: RAY_ADDRESS, else http://127.0.0.1:8265)."
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"error: {message}", style="bold red", highlight=False, markup=False)
-    raise typer.Exit(code)
 
 
 def parse_run_args(args: list[str]) -> dict[str, Any]:
@@ -100,7 +95,6 @@ def submit(
     json_out: Annotated[bool, typer.Option("--json", help="Print the submission as JSON on stdout.")] = False,
 ) -> None:
     """Send a run to a Ray cluster: takes every `run` option after these (e.g. `submit --address URL -- --scheduler pbt`)."""
-    from cluster.cli import user_errors
     from cluster.jobs import check_package, scan_package
     from cluster.jobs import submit as send
 

@@ -7,17 +7,11 @@ import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+
+from cluster.cli_common import err, fail, set_endpoint, user_errors
 
 if TYPE_CHECKING:
     import pandas as pd
-
-err = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"error: {message}", style="bold red", highlight=False, markup=False)
-    raise typer.Exit(code)
 
 
 def export_best(uri: str, out: str) -> dict[str, object]:
@@ -61,7 +55,6 @@ def export(
     s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
 ) -> None:
     """Export the best model with its fitted preprocessing; `lstm-tune predict` (or trainables.load_forecaster) uses it."""
-    from cluster.cli import set_endpoint, user_errors
 
     set_endpoint(s3_endpoint)
     try:
@@ -84,7 +77,6 @@ def predict(
     s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
 ) -> None:
     """Forecast from raw rows: the model's own preprocessing is applied; one forecast per row with enough history."""
-    from cluster.cli import set_endpoint, user_errors
 
     set_endpoint(s3_endpoint)
     try:

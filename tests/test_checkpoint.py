@@ -23,8 +23,8 @@ from trainables.data.loader import DataHandle, load_forecast_data
 from trainables.loop import apply_hyperparameters, run_trial
 from trainables.model import build_model
 from trainables.ray_api import Checkpoint
+from trainables.restore import restore_state
 from trainables.storage import Location
-from trainables.trainable import restore_state
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"hidden_size": 16, "num_layers": 2, "dropout": 0.1, "lr": 3e-3, "batch_size": 512, "window": 12, "seed": 7}

@@ -14,7 +14,7 @@ from cluster.progress import ProgressState
 from cluster.retention import _Seen, best_loss, rolling_surplus, stopped_to_prune
 from trainables import metrics as M
 from trainables.loop import usable_loss
-from trainables.trainable import newest_written
+from trainables.restore import newest_written
 
 
 def info(path: str, mtime_ns: int, kind: pafs.FileType = pafs.FileType.File) -> pafs.FileInfo:

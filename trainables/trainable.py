@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import os
-import re
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.fs as pafs
 import torch
 
 from trainables import metrics as M
-from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, CheckpointPruned, load_checkpoint
 from trainables.config import TrialConfig
 from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
 from trainables.data.text_loader import TextData, load_text_data
 from trainables.device import Placement, cap_memory, named_oom, placement
 from trainables.loop import run_trial
 from trainables.ray_api import Checkpoint, get_checkpoint, get_context, report
+from trainables.restore import restore_state
 from trainables.storage import Location, resolve
 from trainables.tensorboard import TrialLogger
 
@@ -40,27 +37,6 @@ class TrialEnv:
     gpus_per_worker: float = 0.0
 
 
-CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
-
-
-def newest_written(infos: list[pafs.FileInfo]) -> list[str]:
-    """Checkpoint folder names, most recently written first (ties: higher index first).
-
-    Write time, not index, says which is newest: a trial resumed from a stale experiment state numbers its new
-    checkpoints from that state's index and overwrites folders the killed run had already written further on.
-    """
-    latest: dict[str, tuple[int, int]] = {}
-    for info in infos:
-        parts = info.path.rstrip("/").split("/")
-        if len(parts) < 2 or info.type != pafs.FileType.File or parts[-1] != CHECKPOINT_FILE:
-            continue
-        if (m := CHECKPOINT_DIR.match(parts[-2])) is None:
-            continue
-        written = int(info.mtime_ns or 0)
-        latest[parts[-2]] = max(latest.get(parts[-2], (0, 0)), (written, int(m.group(1))))
-    return sorted(latest, key=lambda name: latest[name], reverse=True)
-
-
 class TuneSession:
     """:class:`trainables.loop.TrialSession` backed by Tune's session."""
 
@@ -73,51 +49,6 @@ class TuneSession:
     def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
         # Tune persists the checkpoint to storage before report() returns, so the caller may delete the folder.
         report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))
-
-
-def restore_state(checkpoint: Checkpoint | None, own: Location | None) -> dict[str, Any] | None:
-    """The state a (re)started trial continues from: the checkpoint Tune hands it, else its newest written one.
-
-    Tune hands none when its stored snapshot predates the trial's first checkpoint (a driver killed in between), and
-    may hand one that retention pruned since (the folder then holds only a marker): in both cases the most recently
-    written readable checkpoint in the same folder (the trial's own, or a PBT donor's) is the state to continue
-    from. An intact checkpoint is always used as given: a trial on a lost node can outlive its node for a while and
-    keep writing checkpoints Tune never accepted (seen here), and those must not be adopted.
-    """
-    if checkpoint is None:
-        return _newest_in(own) if own is not None else None
-    try:
-        with checkpoint.as_directory() as directory:
-            return load_checkpoint(directory)
-    except CheckpointPruned:
-        folder = _parent(checkpoint.path)
-        state = _newest_in(Location(uri=folder, fs=checkpoint.filesystem, path=folder))
-        if state is None:
-            raise CheckpointError(f"checkpoint {checkpoint.path} was pruned and no newer one exists") from None
-        return state
-
-
-def _parent(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[0]
-
-
-def _newest_in(loc: Location) -> dict[str, Any] | None:
-    """The state of the most recently written readable checkpoint under ``loc``, or None."""
-    try:
-        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
-    except OSError:
-        return None
-    for name in newest_written(infos):
-        folder = loc.child(name)
-        with tempfile.TemporaryDirectory(prefix="lstm-tune-restore-") as local:
-            try:
-                pafs.copy_files(
-                    folder.path, local, source_filesystem=loc.fs, destination_filesystem=pafs.LocalFileSystem()
-                )
-                return load_checkpoint(local)
-            except (OSError, CheckpointError):
-                continue  # half-written by a killed trial, or pruned meanwhile: try the one before
-    return None
 
 
 FORECAST_TAGS = [M.VAL_LOSS, M.VAL_RMSE, M.VAL_MAE, M.TRAIN_LOSS]
@@ -220,6 +151,4 @@ __all__ = [
     "TuneSession",
     "classify_trainable",
     "forecast_trainable",
-    "newest_written",
-    "restore_state",
 ]
