@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -143,11 +144,36 @@ class LocalCluster:
             procs += [c for c in children if c.name() == "raylet" and c.is_running()]
         return procs
 
-    def kill_node(self, index: int) -> int:
-        """Lose worker node ``index`` as a machine would: SIGKILL its raylet and every process under it (trial
-        workers included) at once. Killing the raylet alone leaves its workers running for a while, still reachable
-        by the driver, and a trial could finish there instead of moving (seen here). Returns the raylet's pid."""
-        raylet = self.worker_raylet(index)
+    def busy_worker_nodes(self) -> list[str]:
+        """Node ids of worker nodes with no CPU free right now (each runs one 1-CPU trial), asked of the GCS."""
+        probe = (
+            "import json, ray\n"
+            f"ray.init(address='{self.address}', logging_level='ERROR')\n"
+            "from ray._private.state import available_resources_per_node\n"
+            "print(json.dumps({n: r.get('CPU', 0.0) for n, r in available_resources_per_node().items()}))\n"
+        )
+        out = subprocess.run(["python3", "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+        free = json.loads(out.stdout.strip().splitlines()[-1])
+        workers = {self.node_id(r) for r in self.alive_raylets() if not self.temp_dir_of(r).endswith("/h")}
+        return [node for node in workers if free.get(node, 0.0) < 1.0]
+
+    @staticmethod
+    def node_id(raylet: psutil.Process) -> str:
+        return next(a.split("=", 1)[1] for a in raylet.cmdline() if a.startswith("--node_id="))
+
+    @staticmethod
+    def temp_dir_of(raylet: psutil.Process) -> str:
+        return next(a.split("=", 1)[1] for a in raylet.cmdline() if a.startswith("--temp_dir="))
+
+    def kill_node_with_id(self, node_id: str) -> int:
+        """Lose the worker node with Ray node id ``node_id`` as a machine would: SIGKILL its raylet and every process
+        under it (trial workers included) at once. Killing the raylet alone leaves its workers running for a while,
+        still reachable by the driver, and a trial could finish there instead of moving (seen here). Returns the
+        raylet's pid."""
+        raylets = [r for r in self.alive_raylets() if self.node_id(r) == node_id]
+        if not raylets:
+            raise RuntimeError(f"no live raylet with node id {node_id}")
+        raylet = raylets[0]
         doomed = [raylet, *raylet.children(recursive=True)]
         for proc in doomed:
             try:
