@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from cluster.options import OptionError
 from tests.conftest import REPO
 from tests.raycluster import LocalCluster
 from tests.s3server import S3Server
-from tests.test_0_failures import cli_env, keys, trial_results
+from tests.test_0_failures import keys, run_cli, trial_results
 
 pytestmark = pytest.mark.cluster
 LAUNCHER = REPO / "deploy" / "ray-cluster" / "local.yaml"
@@ -39,15 +38,7 @@ def cluster(s3_server: S3Server) -> Iterator[LocalCluster]:
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=REPO,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(*args, timeout=timeout)
 
 
 def submit(cluster: LocalCluster, *run_args: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
