@@ -160,8 +160,12 @@ def trainable_for(opts: RunOptions, env: TrialEnv, task: str) -> Any:
     if res.workers_per_trial > 1:
         # The trial only coordinates its Ray Train workers, which reserve the CPUs and GPUs themselves. Tune refuses
         # an empty request, so the trial holds a little memory instead of a CPU a worker could use.
-        env = replace(env, workers_per_trial=res.workers_per_trial, cpus_per_worker=res.cpus_per_trial)
-        env = replace(env, gpus_per_worker=res.gpus_per_trial)
+        env = replace(
+            env,
+            workers_per_trial=res.workers_per_trial,
+            cpus_per_worker=res.cpus_per_trial,
+            gpus_per_worker=res.gpus_per_trial,
+        )
         return tune.with_resources(tune.with_parameters(function, env=env), {"cpu": 0, "memory": 64 * 2**20})
     return tune.with_resources(
         tune.with_parameters(function, env=env), {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}

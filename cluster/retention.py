@@ -108,7 +108,6 @@ class RollingRetention(Callback):
         self.keep_best = keep_best
         self.keep_latest = keep_latest
         self._seen: dict[str, list[_Seen]] = {}
-        self.pruned = 0
 
     def on_checkpoint(self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -121,7 +120,7 @@ class RollingRetention(Callback):
         )
         for item in rolling_surplus(seen, keep_best=self.keep_best, keep_latest=self.keep_latest):
             seen.remove(item)
-            self.pruned += prune(checkpoint.filesystem, item.path, reason="during the run")
+            prune(checkpoint.filesystem, item.path, reason="during the run")
 
 
 def rolling_surplus(seen: list[_Seen], *, keep_best: int, keep_latest: int) -> list[_Seen]:

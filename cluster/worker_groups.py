@@ -21,7 +21,6 @@ RUNNING = "RUNNING"
 class WorkerGroupReaper(Callback):
     def __init__(self) -> None:
         self.groups: dict[str, str] = {}
-        self.released = 0
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
@@ -34,7 +33,6 @@ class WorkerGroupReaper(Callback):
         status = {t.trial_id: t.status for t in trials}
         for trial_id in [t for t in self.groups if status.get(t) != RUNNING]:
             release(self.groups.pop(trial_id))
-            self.released += 1
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         for group in self.groups.values():

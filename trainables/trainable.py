@@ -90,24 +90,25 @@ def _run_parallel(config: dict[str, Any], env: TrialEnv, task: str, tags: list[s
 
 def forecast_trainable(config: dict[str, Any], env: TrialEnv) -> None:
     """Entry point Tune calls for each forecasting trial."""
-    cfg = TrialConfig.from_flat(config)
-    if env.workers_per_trial > 1:
-        _run_parallel(config, env, "forecast", FORECAST_TAGS)
-        return
-    place = placement()
-    torch.set_num_threads(cfg.limits.threads or place.cpus)
-    _run(cfg, place, config, env, load_forecast_data(env.data), FORECAST_TAGS)
+    _trial(config, env, "forecast")
 
 
 def classify_trainable(config: dict[str, Any], env: TrialEnv) -> None:
     """Entry point Tune calls for each text-classification trial."""
+    _trial(config, env, "classify")
+
+
+def _trial(config: dict[str, Any], env: TrialEnv, task: str) -> None:
+    tags = CLASSIFY_TAGS if task == "classify" else FORECAST_TAGS
     cfg = TrialConfig.from_flat(config)
     if env.workers_per_trial > 1:
-        _run_parallel(config, env, "classify", CLASSIFY_TAGS)
+        _run_parallel(config, env, task, tags)
         return
     place = placement()
+    # Threads first: loading the data already computes.
     torch.set_num_threads(cfg.limits.threads or place.cpus)
-    _run(cfg, place, config, env, load_text_data(env.data), CLASSIFY_TAGS)
+    data: ForecastData | TextData = load_text_data(env.data) if task == "classify" else load_forecast_data(env.data)
+    _run(cfg, place, config, env, data, tags)
 
 
 def _run(
