@@ -28,8 +28,8 @@ def export_best(uri: str, out: str) -> dict[str, object]:
         raise StorageError(
             f"{root.uri}: no best.json; the experiment is not finished (`lstm-tune resume` it)"
         ) from None
-    if summary.get("task", "forecast") != "forecast" or not summary.get("exported_model"):
-        raise ValueError(f"{root.uri}: task = {summary.get('task')!r}; export covers forecasting models only so far")
+    if not summary.get("exported_model"):
+        raise ValueError(f"{root.uri}: the run wrote no best_model (made by an older lstm-tune?)")
     dest = resolve(out)
     infos = dest.fs.get_file_info(pafs.FileSelector(dest.path, allow_not_found=True))
     if infos:
@@ -39,6 +39,7 @@ def export_best(uri: str, out: str) -> dict[str, object]:
     pafs.copy_files(src.path, dest.path, source_filesystem=src.fs, destination_filesystem=dest.fs)
     card = {
         "experiment": root.uri,
+        "task": summary.get("task", "forecast"),
         "dataset": summary.get("dataset"),
         "target": summary.get("target"),
         "horizon": summary.get("horizon"),
@@ -63,20 +64,25 @@ def export(
         fail(str(exc))
         return
     best = card["best"] if isinstance(card["best"], dict) else {}
-    rmse = best.get("test", {}).get("rmse")
-    err.print(f"exported {uri} -> {out} (best trial {best.get('trial_id')}, test RMSE {rmse:.2f})", highlight=False)
+    test = best.get("test", {})
+    score = f"test accuracy {test['accuracy']:.4f}" if card["task"] == "classify" else f"test RMSE {test['rmse']:.2f}"
+    err.print(f"exported {uri} -> {out} (best trial {best.get('trial_id')}, {score})", highlight=False)
 
 
 def predict(
     model: Annotated[str, typer.Argument(help="Exported model folder (lstm-tune export, or <experiment>/best_model).")],
     rows: Annotated[
         str,
-        typer.Argument(help="CSV of raw rows with the training source's columns (.csv, .csv.gz, .csv.xz; s3:// ok)."),
+        typer.Argument(
+            help="CSV with the training source's columns (.csv, .csv.gz, .csv.xz; s3:// ok): raw rows to forecast "
+            "from, or documents to classify (the text column)."
+        ),
     ],
     out: Annotated[str | None, typer.Option(help="Write the forecasts here as CSV (default: stdout).")] = None,
     s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
 ) -> None:
-    """Forecast from raw rows: the model's own preprocessing is applied; one forecast per row with enough history."""
+    """Forecast from raw rows (one forecast per row with enough history, per step) or classify documents (label and
+    confidence per row): the model's own preprocessing is applied."""
 
     set_endpoint(s3_endpoint)
     try:
@@ -88,21 +94,20 @@ def predict(
         from trainables.storage import resolve, write_bytes_atomic
 
         write_bytes_atomic(resolve(out), forecasts.to_csv(index=False).encode())
-        err.print(f"{len(forecasts):,} forecasts -> {out}", highlight=False)
+        err.print(f"{len(forecasts):,} predictions -> {out}", highlight=False)
     else:
         forecasts.to_csv(sys.stdout, index=False)
 
 
-def predict_rows(model: str, rows: str) -> pd.DataFrame:
+def read_rows(rows: str) -> pd.DataFrame:
+    """A CSV file, plain or gzip/xz/bz2-compressed, local or ``s3://``."""
     import bz2
     import gzip
     import lzma
 
     from cluster.data import read_csv_bytes
-    from trainables.export import load_forecaster
     from trainables.storage import read_bytes, resolve
 
-    forecaster = load_forecaster(model)
     try:
         data = read_bytes(resolve(rows))
     except FileNotFoundError:
@@ -110,13 +115,29 @@ def predict_rows(model: str, rows: str) -> pd.DataFrame:
     for suffix, opener in ((".gz", gzip.decompress), (".xz", lzma.decompress), (".bz2", bz2.decompress)):
         if rows.endswith(suffix):
             data = opener(data)
-    raw = read_csv_bytes(data, rows)
-    cfg = forecaster.fitted.config
+    return read_csv_bytes(data, rows)
+
+
+def predict_rows(model: str, rows: str) -> pd.DataFrame:
+    """Forecasts (origin, step, target_time, forecast) or classes (document, label, confidence) for ``rows``."""
+    from trainables.export import Classifier, load_model
+
+    loaded = load_model(model)
+    raw = read_rows(rows)
+    if isinstance(loaded, Classifier):
+        column = loaded.fitted.config.text_column
+        if column not in raw.columns:
+            raise ValueError(f"rows: {rows} lacks the text column {column!r}; its columns: {list(raw.columns)}")
+        texts = raw[column].fillna("").astype(str).tolist()
+        predictions = loaded.predict(texts)
+        predictions.insert(0, "document", range(len(texts)))
+        return predictions
+    cfg = loaded.fitted.config
     wanted = list(dict.fromkeys([*cfg.time_columns, cfg.target, *cfg.numeric, *cfg.categorical]))
     missing = [c for c in wanted if c not in raw.columns]
     if missing:
         raise ValueError(f"rows: {rows} lacks column(s) {missing}; the model was trained on {wanted}")
-    return forecaster.predict(raw)
+    return loaded.predict(raw)
 
 
-__all__ = ["export", "export_best", "predict", "predict_rows"]
+__all__ = ["export", "export_best", "predict", "predict_rows", "read_rows"]

@@ -408,8 +408,9 @@ def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task:
         with checkpoint.as_directory() as directory:
             payload, scores = score_classifier(directory, text)
         baselines = majority_baseline(text)
-        dataset, target, horizon, exported = text.manifest.name, "label", 0, ""
-        notes.append("classifier export is not offered yet; the best checkpoint is kept")
+        export_model(p.paths.best_model, checkpoint_payload=payload, fitted=text.fitted())
+        dataset, target, horizon = text.manifest.name, "label", 0
+        exported = p.paths.best_model.uri
     else:
         data = load_forecast_data(handle, ("train", "val", "test"))
         with checkpoint.as_directory() as directory:

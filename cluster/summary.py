@@ -28,10 +28,12 @@ class Scores:
     mae: float | None = None
     accuracy: float | None = None
     macro_f1: float | None = None
+    rmse_by_step: list[float] | None = None
+    """Forecasting: RMSE of step 1, 2, ... horizon ahead."""
 
     @classmethod
     def of(cls, s: ForecastScores) -> Scores:
-        return cls(rmse=s.rmse, mae=s.mae)
+        return cls(rmse=s.rmse, mae=s.mae, rmse_by_step=list(s.rmse_by_step))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +100,12 @@ def score_checkpoint(checkpoint_dir: str, data: ForecastData) -> tuple[dict[str,
     """Load a checkpoint (safely) and score it on val and test; returns the payload and the scores."""
     payload = load_checkpoint(checkpoint_dir)
     info = payload["model_config"]
-    model = build_model(ModelConfig(**info["config"]), n_features=info["n_features"], target_index=info["target_index"])
+    model = build_model(
+        ModelConfig(**info["config"]),
+        n_features=info["n_features"],
+        target_index=info["target_index"],
+        horizon=int(info.get("horizon", 1)),
+    )
     model.load_state_dict(payload["model"])
     target = data.fitted.config.target
     scores = {
@@ -153,6 +160,14 @@ def baselines_for(data: ForecastData) -> dict[str, dict[str, Scores]]:
     return {name: {s: Scores.of(per_split[s][name]) for s in per_split} for name in per_split["val"]}
 
 
+def _by_step(model: Scores, persistence: Scores, horizon: int) -> str:
+    """Test RMSE at the first, middle and last step: how the error grows with the horizon."""
+    steps = sorted({1, (horizon + 1) // 2, horizon})
+    mine, base = model.rmse_by_step or [], persistence.rmse_by_step or []
+    parts = [f"step {k}: {_num(mine[k - 1])} vs {_num(base[k - 1])}" for k in steps if k <= min(len(mine), len(base))]
+    return "test RMSE by step (model vs persistence): " + "; ".join(parts)
+
+
 def render(summary: Summary, console: Console) -> None:
     b = summary.best
     table = Table(title=f"lstm-tune: {summary.experiment}", show_lines=False)
@@ -179,6 +194,8 @@ def render(summary: Summary, console: Console) -> None:
             f"target {summary.target} {summary.horizon} step(s) ahead, {summary.dataset}; units of the target.\n"
             f"test RMSE {test_rmse:.2f} vs persistence {persistence:.2f}: {abs(gain):.1f}% {'better' if gain > 0 else 'worse'}"
         )
+        if summary.horizon > 1:
+            headline += "\n" + _by_step(b.test, summary.baselines["persistence"]["test"], summary.horizon)
     else:
         majority = summary.baselines["majority_class"]["test"].accuracy or math.nan
         headline = (
@@ -201,7 +218,8 @@ def render(summary: Summary, console: Console) -> None:
             highlight=False,
         )
     if summary.exported_model:
-        console.print(f"best model: {summary.exported_model}  (trainables.load_forecaster)", highlight=False)
+        loader = "load_classifier" if summary.task == "classify" else "load_forecaster"
+        console.print(f"best model: {summary.exported_model}  (trainables.{loader})", highlight=False)
     for note in summary.notes:
         console.print(f"note: {note}", style="yellow", highlight=False)
 

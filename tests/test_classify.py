@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from typer.testing import CliRunner
 
+from cluster.cli import app
 from cluster.experiment import run_experiment
 from cluster.options import RunOptions, SchedulerOptions
 from search_spaces import SearchSpaceError
+from tests.conftest import SHARED_DATASETS
 from trainables import metrics as M
+from trainables.checkpoint import CheckpointError
+from trainables.export import load_classifier, load_forecaster
 
 QUIET = Console(stderr=True, quiet=True)
 
@@ -40,6 +47,32 @@ def test_r8_smoke_beats_majority_class(ray_local: None, prepared_r8: str, tmp_pa
     acc = EventAccumulator(str(run))
     acc.Reload()
     assert {M.VAL_ACCURACY, M.VAL_MACRO_F1, M.VAL_LOSS} <= set(acc.Tags()["scalars"])
+
+    # Export, then classify the raw test documents from the command line: the exported tokenizer, vocabulary and
+    # weights reproduce the summary's test accuracy exactly.
+    runner = CliRunner()
+    out = tmp_path / "model"
+    done = runner.invoke(app, ["export", str(tmp_path / "r8"), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["task"] == "classify" and card["best"]["test"]["accuracy"] == pytest.approx(accuracy)
+    preds = tmp_path / "labels.csv"
+    test_csv = SHARED_DATASETS / "reuters-r8-test.csv.xz"
+    done = runner.invoke(app, ["predict", str(out), str(test_csv), "--out", str(preds)])
+    assert done.exit_code == 0, done.output
+    predicted = pd.read_csv(preds)
+    truth = pd.read_csv(test_csv)
+    assert list(predicted.columns) == ["document", "label", "confidence"] and len(predicted) == len(truth)
+    # the summary counts in float32
+    assert float((predicted["label"] == truth["label"]).mean()) == pytest.approx(accuracy, abs=1e-6)
+    assert ((predicted["confidence"] > 0) & (predicted["confidence"] <= 1)).all()
+    assert load_classifier(str(out)).predict(["", "profit rose to 5 mln dlrs"])["label"].notna().all()
+    with pytest.raises(CheckpointError, match="load it with load_classifier"):
+        load_forecaster(str(out))
+    no_text = tmp_path / "no_text.csv"
+    no_text.write_text("body,label\nx,earn\n")
+    refused = runner.invoke(app, ["predict", str(out), str(no_text)])
+    assert refused.exit_code == 2 and "lacks the text column 'text'" in refused.output
 
 
 def test_space_and_data_task_must_match(prepared_r8: str, tmp_path: Path) -> None:

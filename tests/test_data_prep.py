@@ -91,6 +91,26 @@ def test_baselines_match_a_hand_computation(prepared_data: str) -> None:
     assert scores["persistence"].count == int(mask.sum())
 
 
+def test_multi_step_baselines_score_every_step_by_hand(prepared_data: str) -> None:
+    """Horizon 3: step k is scored on every observed test hour whose forecast origin (k hours earlier) starts a
+    full 3-step path inside the split; persistence repeats the origin's value for all steps."""
+    data = load_forecast_data(DataHandle(uri=prepared_data), ("test",))
+    scores = baseline_scores(data.splits["test"], horizon=3, season_steps=24)["persistence"]
+    raw = raw_frame()["pm2.5"].astype(float)
+    n_test = read_manifest(resolve(prepared_data)).splits["test"].rows
+    squared = []
+    for k in (1, 2, 3):
+        keep = n_test - (3 - k)  # the last origins' paths would run past the split
+        truth = raw.iloc[-n_test:].iloc[:keep]
+        previous = raw.ffill().shift(k).iloc[-n_test:].iloc[:keep]
+        mask = truth.notna()
+        errors = (previous[mask] - truth[mask]).to_numpy()
+        assert scores.rmse_by_step[k - 1] == pytest.approx(float(np.sqrt(np.mean(errors**2))), rel=1e-9)
+        squared.append(errors**2)
+    assert scores.rmse == pytest.approx(float(np.sqrt(np.mean(np.concatenate(squared)))), rel=1e-9)
+    assert scores.rmse_by_step[0] < scores.rmse_by_step[2], "error grows with the horizon"
+
+
 def copy_dataset(prepared_data: str, tmp_path: Path) -> Path:
     dest = tmp_path / "copy"
     shutil.copytree(prepared_data, dest)

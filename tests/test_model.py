@@ -15,6 +15,7 @@ from trainables import metrics as M
 from trainables.config import ModelConfig, TrialConfig
 from trainables.data.loader import DataHandle, load_forecast_data
 from trainables.data.windows import gather, target_positions
+from trainables.evaluate import masked_mse
 from trainables.loop import early_stopping, run_trial
 from trainables.model import build_classifier, build_model, init_lstm, l1_penalty
 
@@ -25,7 +26,7 @@ from trainables.model import build_classifier, build_model, init_lstm, l1_penalt
 def test_forecaster_shapes(pooling: str, bidirectional: bool, num_layers: int) -> None:
     cfg = ModelConfig(hidden_size=8, num_layers=num_layers, bidirectional=bidirectional, pooling=pooling)
     model = build_model(cfg, n_features=5, target_index=0)
-    assert model(torch.randn(4, 12, 5)).shape == (4,)
+    assert model(torch.randn(4, 12, 5)).shape == (4, 1)
     assert model.encoder.out_dim == (16 if bidirectional else 8)
 
 
@@ -45,32 +46,66 @@ def test_classifier_ignores_padding(pooling: str) -> None:
     assert torch.allclose(out_a, out_b, atol=1e-6), "padded steps changed the output"
 
 
-def test_bidirectional_forecaster_never_sees_the_future(prepared_data: str) -> None:
+@pytest.mark.parametrize(("head", "horizon"), [("linear", 1), ("linear", 6), ("decoder", 6)])
+def test_bidirectional_forecaster_never_sees_the_future(prepared_data: str, head: str, horizon: int) -> None:
     data = load_forecast_data(DataHandle(uri=prepared_data))
     train = data.splits["train"]
     model = build_model(
-        ModelConfig(hidden_size=8, bidirectional=True, pooling="additive"),
+        ModelConfig(hidden_size=8, bidirectional=True, pooling="additive", head=head),
         n_features=data.n_features,
         target_index=data.fitted.target_index,
+        horizon=horizon,
     ).eval()
-    positions = target_positions(train, window=24, horizon=1)[100:101]
-    x, _ = gather(train, positions, window=24, horizon=1)
+    positions = target_positions(train, window=24, horizon=horizon)[100:101]
+    x, y, mask = gather(train, positions, window=24, horizon=horizon)
     before = model(x)
-    t = int(positions[0])
+    assert before.shape == y.shape == mask.shape == (1, horizon)
+    first_target = int(positions[0]) - horizon + 1
     future = train.features.clone()
-    future[t:] += 100.0  # the target hour and everything after it
+    future[first_target:] += 100.0  # the first forecast hour and everything after it
     perturbed = type(train)(future, train.target, train.target_raw, train.observed, train.context)
-    x2, _ = gather(perturbed, positions, window=24, horizon=1)
+    x2, _, _ = gather(perturbed, positions, window=24, horizon=horizon)
     assert torch.equal(model(x2), before), "a future row reached the forecast"
     past = train.features.clone()
-    past[t - 1] += 1.0  # the last hour before the target is an input
-    x3, _ = gather(
+    past[first_target - 1] += 1.0  # the origin, the last hour seen, is an input
+    x3, _, _ = gather(
         type(train)(past, train.target, train.target_raw, train.observed, train.context),
         positions,
         window=24,
-        horizon=1,
+        horizon=horizon,
     )
     assert not torch.equal(model(x3), before)
+
+
+@pytest.mark.parametrize("head", ["linear", "decoder"])
+def test_multi_step_heads_start_at_persistence_and_train_every_step(head: str) -> None:
+    """A residual head forecasts the last value for every step before training (zeroed output layer) and the
+    masked loss leaves unobserved steps out of the gradient."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_size=8, head=head), n_features=3, target_index=1, horizon=4)
+    out_layer = model.head.out if head == "decoder" else model.head
+    assert isinstance(out_layer, torch.nn.Linear)
+    with torch.no_grad():
+        out_layer.weight.zero_()
+        out_layer.bias.zero_()
+    x = torch.randn(5, 12, 3)
+    pred = model(x)
+    assert pred.shape == (5, 4)
+    assert torch.allclose(pred, x[:, -1, 1:2].expand(5, 4))
+    target = torch.randn(5, 4)
+    mask = torch.zeros(5, 4, dtype=torch.bool)
+    mask[:, 0] = True
+    full = masked_mse(pred, target, mask)
+    changed = target.clone()
+    changed[:, 1:] += 50.0  # unobserved steps: any value, same loss
+    assert torch.equal(masked_mse(pred, changed, mask), full)
+
+
+def test_forecaster_refuses_a_bad_head_or_horizon() -> None:
+    with pytest.raises(ValueError, match=r"model\.head = 'seq2seq'"):
+        build_model(ModelConfig(head="seq2seq"), n_features=3, target_index=0)
+    with pytest.raises(ValueError, match=r"model\.horizon = 0"):
+        build_model(ModelConfig(), n_features=3, target_index=0, horizon=0)
 
 
 def lstm(hidden: int = 32, inp: int = 32) -> torch.nn.LSTM:
@@ -104,7 +139,7 @@ def test_orthogonal_recurrent_blocks_and_forget_bias() -> None:
 def test_l1_term_adds_l1_times_sign_to_the_gradient() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(hidden_size=4), n_features=3, target_index=0)
-    x, y = torch.randn(8, 5, 3), torch.randn(8)
+    x, y = torch.randn(8, 5, 3), torch.randn(8, 1)
 
     def grads(l1: float) -> dict[str, torch.Tensor]:
         model.zero_grad()
@@ -135,3 +170,28 @@ def test_early_stopping_stops_a_trial(prepared_data: str, tmp_path: Path) -> Non
     # Epoch 1 improves on +inf; with min_delta 10 nothing improves after, so epochs 2 and 3 are the two bad ones.
     assert [r[M.EPOCH] for r in session.reports] == [1, 2, 3]
     assert replace(cfg.limits, patience=0).patience == 0
+
+
+def test_decoder_trial_forecasts_six_hours_and_its_checkpoint_scores_every_step(tmp_path: Path) -> None:
+    """A 6-hour dataset through the training loop with the decoder head: val/rmse covers all steps, the
+    checkpoint reloads into the same model (summary path), and error grows with the step as it should."""
+    from cluster.data import prepare_default
+    from cluster.summary import baselines_for, score_checkpoint
+    from trainables.storage import resolve
+
+    root = tmp_path / "beijing-6h"
+    prepare_default(resolve(str(root)), horizon=6, max_window=24)
+    data = load_forecast_data(DataHandle(uri=str(root)), ("train", "val", "test"))
+    flat = {"hidden_size": 16, "head": "decoder", "batch_size": 256, "window": 24, "max_epochs": 2, "lr": 5e-3}
+    session = DirSession(str(tmp_path / "trial"))
+    run_trial(TrialConfig.from_flat(flat), data, session, device=torch.device("cpu"))
+    assert [r[M.EPOCH] for r in session.reports] == [1, 2]
+    assert all(math.isfinite(r[M.VAL_RMSE]) for r in session.reports)
+    _, scores = score_checkpoint(str(tmp_path / "trial" / "epoch-2"), data)
+    assert scores["val"].rmse == pytest.approx(session.reports[-1][M.VAL_RMSE], rel=1e-5)
+    test = scores["test"]
+    assert len(test.rmse_by_step) == 6 and test.rmse_by_step[0] < test.rmse_by_step[5]
+    persistence = baselines_for(data)["persistence"]["test"]
+    assert persistence.rmse_by_step is not None and len(persistence.rmse_by_step) == 6
+    # Two epochs of a 16-unit model: loose but meaningful, within 10% of persistence over the 6 steps.
+    assert persistence.rmse is not None and test.rmse < 1.1 * persistence.rmse

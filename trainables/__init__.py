@@ -2,10 +2,11 @@
 
 from trainables.config import ModelConfig, OptimConfig, RunLimits, TrialConfig, WindowConfig
 from trainables.data.loader import DataHandle
-from trainables.export import Forecaster, load_forecaster
+from trainables.export import Classifier, Forecaster, load_classifier, load_forecaster, load_model
 from trainables.trainable import TrialEnv, forecast_trainable
 
 __all__ = [
+    "Classifier",
     "DataHandle",
     "Forecaster",
     "ModelConfig",
@@ -15,5 +16,7 @@ __all__ = [
     "TrialEnv",
     "WindowConfig",
     "forecast_trainable",
+    "load_classifier",
     "load_forecaster",
+    "load_model",
 ]

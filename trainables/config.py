@@ -83,6 +83,9 @@ class ModelConfig:
         "random", kind="str", choices=("random", "frozen", "finetune"), shape_changing=True, help="embedding init"
     )
     """Text: random embeddings, or pretrained vectors (run option --embeddings) kept frozen or fine-tuned."""
+    head: str = hyper("linear", kind="str", choices=("linear", "decoder"), shape_changing=True, help="forecast head")
+    """Forecasting: all ``horizon`` steps from one linear layer, or an LSTM decoder unrolled step by step (each step
+    fed the previous forecast)."""
     residual: bool = hyper(True, kind="bool", help="predict the change from the last observed target")
     """Forecasting: predict the change from the last observed target instead of the level (a skip connection to
     persistence)."""

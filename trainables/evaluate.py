@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.data.windows import SeriesArrays, gather, target_positions
+from trainables.data.windows import SeriesArrays, gather, target_mask, target_positions, target_rows
 
 
 @dataclass(frozen=True, kw_only=True)
 class ForecastScores:
-    """Errors of one forecaster on one split."""
+    """Errors of one forecaster on one split, over every observed target of steps 1..horizon."""
 
     loss: float
     """MSE on the scaled target (what training minimises); NaN for baselines."""
@@ -24,16 +24,35 @@ class ForecastScores:
     """Mean absolute error in original units."""
     count: int
     """Targets scored."""
+    rmse_by_step: tuple[float, ...] = ()
+    """RMSE of step 1, 2, ... horizon ahead (one entry for one-step forecasts)."""
 
 
-def scores_from_errors(errors: np.ndarray, scaled_mse: float = math.nan) -> ForecastScores:
-    if errors.size == 0:
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the scored (observed) targets only."""
+    weights = mask.to(pred.dtype)
+    return ((pred - target) ** 2 * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def scores_from_errors(
+    errors: np.ndarray, mask: np.ndarray | None = None, scaled_mse: float = math.nan
+) -> ForecastScores:
+    """``errors``: ``[n]`` or ``[n, horizon]`` in original units; ``mask`` marks the ones to score."""
+    errors = errors.reshape(len(errors), -1)
+    mask = np.ones(errors.shape, dtype=bool) if mask is None else mask.reshape(errors.shape)
+    scored = errors[mask]
+    if scored.size == 0:
         raise ValueError("evaluation: no target to score (split shorter than window + horizon?)")
+    by_step = tuple(
+        float(np.sqrt(np.mean(errors[mask[:, k], k] ** 2))) if mask[:, k].any() else math.nan
+        for k in range(errors.shape[1])
+    )
     return ForecastScores(
         loss=scaled_mse,
-        rmse=float(np.sqrt(np.mean(errors**2))),
-        mae=float(np.mean(np.abs(errors))),
-        count=int(errors.size),
+        rmse=float(np.sqrt(np.mean(scored**2))),
+        mae=float(np.mean(np.abs(scored))),
+        count=int(scored.size),
+        rmse_by_step=by_step,
     )
 
 
@@ -48,16 +67,16 @@ def predict_scaled(
     batch_size: int = 1024,
     device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Scaled forecasts for the targets at ``positions`` (model in eval mode, on ``device``)."""
+    """Scaled forecasts ``[len(positions), horizon]`` (model in eval mode, on ``device``)."""
     device = device or torch.device("cpu")
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(positions), batch_size):
-        x, _ = gather(arrays, positions[start : start + batch_size], window=window, horizon=horizon)
+        x, _, _ = gather(arrays, positions[start : start + batch_size], window=window, horizon=horizon)
         out.append(model(x.to(device)).float().cpu())
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out) if out else torch.empty(0, horizon)
 
 
 def evaluate_model(
@@ -72,20 +91,36 @@ def evaluate_model(
 ) -> ForecastScores:
     positions = target_positions(arrays, window=window, horizon=horizon)
     pred = predict_scaled(model, arrays, positions, window=window, horizon=horizon, device=device)
-    scaled_mse = float(torch.mean((pred - arrays.target[positions]) ** 2)) if len(positions) else math.nan
+    rows = target_rows(positions, horizon)
+    mask = target_mask(arrays, positions, horizon)
+    scaled_mse = float(masked_mse(pred, arrays.target[rows], mask)) if len(positions) else math.nan
     pred_raw = pred.double().numpy() * target_scale + target_centre
-    return scores_from_errors(pred_raw - arrays.target_raw[positions.numpy()], scaled_mse)
+    return scores_from_errors(pred_raw - arrays.target_raw[rows.numpy()], mask.numpy(), scaled_mse)
 
 
 def baseline_scores(arrays: SeriesArrays, *, horizon: int, season_steps: int) -> dict[str, ForecastScores]:
-    """Persistence (last value seen) and seasonal naive (same phase one season back), on every scoreable target."""
-    lag_max = max(horizon, season_steps)
-    positions = target_positions(arrays, window=1, horizon=lag_max).numpy()
-    truth = arrays.target_raw[positions]
+    """Persistence (the last value seen, for every step) and seasonal naive (the same phase in the last season
+    before the forecast origin), on every scoreable target of steps 1..horizon."""
+    seasons_back = -(-horizon // season_steps)  # a season far enough back to lie before the origin
+    lag_max = max(horizon, season_steps * seasons_back)
+    positions = target_positions(arrays, window=lag_max - horizon + 1, horizon=horizon)
+    rows = target_rows(positions, horizon).numpy()
+    mask = target_mask(arrays, positions, horizon).numpy()
+    truth = arrays.target_raw[rows]
+    origin = positions.numpy() - horizon
+    persistence = arrays.target_raw[origin][:, None] - truth
+    seasonal = arrays.target_raw[rows - season_steps * seasons_back] - truth
     return {
-        "persistence": scores_from_errors(arrays.target_raw[positions - horizon] - truth),
-        "seasonal_naive": scores_from_errors(arrays.target_raw[positions - season_steps] - truth),
+        "persistence": scores_from_errors(persistence, mask),
+        "seasonal_naive": scores_from_errors(seasonal, mask),
     }
 
 
-__all__ = ["ForecastScores", "baseline_scores", "evaluate_model", "predict_scaled", "scores_from_errors"]
+__all__ = [
+    "ForecastScores",
+    "baseline_scores",
+    "evaluate_model",
+    "masked_mse",
+    "predict_scaled",
+    "scores_from_errors",
+]

@@ -1,8 +1,9 @@
-"""The exported best model: weights, shape, and the fitted preprocessing, so raw rows can be forecast directly.
+"""The exported best model: weights, shape, and the fitted preprocessing, so raw input can be scored directly.
 
->>> from trainables.export import load_forecaster
+>>> from trainables.export import load_classifier, load_forecaster
 >>> forecaster = load_forecaster("runs/quickstart/best_model")
 >>> forecaster.predict(raw_rows)        # a DataFrame with the source's columns, oldest first
+>>> load_classifier("runs/r8/best_model").predict(["oil prices rose ..."])
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import torch
 from trainables.checkpoint import CheckpointError
 from trainables.config import ModelConfig
 from trainables.data.forecast_prep import TIME, FittedPrep, transform_frame, unscale_target
-from trainables.model import LSTMForecaster, build_model
+from trainables.data.text_loader import TextSplit
+from trainables.data.text_prep import FittedText, TextPrepConfig
+from trainables.model import LSTMClassifier, LSTMForecaster, build_classifier, build_model
 from trainables.storage import Location, read_bytes, write_bytes_atomic
+from trainables.tasks import predict_logits
 
 EXPORT_FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
@@ -42,9 +46,10 @@ class Forecaster:
 
     @torch.no_grad()
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """Forecast ``horizon`` steps after every row that has ``window`` rows of history in ``raw``.
+        """Forecast steps 1..``horizon`` after every row that has ``window`` rows of history in ``raw``.
 
-        Returns columns ``origin`` (last row seen), ``target_time`` and ``forecast`` (original units).
+        Returns one row per origin and step: ``origin`` (last row seen), ``step``, ``target_time`` and ``forecast``
+        (original units), ordered by origin, then step.
         """
         frame = transform_frame(raw, self.fitted)
         n = len(frame)
@@ -55,18 +60,43 @@ class Forecaster:
         index = ends.unsqueeze(1) - torch.arange(self.window - 1, -1, -1).unsqueeze(0)
         self.model.eval()
         preds = torch.cat([self.model(features[index[i : i + 2048]]) for i in range(0, len(ends), 2048)])
-        origin = frame[TIME].to_numpy()[ends.numpy()]
+        origin = np.repeat(frame[TIME].to_numpy()[ends.numpy()], self.horizon)
+        step = np.tile(np.arange(1, self.horizon + 1), len(ends))
         return pd.DataFrame(
             {
                 "origin": origin,
-                "target_time": pd.to_datetime(origin) + self.step * self.horizon,
-                "forecast": unscale_target(preds.double().numpy(), self.fitted),
+                "step": step,
+                "target_time": pd.to_datetime(origin) + self.step * step,
+                "forecast": unscale_target(preds.double().numpy().reshape(-1), self.fitted),
             }
         )
 
 
-def export_model(dest: Location, *, checkpoint_payload: dict[str, Any], fitted: FittedPrep) -> None:
-    """Write ``model.pt`` (tensors and plain data only) and ``preprocessing.json`` under ``dest``."""
+@dataclass
+class Classifier:
+    """A trained text classifier with the tokenizer and vocabulary it was trained behind."""
+
+    model: LSTMClassifier
+    fitted: FittedText
+
+    @torch.no_grad()
+    def predict(self, texts: list[str], batch_size: int = 256) -> pd.DataFrame:
+        """One row per document: ``label`` (the class name) and ``confidence`` (its softmax probability)."""
+        encoder = self.fitted.encoder()
+        sequences = [encoder.encode(t) for t in texts]
+        lengths = torch.tensor([len(seq) for seq in sequences], dtype=torch.long)
+        split = TextSplit(tokens=sequences, lengths=lengths, labels=torch.zeros(len(sequences), dtype=torch.long))
+        logits = predict_logits(self.model, split, len(self.fitted.labels), torch.device("cpu"), batch_size)
+        probs = torch.softmax(logits, dim=1)
+        confidence, index = probs.max(dim=1)
+        return pd.DataFrame(
+            {"label": [self.fitted.labels[i] for i in index.tolist()], "confidence": confidence.double().numpy()}
+        )
+
+
+def export_model(dest: Location, *, checkpoint_payload: dict[str, Any], fitted: FittedPrep | FittedText) -> None:
+    """Write ``model.pt`` (tensors and plain data only) and ``preprocessing.json`` under ``dest``: the fitted
+    scalers and encoders of a forecaster, or the tokenizer, vocabulary and labels of a classifier."""
     import io
 
     payload = {
@@ -78,12 +108,15 @@ def export_model(dest: Location, *, checkpoint_payload: dict[str, Any], fitted: 
     buf = io.BytesIO()
     torch.save(payload, buf)
     write_bytes_atomic(dest.child(MODEL_FILE), buf.getvalue())
-    prep = {"fitted": fitted.to_dict()}
+    prep: dict[str, Any] = (
+        {"text": {**fitted.to_dict(), "vocab": fitted.vocab}}
+        if isinstance(fitted, FittedText)
+        else {"fitted": fitted.to_dict()}
+    )
     write_bytes_atomic(dest.child(PREP_FILE), json.dumps(prep, indent=2).encode())
 
 
-def load_forecaster(uri: str | Location) -> Forecaster:
-    """Load an exported model folder (local path or ``s3://``) written by ``lstm-tune run``."""
+def _load_payload(uri: str | Location) -> tuple[Location, dict[str, Any], dict[str, Any]]:
     import io
 
     from trainables.storage import resolve
@@ -98,9 +131,26 @@ def load_forecaster(uri: str | Location) -> Forecaster:
     if payload.get("format_version") != EXPORT_FORMAT_VERSION:
         raise CheckpointError(f"{loc.uri}: export format {payload.get('format_version')!r} is not supported")
     prep = json.loads(read_bytes(loc.child(PREP_FILE)).decode())
+    return loc, payload, prep
+
+
+def model_task(payload: dict[str, Any]) -> str:
+    return str(payload["model_info"].get("task", "forecast"))
+
+
+def load_forecaster(uri: str | Location) -> Forecaster:
+    """Load an exported forecasting model folder (local path or ``s3://``) written by ``lstm-tune run``."""
+    loc, payload, prep = _load_payload(uri)
+    if model_task(payload) != "forecast":
+        raise CheckpointError(f"{loc.uri}: a {model_task(payload)} model; load it with load_classifier")
     fitted = FittedPrep.from_dict(prep["fitted"])
     info = payload["model_info"]
-    model = build_model(ModelConfig(**info["config"]), n_features=info["n_features"], target_index=info["target_index"])
+    model = build_model(
+        ModelConfig(**info["config"]),
+        n_features=info["n_features"],
+        target_index=info["target_index"],
+        horizon=int(info.get("horizon", 1)),
+    )
     model.load_state_dict(payload["model"])
     model.eval()
     return Forecaster(
@@ -111,4 +161,26 @@ def load_forecaster(uri: str | Location) -> Forecaster:
     )
 
 
-__all__ = ["Forecaster", "export_model", "load_forecaster"]
+def load_classifier(uri: str | Location) -> Classifier:
+    """Load an exported text classifier folder (local path or ``s3://``) written by ``lstm-tune run``."""
+    loc, payload, prep = _load_payload(uri)
+    if model_task(payload) != "classify":
+        raise CheckpointError(f"{loc.uri}: a {model_task(payload)} model; load it with load_forecaster")
+    text = prep["text"]
+    fitted = FittedText(config=TextPrepConfig(**text["config"]), vocab=list(text["vocab"]), labels=list(text["labels"]))
+    info = payload["model_info"]
+    model = build_classifier(
+        ModelConfig(**info["config"]), vocab_size=info["vocab_size"], num_classes=info["num_classes"]
+    )
+    model.load_state_dict(payload["model"])
+    model.eval()
+    return Classifier(model=model, fitted=fitted)
+
+
+def load_model(uri: str | Location) -> Forecaster | Classifier:
+    """Either kind of exported model, by what its ``model.pt`` says it is."""
+    loc, payload, _ = _load_payload(uri)
+    return load_classifier(loc) if model_task(payload) == "classify" else load_forecaster(loc)
+
+
+__all__ = ["Classifier", "Forecaster", "export_model", "load_classifier", "load_forecaster", "load_model"]

@@ -15,6 +15,7 @@ from trainables.config import ModelConfig
 Pooling = Literal["last", "mean", "additive", "dot"]
 POOLINGS: tuple[str, ...] = ("last", "mean", "additive", "dot")
 InitScheme = Literal["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal"]
+HEADS: tuple[str, ...] = ("linear", "decoder")
 INIT_SCHEMES: tuple[str, ...] = (
     "default",
     "xavier_uniform",
@@ -112,34 +113,78 @@ class SequenceEncoder(nn.Module):
         return attended
 
 
-class LSTMForecaster(nn.Module):
-    """Encoder over a window of rows and a linear head.
+class DecoderHead(nn.Module):
+    """Multi-step head: an LSTM cell unrolled over the horizon, started from the encoder's summary.
 
+    Each step is fed the previous step's forecast (the first step the last observed target), never a true future
+    value, so training and forecasting see the same inputs.
+    """
+
+    def __init__(self, in_dim: int, hidden_size: int, horizon: int) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.init_h = nn.Linear(in_dim, hidden_size)
+        self.init_c = nn.Linear(in_dim, hidden_size)
+        self.cell = nn.LSTMCell(1, hidden_size)
+        self.out = nn.Linear(hidden_size, 1)
+
+    def forward(self, summary: torch.Tensor, last: torch.Tensor, residual: bool) -> torch.Tensor:
+        h, c = torch.tanh(self.init_h(summary)), self.init_c(summary)
+        prev = last.unsqueeze(1)
+        steps = []
+        for _ in range(self.horizon):
+            h, c = self.cell(prev, (h, c))
+            step = self.out(h)
+            if residual:
+                step = step + last.unsqueeze(1)
+            steps.append(step)
+            prev = step
+        return torch.cat(steps, dim=1)
+
+
+class LSTMForecaster(nn.Module):
+    """Encoder over a window of rows and a head that forecasts steps ``1..horizon`` ahead: ``[batch, horizon]``.
+
+    ``head = "linear"`` maps the encoder's summary to all steps at once; ``"decoder"`` unrolls :class:`DecoderHead`.
     With ``residual`` the head predicts the change from the last observed (scaled) target, so an untrained model
     starts at the persistence forecast instead of at zero.
     """
 
-    def __init__(self, cfg: ModelConfig, *, n_features: int, target_index: int) -> None:
+    def __init__(self, cfg: ModelConfig, *, n_features: int, target_index: int, horizon: int = 1) -> None:
         super().__init__()
         if n_features < 1:
             raise ValueError(f"model.n_features = {n_features}: must be >= 1")
         if not 0 <= target_index < n_features:
             raise ValueError(f"model.target_index = {target_index}: must be in [0, {n_features})")
+        if horizon < 1:
+            raise ValueError(f"model.horizon = {horizon}: must be >= 1")
+        if cfg.head not in HEADS:
+            raise ValueError(f"model.head = {cfg.head!r}: must be one of {', '.join(HEADS)}")
         self.residual = cfg.residual
         self.target_index = target_index
+        self.horizon = horizon
         self.input_dropout = nn.Dropout(cfg.input_dropout)
         self.encoder = SequenceEncoder(cfg, n_features)
         self.head_dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(self.encoder.out_dim, 1)
+        self.head: nn.Module = (
+            DecoderHead(self.encoder.out_dim, cfg.hidden_size, horizon)
+            if cfg.head == "decoder"
+            else nn.Linear(self.encoder.out_dim, horizon)
+        )
 
     @property
     def lstm(self) -> nn.LSTM:
         return self.encoder.lstm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.head(self.head_dropout(self.encoder(self.input_dropout(x)))).squeeze(-1)
+        summary = self.head_dropout(self.encoder(self.input_dropout(x)))
+        last = x[:, -1, self.target_index]
+        if isinstance(self.head, DecoderHead):
+            decoded: torch.Tensor = self.head(summary, last, self.residual)
+            return decoded
+        out: torch.Tensor = self.head(summary)
         if self.residual:
-            out = out + x[:, -1, self.target_index]
+            out = out + last.unsqueeze(1)
         return out
 
 
@@ -168,8 +213,8 @@ class LSTMClassifier(nn.Module):
         return logits
 
 
-def build_model(cfg: ModelConfig, *, n_features: int, target_index: int) -> LSTMForecaster:
-    return LSTMForecaster(cfg, n_features=n_features, target_index=target_index)
+def build_model(cfg: ModelConfig, *, n_features: int, target_index: int, horizon: int = 1) -> LSTMForecaster:
+    return LSTMForecaster(cfg, n_features=n_features, target_index=target_index, horizon=horizon)
 
 
 def build_classifier(cfg: ModelConfig, *, vocab_size: int, num_classes: int) -> LSTMClassifier:
@@ -192,8 +237,10 @@ def l1_penalty(model: nn.Module) -> torch.Tensor:
 
 
 __all__ = [
+    "HEADS",
     "INIT_SCHEMES",
     "POOLINGS",
+    "DecoderHead",
     "LSTMClassifier",
     "LSTMForecaster",
     "SequenceEncoder",

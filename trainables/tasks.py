@@ -15,7 +15,7 @@ from trainables.data.embeddings import aligned_for
 from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData, TextSplit, length_batches
 from trainables.data.windows import gather, target_positions
-from trainables.evaluate import evaluate_model
+from trainables.evaluate import evaluate_model, masked_mse
 from trainables.model import build_classifier, build_model, l1_penalty
 
 
@@ -36,7 +36,7 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor
 
 
 class ForecastTask:
-    """Windows of rows -> the target ``horizon`` steps ahead; MSE on the scaled target; RMSE/MAE in units."""
+    """Windows of rows -> the target at steps 1..``horizon``; MSE on the scaled target; RMSE/MAE in units."""
 
     def __init__(self, data: ForecastData, cfg: TrialConfig) -> None:
         self.data = data
@@ -50,7 +50,12 @@ class ForecastTask:
             raise ValueError(f"window = {window}: the training split has no target with that much history")
 
     def build(self, cfg: TrialConfig) -> nn.Module:
-        return build_model(cfg.model, n_features=self.data.n_features, target_index=self.data.fitted.target_index)
+        return build_model(
+            cfg.model,
+            n_features=self.data.n_features,
+            target_index=self.data.fitted.target_index,
+            horizon=self.data.horizon,
+        )
 
     def model_info(self, cfg: TrialConfig) -> dict[str, Any]:
         return {
@@ -58,6 +63,7 @@ class ForecastTask:
             "config": asdict(cfg.model),
             "n_features": self.data.n_features,
             "target_index": self.data.fitted.target_index,
+            "horizon": self.data.horizon,
         }
 
     def data_info(self, cfg: TrialConfig) -> dict[str, Any]:
@@ -72,8 +78,8 @@ class ForecastTask:
         total, steps = 0.0, 0
         for start in range(0, len(order), cfg.optim.batch_size):
             batch = order[start : start + cfg.optim.batch_size]
-            x, y = gather(train, batch, window=cfg.window.window, horizon=self.data.horizon)
-            loss = nn.functional.mse_loss(model(x.to(device)), y.to(device))
+            x, y, mask = gather(train, batch, window=cfg.window.window, horizon=self.data.horizon)
+            loss = masked_mse(model(x.to(device)), y.to(device), mask.to(device))
             _step(model, optimizer, loss, cfg)
             total += float(loss.detach()) * len(batch)
             steps += 1

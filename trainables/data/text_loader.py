@@ -13,6 +13,7 @@ from trainables.data.cache import ShardCache
 from trainables.data.loader import DataHandle
 from trainables.data.manifest import Manifest, read_manifest
 from trainables.data.shards import read_split
+from trainables.data.text_prep import FittedText, TextPrepConfig
 from trainables.storage import read_bytes, resolve
 
 BUCKET_BATCHES = 50
@@ -58,6 +59,11 @@ class TextData:
     @property
     def num_classes(self) -> int:
         return int(self.manifest.task_params["num_classes"])
+
+    def fitted(self) -> FittedText:
+        """The tokenizer settings, vocabulary and labels the dataset was prepared with."""
+        fit = self.manifest.preprocessing["fitted"]
+        return FittedText(config=TextPrepConfig(**fit["config"]), vocab=self.vocab, labels=list(fit["labels"]))
 
 
 def length_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:

@@ -66,22 +66,42 @@ class SeriesArrays:
 
 
 def target_positions(arrays: SeriesArrays, *, window: int, horizon: int) -> torch.Tensor:
-    """Rows usable as targets: observed, not context, and with ``window`` rows of history ``horizon`` steps back."""
+    """Forecast positions, each named by its last target row ``p``: the window ends at ``p - horizon`` and the
+    targets are rows ``p - horizon + 1 .. p``. Usable when the window lies inside one contiguous stretch and at least
+    one of the targets was really observed outside the context rows (for ``horizon = 1``: the target itself)."""
     first = window + horizon - 1
     rows = torch.arange(len(arrays))
     starts = torch.tensor(arrays.segment_starts, dtype=torch.long)
     since_start = rows - starts[torch.searchsorted(starts, rows, right=True) - 1]
-    usable = arrays.observed & ~arrays.context & (since_start >= first)
+    valid = (arrays.observed & ~arrays.context).to(torch.long)
+    # valid targets among rows p - horizon + 1 .. p, from a running count
+    running = torch.cumsum(valid, 0)
+    before = torch.cat([torch.zeros(horizon, dtype=torch.long), running])[: len(arrays)]
+    any_valid = (running - before) > 0
+    usable = any_valid & (since_start >= first)
     return rows[usable]
+
+
+def target_rows(positions: torch.Tensor, horizon: int) -> torch.Tensor:
+    """``[batch, horizon]`` rows of the targets, step 1 first."""
+    return positions.unsqueeze(1) - torch.arange(horizon - 1, -1, -1).unsqueeze(0)
+
+
+def target_mask(arrays: SeriesArrays, positions: torch.Tensor, horizon: int) -> torch.Tensor:
+    """``[batch, horizon]`` bool: the target was observed (and is not a context row), so it is scored."""
+    rows = target_rows(positions, horizon)
+    return arrays.observed[rows] & ~arrays.context[rows]
 
 
 def gather(
     arrays: SeriesArrays, positions: torch.Tensor, *, window: int, horizon: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs ``[batch, window, features]`` ending ``horizon`` steps before each target, and the targets."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs ``[batch, window, features]`` ending ``horizon`` steps before each position, the scaled targets
+    ``[batch, horizon]`` (steps 1..horizon) and their mask (see :func:`target_mask`)."""
     offsets = torch.arange(window - 1, -1, -1)
     index = (positions - horizon).unsqueeze(1) - offsets.unsqueeze(0)
-    return arrays.features[index], arrays.target[positions]
+    rows = target_rows(positions, horizon)
+    return arrays.features[index], arrays.target[rows], target_mask(arrays, positions, horizon)
 
 
-__all__ = ["SeriesArrays", "gather", "target_positions"]
+__all__ = ["SeriesArrays", "gather", "target_mask", "target_positions", "target_rows"]

@@ -1,0 +1,185 @@
+"""Quality runs: tune on real data within a wall-clock budget and compare with the naive baselines of the same run.
+
+Each run is the plain CLI (``lstm-tune data prepare`` then ``lstm-tune run --time-budget-s ... --json``), so what this
+prints is what a user gets from the same commands. Run through the loopback namespace (it starts Ray):
+
+    ../shared/bin/loopback-only python3 -m benchmarks.quality [--only beijing,r8,20ng] [--quick] [--json out.json]
+
+``--quick`` cuts every budget to 120 s and the trial counts to 4: a smoke run of the script, not a quality figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+
+
+@dataclass(frozen=True)
+class QualityRun:
+    """One dataset, how it is prepared, how it is tuned, and the bar it must clear."""
+
+    name: str
+    prepare: list[str]
+    """``lstm-tune data prepare`` arguments after the source (empty: the bundled data, prepared by ``run``)."""
+    run: list[str]
+    """``lstm-tune run`` arguments."""
+    budget_s: int
+    """Tuning budget (``--time-budget-s``); the issue's limit on wall clock is larger (it includes preparation)."""
+    limit_s: int
+    """The wall-clock limit the quality bar is stated for."""
+    bar: str
+    """What must hold, in words."""
+    sources: list[str] = field(default_factory=list)
+    embeddings: str | None = None
+
+
+RUNS: dict[str, QualityRun] = {
+    "beijing": QualityRun(
+        name="beijing",
+        prepare=[],
+        run=["--space", "forecast-quality", "--scheduler", "asha", "--num-samples", "64", "--max-epochs", "12"],
+        budget_s=1500,
+        limit_s=1800,
+        bar="test RMSE at least 10% below persistence",
+    ),
+    "r8": QualityRun(
+        name="r8",
+        sources=["reuters-r8-train.csv.xz", "reuters-r8-test.csv.xz"],
+        prepare=["--task", "classify", "--max-length", "200", "--max-vocab", "20000", "--min-freq", "2"],
+        run=["--space", "classify-quality", "--scheduler", "asha", "--num-samples", "24", "--max-epochs", "10"],
+        budget_s=2700,
+        limit_s=3600,
+        bar="test accuracy >= 96.0%",
+    ),
+    "20ng": QualityRun(
+        name="20ng",
+        sources=["20newsgroups-train.csv.xz", "20newsgroups-test.csv.xz"],
+        prepare=["--task", "classify", "--max-length", "300", "--max-vocab", "30000", "--min-freq", "2"],
+        run=["--space", "classify-quality", "--scheduler", "asha", "--num-samples", "16", "--max-epochs", "10"],
+        budget_s=4800,
+        limit_s=5400,
+        bar="test accuracy >= 70%",
+    ),
+}
+
+
+def lstm_tune(args: list[str]) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", "from cluster.cli import main; main()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def run_one(spec: QualityRun, workdir: Path, quick: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    run_args = list(spec.run)
+    data: str | None = None
+    if spec.sources:
+        data = str(workdir / f"{spec.name}-data")
+        train, test = (str(DATASETS / s) for s in spec.sources)
+        done = lstm_tune(["data", "prepare", train, "--test-source", test, "--out", data, *spec.prepare])
+        if done.returncode != 0:
+            raise RuntimeError(f"{spec.name}: prepare failed: {done.stderr[-2000:]}")
+        run_args += ["--data", data]
+    prepared_s = time.perf_counter() - started
+    budget = 120 if quick else spec.budget_s
+    if quick:
+        run_args = _override(run_args, "--num-samples", "4")
+    done = lstm_tune(
+        [
+            "run",
+            *run_args,
+            "--time-budget-s",
+            str(budget),
+            "--storage",
+            str(workdir / "runs"),
+            "--name",
+            spec.name,
+            "--json",
+        ]
+    )
+    wall_s = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{spec.name}: run failed: {done.stderr[-2000:]}")
+    summary = json.loads(done.stdout)
+    return {"name": spec.name, "bar": spec.bar, "budget_s": budget, "limit_s": spec.limit_s,
+            "prepare_s": round(prepared_s, 1), "wall_s": round(wall_s, 1), **verdict(summary)}
+
+
+def verdict(summary: dict[str, Any]) -> dict[str, Any]:
+    best = summary["best"]
+    out: dict[str, Any] = {
+        "trials": summary["trials"],
+        "winning_config": best["config"],
+        "best_epoch": best["epoch"],
+    }
+    if summary["task"] == "forecast":
+        persistence = summary["baselines"]["persistence"]["test"]["rmse"]
+        test = best["test"]["rmse"]
+        gain = 100.0 * (persistence - test) / persistence
+        out.update(
+            test_rmse=round(test, 3),
+            persistence_rmse=round(persistence, 3),
+            seasonal_naive_rmse=round(summary["baselines"]["seasonal_naive"]["test"]["rmse"], 3),
+            gain_pct=round(gain, 2),
+            passed=gain >= 10.0,
+        )
+    else:
+        accuracy = best["test"]["accuracy"]
+        majority = summary["baselines"]["majority_class"]["test"]["accuracy"]
+        needed = 0.96 if summary["dataset"].startswith("r8") else 0.70
+        out.update(
+            test_accuracy=round(accuracy, 4),
+            test_macro_f1=round(best["test"]["macro_f1"], 4),
+            majority_accuracy=round(majority, 4),
+            passed=accuracy >= needed,
+        )
+    return out
+
+
+def _override(args: list[str], flag: str, value: str) -> list[str]:
+    out = list(args)
+    out[out.index(flag) + 1] = value
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="beijing,r8,20ng", help="comma-separated: beijing, r8, 20ng")
+    parser.add_argument("--quick", action="store_true", help="120 s budgets, 4 trials: a smoke run of the script")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--workdir", default=None, help="keep data and experiments here (default: a temp folder)")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        parser.error(f"--only: unknown run(s) {unknown}; allowed: {', '.join(RUNS)}")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lstm-tune-quality-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    results = []
+    for name in names:
+        result = run_one(RUNS[name], workdir, args.quick)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    print()
+    print(f"{'run':8} {'budget s':>9} {'wall s':>8} {'model':>10} {'baseline':>10}  bar: result")
+    for r in results:
+        model = r.get("test_rmse", r.get("test_accuracy"))
+        base = r.get("persistence_rmse", r.get("majority_accuracy"))
+        print(f"{r['name']:8} {r['budget_s']:>9} {r['wall_s']:>8} {model:>10} {base:>10}  {r['bar']}: "
+              f"{'PASS' if r['passed'] else 'FAIL'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
