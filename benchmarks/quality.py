@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+SPACES = Path(__file__).resolve().parent / "spaces"
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,16 @@ RUNS: dict[str, QualityRun] = {
     "beijing": QualityRun(
         name="beijing",
         prepare=[],
-        run=["--space", "forecast-quality", "--scheduler", "asha", "--num-samples", "64", "--max-epochs", "12"],
+        run=[
+            "--space",
+            str(SPACES / "beijing.yaml"),
+            "--scheduler",
+            "asha",
+            "--num-samples",
+            "64",
+            "--max-epochs",
+            "12",
+        ],
         budget_s=1500,
         limit_s=1800,
         bar="test RMSE at least 10% below persistence",
@@ -56,8 +66,19 @@ RUNS: dict[str, QualityRun] = {
         name="r8",
         sources=["reuters-r8-train.csv.xz", "reuters-r8-test.csv.xz"],
         prepare=["--task", "classify", "--max-length", "200", "--max-vocab", "20000", "--min-freq", "2"],
-        run=["--space", "classify-quality", "--scheduler", "asha", "--num-samples", "24", "--max-epochs", "10"],
-        budget_s=2700,
+        run=[
+            "--space",
+            str(SPACES / "r8.yaml"),
+            "--scheduler",
+            "asha",
+            "--num-samples",
+            "24",
+            "--max-epochs",
+            "10",
+            "--grace-period",
+            "3",
+        ],
+        budget_s=2400,
         limit_s=3600,
         bar="test accuracy >= 96.0%",
     ),
@@ -65,7 +86,18 @@ RUNS: dict[str, QualityRun] = {
         name="20ng",
         sources=["20newsgroups-train.csv.xz", "20newsgroups-test.csv.xz"],
         prepare=["--task", "classify", "--max-length", "300", "--max-vocab", "30000", "--min-freq", "2"],
-        run=["--space", "classify-quality", "--scheduler", "asha", "--num-samples", "16", "--max-epochs", "10"],
+        run=[
+            "--space",
+            str(SPACES / "newsgroups.yaml"),
+            "--scheduler",
+            "asha",
+            "--num-samples",
+            "16",
+            "--max-epochs",
+            "10",
+            "--grace-period",
+            "3",
+        ],
         budget_s=4800,
         limit_s=5400,
         bar="test accuracy >= 70%",
@@ -110,8 +142,15 @@ def run_one(spec: QualityRun, workdir: Path, quick: bool) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(f"{spec.name}: run failed: {done.stderr[-2000:]}")
     summary = json.loads(done.stdout)
-    return {"name": spec.name, "bar": spec.bar, "budget_s": budget, "limit_s": spec.limit_s,
-            "prepare_s": round(prepared_s, 1), "wall_s": round(wall_s, 1), **verdict(summary)}
+    return {
+        "name": spec.name,
+        "bar": spec.bar,
+        "budget_s": budget,
+        "limit_s": spec.limit_s,
+        "prepare_s": round(prepared_s, 1),
+        "wall_s": round(wall_s, 1),
+        **verdict(summary),
+    }
 
 
 def verdict(summary: dict[str, Any]) -> dict[str, Any]:
@@ -175,8 +214,10 @@ def main() -> None:
     for r in results:
         model = r.get("test_rmse", r.get("test_accuracy"))
         base = r.get("persistence_rmse", r.get("majority_accuracy"))
-        print(f"{r['name']:8} {r['budget_s']:>9} {r['wall_s']:>8} {model:>10} {base:>10}  {r['bar']}: "
-              f"{'PASS' if r['passed'] else 'FAIL'}")
+        print(
+            f"{r['name']:8} {r['budget_s']:>9} {r['wall_s']:>8} {model:>10} {base:>10}  {r['bar']}: "
+            f"{'PASS' if r['passed'] else 'FAIL'}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from cluster.cli_common import err, fail, set_endpoint, user_errors
 from cluster.cli_data import data_app
 from cluster.cli_jobs import jobs_app, submit
+from cluster.cli_k8s import k8s_app
 from cluster.cli_model import export, predict
 from cluster.options import CheckpointOptions, ResourceOptions, RunOptions, SchedulerOptions
 from search_spaces import SearchSpaceError, preset_names
@@ -34,6 +35,7 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(spaces_app, name="spaces")
 app.add_typer(data_app, name="data")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(k8s_app, name="k8s")
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
 app.command()(export)
 app.command()(predict)
