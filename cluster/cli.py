@@ -288,6 +288,29 @@ def spaces_show(space: Annotated[str, typer.Argument(help="Preset name or YAML f
         typer.echo(f"  {name:14s} {spec.distribution:10s} {rng}{mut}")
 
 
+@app.command()
+def report(
+    uri: Annotated[str, typer.Argument(help="Experiment folder or s3:// prefix (finished or not).")],
+    out: Annotated[str | None, typer.Option(help="Report folder (default: reports/<experiment name>).")] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
+) -> None:
+    """Write a report folder: PNG plots (learning curves, best so far, ASHA rungs, PBT lineage) and report.md."""
+    from pathlib import Path
+
+    from cluster.report import read_experiment, write_report
+    from trainables.storage import resolve
+
+    set_endpoint(s3_endpoint)
+    try:
+        record = read_experiment(resolve(uri))
+        folder = Path(out or f"reports/{record.name}")
+        files = write_report(record, folder)
+    except user_errors() as exc:
+        fail(str(exc))
+        return
+    err.print(f"report of {len(record.trials)} trials -> {folder}/report.md ({len(files) - 1} plots)", highlight=False)
+
+
 def main() -> None:
     app()
 

@@ -183,7 +183,12 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
     }
     trainable = trainable_for(opts, env, task)
     scheduler = build_scheduler(
-        opts.scheduler, max_epochs=opts.max_epochs, mutations=to_mutations(p.space), lineage_uri=p.paths.lineage.uri
+        opts.scheduler,
+        max_epochs=opts.max_epochs,
+        mutations=to_mutations(p.space),
+        lineage_uri=p.paths.lineage.uri,
+        rungs_uri=p.paths.rungs.uri,
+        tensorboard_uri=p.paths.tensorboard.uri,
     )
     root = p.paths.root
     storage_path, _, _ = root.path.rpartition("/")

@@ -49,6 +49,10 @@ class ExperimentPaths:
     def lineage(self) -> Location:
         return self.root.child("pbt_lineage.jsonl")
 
+    @property
+    def rungs(self) -> Location:
+        return self.root.child("asha_rungs.jsonl")
+
 
 def experiment_paths(storage: str, name: str, endpoint: str | None = None) -> ExperimentPaths:
     return ExperimentPaths(root=resolve(storage, endpoint=endpoint).child(name))

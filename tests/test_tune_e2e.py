@@ -1,11 +1,15 @@
-"""End to end on real Ray and real data: ASHA stops trials, PBT exploits, the best beats persistence,
-TensorBoard holds scalars and HParams, and the exported model reproduces the test score from raw rows."""
+"""End to end on real Ray and real data: ASHA stops trials (every rung decision recorded), PBT exploits (recorded and
+in TensorBoard), the best beats persistence, TensorBoard holds HParams while the run is going, the report draws
+every plot, and the exported model reproduces the test score from raw rows."""
 
 from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,8 +33,50 @@ pytestmark = pytest.mark.ray
 QUIET = Console(stderr=True, quiet=True)
 
 
+class LiveWatcher:
+    """Polls an experiment's TensorBoard folder while the run is going, with TensorBoard's own reader, and keeps
+    the first moment a trial's run showed HParams, then scalars, before that trial (and the run) had finished."""
+
+    def __init__(self, exp: Path) -> None:
+        self.exp = exp
+        self.hparams_while_running: dict[str, Any] | None = None
+        self.scalars_while_running: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> LiveWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _poll(self) -> None:
+        board = self.exp / "tensorboard"
+        while not self._stop.is_set() and self.scalars_while_running is None:
+            for run in sorted(board.iterdir()) if board.is_dir() else []:
+                acc = EventAccumulator(str(run))
+                acc.Reload()
+                # Checked after reading: the run and the trial must still be going when the events were seen.
+                trial_done = any('"done": true' in f.read_text() for f in self.exp.glob(f"{run.name}*/result.json"))
+                if (self.exp / "best.json").exists() or trial_done:
+                    continue
+                seen = {"run": run.name, "at": time.time()}
+                if self.hparams_while_running is None and "_hparams_/session_start_info" in acc.PluginTagToContent(
+                    "hparams"
+                ):
+                    self.hparams_while_running = seen
+                if self.hparams_while_running is not None and M.VAL_LOSS in acc.Tags()["scalars"]:
+                    self.scalars_while_running = seen
+                    break
+            self._stop.wait(0.5)
+
+
 @pytest.fixture(scope="module")
-def asha_run(ray_local: None, prepared_data: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Summary, Path]:
+def asha_run(
+    ray_local: None, prepared_data: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Summary, Path, LiveWatcher]:
     storage = tmp_path_factory.mktemp("runs")
     opts = RunOptions(
         storage=str(storage),
@@ -41,7 +87,9 @@ def asha_run(ray_local: None, prepared_data: str, tmp_path_factory: pytest.TempP
         scheduler=SchedulerOptions(kind="asha", grace_period=1, reduction_factor=2),
         checkpoints=CheckpointOptions(num_to_keep=3, keep_stopped=1),
     )
-    return run_experiment(opts, console=QUIET), storage / "asha"
+    with LiveWatcher(storage / "asha") as watcher:
+        summary = run_experiment(opts, console=QUIET)
+    return summary, storage / "asha", watcher
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +106,8 @@ def pbt_run(ray_local: None, prepared_data: str, tmp_path_factory: pytest.TempPa
     return run_experiment(opts, console=QUIET), storage / "pbt"
 
 
-def test_asha_stops_trials_and_beats_persistence(asha_run: tuple[Summary, Path]) -> None:
-    summary, exp = asha_run
+def test_asha_stops_trials_and_beats_persistence(asha_run: tuple[Summary, Path, LiveWatcher]) -> None:
+    summary, exp, _ = asha_run
     assert summary.trials["total"] == 6 and summary.trials["errored"] == 0
     assert summary.trials["stopped"] >= 1, f"ASHA stopped no trial: {summary.trials}"
     persistence = summary.baselines["persistence"]["test"].rmse
@@ -98,8 +146,11 @@ def test_pbt_exploits_are_recorded_with_real_trial_ids(pbt_run: tuple[Summary, P
     assert summary.best.test.rmse < summary.baselines["persistence"]["test"].rmse
 
 
-def test_tensorboard_holds_scalars_and_hparams(asha_run: tuple[Summary, Path]) -> None:
-    _, exp = asha_run
+def test_tensorboard_holds_scalars_and_hparams(asha_run: tuple[Summary, Path, LiveWatcher]) -> None:
+    _, exp, watcher = asha_run
+    # While the run was going, with TensorBoard's own reader: a running trial's HParams, then its scalars.
+    assert watcher.hparams_while_running is not None, "no HParams seen before the run finished"
+    assert watcher.scalars_while_running is not None, "no streamed scalars seen before the run finished"
     runs = sorted(p for p in (exp / "tensorboard").iterdir() if p.is_dir())
     assert len(runs) == 6, f"expected one TensorBoard run per trial, found {[p.name for p in runs]}"
     for run in runs:
@@ -115,10 +166,92 @@ def test_tensorboard_holds_scalars_and_hparams(asha_run: tuple[Summary, Path]) -
         start = hparams["_hparams_/session_start_info"].decode("latin-1")
         for name in ("hidden_size", "lr", "window"):
             assert name in start, f"hparam {name} missing from {run.name}"
+        assert {"schedule/lr", "schedule/dropout", "schedule/weight_decay"} <= tags
 
 
-def test_exported_model_reproduces_test_score_from_raw_rows(asha_run: tuple[Summary, Path], prepared_data: str) -> None:
-    summary, exp = asha_run
+def test_asha_rung_decisions_match_what_trials_did(asha_run: tuple[Summary, Path, LiveWatcher]) -> None:
+    summary, exp, _ = asha_run
+    rungs = [json.loads(line) for line in (exp / "asha_rungs.jsonl").read_text().splitlines()]
+    results = {
+        d.name.split("_")[2] + "_" + d.name.split("_")[3]: [
+            json.loads(line) for line in (d / "result.json").read_text().splitlines()
+        ]
+        for d in exp.glob("forecast_trainable_*")
+        if d.is_dir()
+    }
+    assert {r["rung"] for r in rungs} <= {1, 2}, "grace 1, reduction 2, 4 epochs: rungs at epochs 1 and 2"
+    for r in rungs:
+        history = results[r["trial"]]
+        at_rung = next(x for x in history if x["training_iteration"] == r["rung"])
+        assert r["value"] == pytest.approx(at_rung[M.VAL_LOSS])
+        last = history[-1]["training_iteration"]
+        assert (last == r["rung"]) if r["decision"] == "stopped" else (last > r["rung"]), r
+        if r["cutoff"] is not None:
+            assert (r["value"] > r["cutoff"]) == (r["decision"] == "stopped"), r
+    assert sum(r["decision"] == "stopped" for r in rungs) == summary.trials["stopped"]
+    assert sum(1 for r in rungs if r["rung"] == 1) == len(results), "every trial reaches the first rung"
+    texts = EventAccumulator(str(exp / "tensorboard" / next(iter((exp / "tensorboard").iterdir())).name))
+    texts.Reload()
+    assert "asha/rung/text_summary" in texts.Tags()["tensors"]
+
+
+def test_pbt_lineage_is_in_tensorboard(pbt_run: tuple[Summary, Path]) -> None:
+    """Every exploit is a text event in the exploiting trial's run, naming the donor; the schedule scalars follow
+    the configuration each epoch really trained with (Tune's result.json holds the epochs since the last restore)."""
+    summary, exp = pbt_run
+    lineage = [json.loads(line) for line in (exp / "pbt_lineage.jsonl").read_text().splitlines()]
+    seen = 0
+    for run in (exp / "tensorboard").iterdir():
+        acc = EventAccumulator(str(run), size_guidance={"tensors": 0, "scalars": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        assert {"schedule/lr", "schedule/weight_decay"} <= set(tags["scalars"])
+        trial = run.name.split("_")[2] + "_" + run.name.split("_")[3]
+        mine = [e for e in lineage if e["trial"] == trial]
+        texts = acc.Tensors("pbt/exploit/text_summary") if "pbt/exploit/text_summary" in tags["tensors"] else []
+        assert len(texts) == len(mine)
+        for event in texts:
+            text = event.tensor_proto.string_val[0].decode()
+            assert any(e["step"] == event.step and e["cloned_from"] in text for e in mine), text
+        seen += len(texts)
+        trained = [json.loads(line) for line in next(exp.glob(f"{run.name}*/result.json")).read_text().splitlines()]
+        logged = [(e.step, e.value) for e in acc.Scalars("schedule/lr")]  # float32 in the event file
+        for row in trained:
+            lr, step = row["config"]["lr"], row["training_iteration"]
+            assert any(s == step and v == pytest.approx(lr, rel=1e-6) for s, v in logged), (step, lr, logged)
+    assert seen == summary.pbt_exploits == len(lineage)
+
+
+@pytest.mark.parametrize("which", ["asha_run", "pbt_run"])
+def test_report_draws_every_plot(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    import matplotlib.image
+
+    exp = request.getfixturevalue(which)[1]
+    done = CliRunner().invoke(app, ["report", str(exp), "--out", str(tmp_path / "report")])
+    assert done.exit_code == 0, done.output
+    expected = {
+        "learning_curves.png",
+        "best_so_far.png",
+        "asha_rungs.png" if which == "asha_run" else "pbt_lineage.png",
+    }
+    files = {p.name for p in (tmp_path / "report").iterdir()}
+    assert expected | {"report.md"} <= files
+    for name in expected:
+        path = tmp_path / "report" / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = matplotlib.image.imread(str(path))[..., :3]
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 500
+        colours = len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+        assert colours > 50, f"{name}: {colours} colours; the plot is (nearly) empty"
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Best model" in text and "test RMSE" in text and "trial-hours" in text
+    assert ("## ASHA rungs" in text) == (which == "asha_run") and ("## PBT exploits" in text) == (which == "pbt_run")
+
+
+def test_exported_model_reproduces_test_score_from_raw_rows(
+    asha_run: tuple[Summary, Path, LiveWatcher], prepared_data: str
+) -> None:
+    summary, exp, _ = asha_run
     forecaster = load_forecaster(str(exp / "best_model"))
     raw = read_csv_bytes(bundled_beijing_csv(), "bundled")
     forecasts = forecaster.predict(raw)

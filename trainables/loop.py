@@ -25,7 +25,7 @@ from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData
 from trainables.model import LSTMClassifier, LSTMForecaster, set_dropout
 from trainables.tasks import task_for
-from trainables.tensorboard import TrialLogger
+from trainables.tensorboard import TrialLogger, schedule_scalars
 
 if TYPE_CHECKING:
     from trainables.parallel import DataParallel
@@ -134,7 +134,7 @@ def run_trial(
             **(extra_metrics or {}),
         }
         if logger is not None:
-            logger.log(report, epoch)
+            logger.log({**report, **schedule_scalars(cfg.to_flat())}, epoch)
         if parallel is None or parallel.reports:
             with tempfile.TemporaryDirectory(prefix="lstm-tune-ckpt-") as ckpt_dir:
                 save_checkpoint(

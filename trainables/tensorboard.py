@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -88,4 +89,31 @@ class TrialLogger:
         return os.path.abspath(self._local_dir)
 
 
-__all__ = ["TrialLogger", "readable_hparams"]
+def write_text_event(dest: Location, run_name: str, tag: str, text: str, step: int) -> None:
+    """One Markdown text event in its own event file under ``dest/run_name`` (the driver writes these beside the
+    trial's own file; TensorBoard merges every event file of a run)."""
+    with tempfile.TemporaryDirectory(prefix="lstm-tune-tb-text-") as tmp:
+        writer = SummaryWriter(log_dir=tmp, filename_suffix=f".{tag.replace('/', '-')}-{step}-{time.time_ns()}")
+        writer.add_text(tag, text, step)
+        writer.close()
+        target = dest.child(run_name)
+        try:
+            if target.is_local:
+                os.makedirs(target.path, exist_ok=True)
+            pafs.copy_files(
+                tmp, target.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=target.fs
+            )
+        except OSError as exc:
+            # The JSON Lines record is the source of truth; a lost TensorBoard copy must not stop the experiment.
+            warnings.warn(f"TensorBoard text event to {target.uri} failed: {exc}", stacklevel=2)
+
+
+SCHEDULE_KEYS = ("lr", "weight_decay", "l1", "grad_clip", "dropout", "input_dropout")
+"""Hyperparameters PBT may change: logged every epoch as ``schedule/<name>`` so the schedule is a line."""
+
+
+def schedule_scalars(config: Mapping[str, Any]) -> dict[str, float]:
+    return {f"schedule/{k}": float(config[k]) for k in SCHEDULE_KEYS if isinstance(config.get(k), (int, float))}
+
+
+__all__ = ["SCHEDULE_KEYS", "TrialLogger", "readable_hparams", "schedule_scalars", "write_text_event"]
