@@ -92,7 +92,7 @@ def read_experiment(root: Location) -> ExperimentRecord:
         if info.type != pafs.FileType.Directory:
             continue
         try:
-            text = read_bytes(Location(fs=root.fs, path=f"{info.path}/result.json", uri="")).decode()
+            text = read_bytes(root.child(info.base_name, "result.json")).decode()
         except FileNotFoundError:
             continue
         results = [json.loads(line) for line in text.splitlines() if line.strip()]

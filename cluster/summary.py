@@ -160,6 +160,10 @@ def baselines_for(data: ForecastData) -> dict[str, dict[str, Scores]]:
     return {name: {s: Scores.of(per_split[s][name]) for s in per_split} for name in per_split["val"]}
 
 
+def _ahead(horizon: int) -> str:
+    return "1 step ahead" if horizon == 1 else f"steps 1-{horizon} ahead (RMSE over all steps)"
+
+
 def _by_step(model: Scores, persistence: Scores, horizon: int) -> str:
     """Test RMSE at the first, middle and last step: how the error grows with the horizon."""
     steps = sorted({1, (horizon + 1) // 2, horizon})
@@ -191,7 +195,7 @@ def render(summary: Summary, console: Console) -> None:
         test_rmse = b.test.rmse or math.nan
         gain = 100.0 * (persistence - test_rmse) / persistence
         headline = (
-            f"target {summary.target} {summary.horizon} step(s) ahead, {summary.dataset}; units of the target.\n"
+            f"target {summary.target} {_ahead(summary.horizon)}, {summary.dataset}; units of the target.\n"
             f"test RMSE {test_rmse:.2f} vs persistence {persistence:.2f}: {abs(gain):.1f}% {'better' if gain > 0 else 'worse'}"
         )
         if summary.horizon > 1:

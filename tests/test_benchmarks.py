@@ -1,0 +1,58 @@
+"""The benchmark scripts' own logic (the runs themselves are too long for CI): bars, boundaries, search spaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks.quality import RUNS, verdict
+from cluster.space import param_rules
+from search_spaces import load_space
+
+
+def forecast_summary(test_rmse: float, persistence: float = 20.0) -> dict[str, Any]:
+    scores = {"rmse": persistence, "mae": 1.0}
+    return {
+        "task": "forecast",
+        "dataset": "beijing-pm25",
+        "trials": {"total": 1, "finished": 1, "stopped": 0, "errored": 0},
+        "best": {"config": {"hidden_size": 64}, "epoch": 3, "test": {"rmse": test_rmse, "mae": 1.0}},
+        "baselines": {"persistence": {"test": scores}, "seasonal_naive": {"test": {"rmse": 80.0, "mae": 50.0}}},
+    }
+
+
+def classify_summary(accuracy: float, majority: float = 0.5) -> dict[str, Any]:
+    return {
+        "task": "classify",
+        "dataset": "r8",
+        "trials": {"total": 1, "finished": 1, "stopped": 0, "errored": 0},
+        "best": {"config": {}, "epoch": 5, "test": {"accuracy": accuracy, "macro_f1": 0.9}},
+        "baselines": {"majority_class": {"test": {"accuracy": majority, "macro_f1": 0.1}}},
+    }
+
+
+@pytest.mark.parametrize(("test_rmse", "passed"), [(18.0, True), (17.9, True), (18.01, False), (20.5, False)])
+def test_forecast_bar_is_ten_percent_below_persistence(test_rmse: float, passed: bool) -> None:
+    out = verdict(forecast_summary(test_rmse), RUNS["beijing"].threshold)
+    assert out["passed"] is passed
+    assert out["gain_pct"] == pytest.approx(100 * (20.0 - test_rmse) / 20.0, abs=0.01)
+    assert out["winning_config"] == {"hidden_size": 64} and out["persistence_rmse"] == 20.0
+
+
+@pytest.mark.parametrize(
+    ("run", "accuracy", "passed"),
+    [("r8", 0.96, True), ("r8", 0.9599, False), ("20ng", 0.70, True), ("20ng", 0.6999, False)],
+)
+def test_classification_bars_hold_at_their_boundary(run: str, accuracy: float, passed: bool) -> None:
+    out = verdict(classify_summary(accuracy), RUNS[run].threshold)
+    assert out["passed"] is passed and out["majority_accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_quality_search_spaces_load_and_match_their_task(name: str) -> None:
+    spec = RUNS[name]
+    space_path = spec.run[spec.run.index("--space") + 1]
+    space = load_space(space_path, param_rules())
+    assert space.task == ("forecast" if name == "beijing" else "classify")
+    assert spec.budget_s < spec.limit_s
