@@ -19,7 +19,9 @@ from typing import Any
 import pandas as pd
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from cluster.cli import app
 from cluster.data import bundled_beijing_path, prepare_forecast
 from cluster.data_text import prepare_classify
 from cluster.experiment import run_experiment
@@ -102,6 +104,13 @@ def test_trials_read_each_shard_once_per_node(s3_server: S3Server, ray_local: No
         assert s3_server.secret_key.encode() not in body, f"the secret key leaked into {key}"
     # And TensorBoard serves the experiment straight from S3, on loopback.
     assert_tensorboard_serves("s3://lt-exp/runs/once")
+    # The report reads it from S3 too: 4 trials, their curves, the summary's test score.
+    out = Path(tempfile.mkdtemp(prefix="lt-report-"))
+    done = CliRunner().invoke(app, ["report", "s3://lt-exp/runs/once", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "report of 4 trials" in done.output
+    assert {"learning_curves.png", "best_so_far.png", "report.md"} <= {p.name for p in out.iterdir()}
+    assert f"| best LSTM | {summary.best.val.rmse:.4g} |" in (out / "report.md").read_text()
 
 
 def assert_tensorboard_serves(uri: str) -> None:
