@@ -65,7 +65,10 @@ def prepare(
     features: Annotated[
         str | None, typer.Option(help="forecast: numeric inputs (default: every numeric column).")
     ] = None,
-    categorical: Annotated[str | None, typer.Option(help="forecast: categorical inputs (one-hot).")] = None,
+    categorical: Annotated[str | None, typer.Option(help="forecast: categorical input columns.")] = None,
+    categorical_encoding: Annotated[
+        str, typer.Option(help="forecast: onehot (a 0/1 feature per category) or ordinal (a learned embedding).")
+    ] = "onehot",
     exclude: Annotated[str | None, typer.Option(help="forecast: columns to ignore when inferring inputs.")] = None,
     missing: Annotated[str, typer.Option(help="forecast: ffill|mean|zero|interpolate|mask|drop.")] = "ffill",
     missing_column: Annotated[list[str] | None, typer.Option(help="forecast: COLUMN=POLICY, repeatable.")] = None,
@@ -115,6 +118,7 @@ def prepare(
                 target,
                 features,
                 categorical,
+                categorical_encoding,
                 exclude,
                 missing,
                 missing_column or [],
@@ -169,6 +173,7 @@ def _prepare_forecast(
     target: str | None,
     features: str | None,
     categorical: str | None,
+    categorical_encoding: str,
     exclude: str | None,
     missing: str,
     missing_column: list[str],
@@ -203,12 +208,14 @@ def _prepare_forecast(
         if not sep:
             raise ValueError(f"--missing-column = {item!r}: write COLUMN=POLICY, e.g. Voltage=interpolate")
         overrides.append((col.strip(), policy.strip()))
+    optional: dict[str, Any] = {"split": _fractions(split, "--split")} if split else {}
     cfg = ForecastPrepConfig(
         time_columns=_csv(time_columns),
         time_format=time_format,
         target=target,
         numeric=numeric,
         categorical=cats,
+        categorical_encoding=categorical_encoding,
         missing=cast(Any, missing),
         missing_columns=tuple(overrides),
         scaler=cast(Any, scaler),
@@ -221,7 +228,7 @@ def _prepare_forecast(
         horizon=horizon,
         season_length=season_length,
         max_window=max_window,
-        **({"split": _fractions(split, "--split")} if split else {}),
+        **optional,
     )
     return prepare_forecast(source, cfg, dest, name=dataset, shard_rows=shard_rows, overwrite=overwrite)
 

@@ -31,8 +31,8 @@ SETTINGS_HELP = {
     "role-arn": "IAM role for the service account (IRSA annotation eks.amazonaws.com/role-arn)",
     "namespace": "namespace of every object",
 }
-FIXED_RUN_FLAGS = ("resume-if-exists", "storage", "name", "address", "json")
-"""Run options the deployment owns: resume on retry, the S3 location, the name; no local address or JSON output."""
+FIXED_RUN_FLAGS = ("resume-if-exists", "address", "json")
+"""Run options the deployment owns: it always resumes on retry, joins its own cluster, prints tables to the log."""
 
 
 class ManifestError(ValueError):
@@ -143,7 +143,7 @@ class Settings:
             key = key.strip().lstrip("-").replace("_", "-")
             if not sep or not key:
                 raise OptionError(f"--set {pair!r}: expected name=value, e.g. --set storage=s3://bucket/experiments")
-            if key in ("resume-if-exists", "address", "json"):
+            if key in FIXED_RUN_FLAGS:
                 raise OptionError(f"--set {key}: fixed by the deployment (it always resumes from S3)")
             (deploy if key in SETTINGS_HELP else run)[key] = value
         return cls(deploy=deploy, run=run)

@@ -16,7 +16,7 @@ from trainables.config import ModelConfig
 from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData
 from trainables.evaluate import ForecastScores, baseline_scores, evaluate_model
-from trainables.model import build_classifier, build_model
+from trainables.model import build_classifier, forecaster_from_info
 from trainables.tasks import classification_scores, predict_logits
 
 
@@ -100,12 +100,7 @@ def score_checkpoint(checkpoint_dir: str, data: ForecastData) -> tuple[dict[str,
     """Load a checkpoint (safely) and score it on val and test; returns the payload and the scores."""
     payload = load_checkpoint(checkpoint_dir)
     info = payload["model_config"]
-    model = build_model(
-        ModelConfig(**info["config"]),
-        n_features=info["n_features"],
-        target_index=info["target_index"],
-        horizon=int(info.get("horizon", 1)),
-    )
+    model = forecaster_from_info(info)
     model.load_state_dict(payload["model"])
     target = data.fitted.config.target
     scores = {

@@ -204,3 +204,26 @@ def test_duplicates_gaps_and_policies(tmp_path: Path) -> None:
 def test_malformed_csv_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="not a readable CSV"):
         read_csv_bytes(lzma.decompress(lzma.compress(b'a,b\n1,"2\n3,4,5,6\n')), "broken.csv")
+
+
+def test_ordinal_encoding_codes_categories_and_unseen_ones_are_zero(tmp_path: Path) -> None:
+    raw = raw_frame()
+    raw.loc[raw.index[-50:], "cbwd"] = "XX"  # a wind direction training never saw, in the test split
+    source = tmp_path / "beijing.csv"
+    raw.to_csv(source, index=False)
+    cfg = ForecastPrepConfig(categorical_encoding="ordinal", max_window=24)
+    prepare_forecast(str(source), cfg, resolve(str(tmp_path / "out")), name="ordinal")
+    data = load_forecast_data(DataHandle(uri=str(tmp_path / "out")), ("train", "test"))
+    fitted = data.fitted
+    cats = fitted.categories["cbwd"]
+    assert cats == ["NE", "NW", "SE", "cv"] and "cbwd__code" in fitted.feature_names
+    assert not any(n.startswith("cbwd=") for n in fitted.feature_names), "no one-hot columns beside the code"
+    index = fitted.feature_names.index("cbwd__code")
+    assert fitted.categorical_codes == ((index, 5),)
+    test = data.splits["test"]
+    codes = test.features[:, index].numpy()
+    expected = raw["cbwd"].iloc[-len(codes) :].map({c: i + 1 for i, c in enumerate(cats)}).fillna(0).to_numpy()
+    assert (codes == expected).all()
+    assert (codes[-50:] == 0).all() and set(np.unique(codes[:-50])) <= {1.0, 2.0, 3.0, 4.0}
+    with pytest.raises(ValueError, match=r"data\.categorical_encoding = 'label': must be one of onehot, ordinal"):
+        ForecastPrepConfig(categorical_encoding="label").validate()

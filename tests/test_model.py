@@ -195,3 +195,38 @@ def test_decoder_trial_forecasts_six_hours_and_its_checkpoint_scores_every_step(
     assert persistence.rmse_by_step is not None and len(persistence.rmse_by_step) == 6
     # Two epochs of a 16-unit model: loose but meaningful, within 10% of persistence over the 6 steps.
     assert persistence.rmse is not None and test.rmse < 1.1 * persistence.rmse
+
+
+def test_ordinal_codes_become_embeddings_and_a_trial_trains_on_them(tmp_path: Path) -> None:
+    """Categorical codes go through nn.Embedding (one row per code) instead of entering the LSTM as numbers; the
+    checkpoint reloads into the same model and scores what the trial reported."""
+    from cluster.data import bundled_beijing_path, prepare_forecast
+    from cluster.summary import score_checkpoint
+    from trainables.data.forecast_prep import ForecastPrepConfig
+    from trainables.storage import resolve
+
+    model = build_model(ModelConfig(hidden_size=8), n_features=4, target_index=0, categorical=((2, 5),))
+    assert model.encoder.lstm.input_size == 3 + 3  # three numeric features and a 3-wide embedding of 5 codes
+    x = torch.randn(2, 6, 4)
+    x[..., 2] = torch.tensor([1.0, 4.0]).view(2, 1)
+    changed = x.clone()
+    changed[..., 2] = torch.tensor([2.0, 4.0]).view(2, 1)  # another category for the first window only
+    out, out2 = model(x), model(changed)
+    assert not torch.equal(out[0], out2[0]) and torch.equal(out[1], out2[1])
+    with pytest.raises(ValueError, match=r"model\.categorical"):
+        build_model(ModelConfig(), n_features=4, target_index=2, categorical=((2, 5),))
+
+    root = tmp_path / "ordinal"
+    prepare_forecast(
+        str(bundled_beijing_path()),
+        ForecastPrepConfig(categorical_encoding="ordinal", max_window=24),
+        resolve(str(root)),
+        name="ordinal",
+    )
+    data = load_forecast_data(DataHandle(uri=str(root)), ("train", "val", "test"))
+    session = DirSession(str(tmp_path / "trial"))
+    flat = {"hidden_size": 16, "batch_size": 512, "window": 24, "max_epochs": 1}
+    run_trial(TrialConfig.from_flat(flat), data, session, device=torch.device("cpu"))
+    payload, scores = score_checkpoint(str(tmp_path / "trial" / "epoch-1"), data)
+    assert payload["model_config"]["categorical"] == [list(c) for c in data.fitted.categorical_codes]
+    assert scores["val"].rmse == pytest.approx(session.reports[-1][M.VAL_RMSE], rel=1e-5)

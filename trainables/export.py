@@ -21,7 +21,7 @@ from trainables.config import ModelConfig
 from trainables.data.forecast_prep import TIME, FittedPrep, transform_frame, unscale_target
 from trainables.data.text_loader import TextSplit
 from trainables.data.text_prep import FittedText, TextPrepConfig
-from trainables.model import LSTMClassifier, LSTMForecaster, build_classifier, build_model
+from trainables.model import LSTMClassifier, LSTMForecaster, build_classifier, forecaster_from_info
 from trainables.storage import Location, read_bytes, write_bytes_atomic
 from trainables.tasks import predict_logits
 
@@ -145,12 +145,7 @@ def load_forecaster(uri: str | Location) -> Forecaster:
         raise CheckpointError(f"{loc.uri}: a {model_task(payload)} model; load it with load_classifier")
     fitted = FittedPrep.from_dict(prep["fitted"])
     info = payload["model_info"]
-    model = build_model(
-        ModelConfig(**info["config"]),
-        n_features=info["n_features"],
-        target_index=info["target_index"],
-        horizon=int(info.get("horizon", 1)),
-    )
+    model = forecaster_from_info(info)
     model.load_state_dict(payload["model"])
     model.eval()
     return Forecaster(

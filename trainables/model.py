@@ -4,7 +4,7 @@ head per task. Pure functions of a config: nothing here knows about training or 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -150,7 +150,15 @@ class LSTMForecaster(nn.Module):
     starts at the persistence forecast instead of at zero.
     """
 
-    def __init__(self, cfg: ModelConfig, *, n_features: int, target_index: int, horizon: int = 1) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        n_features: int,
+        target_index: int,
+        horizon: int = 1,
+        categorical: tuple[tuple[int, int], ...] = (),
+    ) -> None:
         super().__init__()
         if n_features < 1:
             raise ValueError(f"model.n_features = {n_features}: must be >= 1")
@@ -163,8 +171,17 @@ class LSTMForecaster(nn.Module):
         self.residual = cfg.residual
         self.target_index = target_index
         self.horizon = horizon
+        coded = {index for index, _ in categorical}
+        if any(not 0 <= i < n_features or i == target_index for i in coded) or any(n < 2 for _, n in categorical):
+            raise ValueError(f"model.categorical = {categorical}: (feature index, codes >= 2), never the target")
+        self.categorical = tuple(categorical)
+        self.register_buffer(
+            "numeric_index", torch.tensor([i for i in range(n_features) if i not in coded]), persistent=False
+        )
+        self.code_embeddings = nn.ModuleList(nn.Embedding(n, embedding_size(n)) for _, n in categorical)
+        width = n_features - len(coded) + sum(embedding_size(n) for _, n in categorical)
         self.input_dropout = nn.Dropout(cfg.input_dropout)
-        self.encoder = SequenceEncoder(cfg, n_features)
+        self.encoder = SequenceEncoder(cfg, width)
         self.head_dropout = nn.Dropout(cfg.dropout)
         self.head: nn.Module = (
             DecoderHead(self.encoder.out_dim, cfg.hidden_size, horizon)
@@ -176,8 +193,17 @@ class LSTMForecaster(nn.Module):
     def lstm(self) -> nn.LSTM:
         return self.encoder.lstm
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Numeric features as they are, each categorical code column replaced by its learned embedding."""
+        if not self.categorical:
+            return x
+        numeric_index: torch.Tensor = self.numeric_index  # type: ignore[assignment]  # a registered buffer
+        parts = [x[..., numeric_index]]
+        parts += [emb(x[..., i].long()) for (i, _), emb in zip(self.categorical, self.code_embeddings, strict=True)]
+        return torch.cat(parts, dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        summary = self.head_dropout(self.encoder(self.input_dropout(x)))
+        summary = self.head_dropout(self.encoder(self.input_dropout(self.embed(x))))
         last = x[:, -1, self.target_index]
         if isinstance(self.head, DecoderHead):
             decoded: torch.Tensor = self.head(summary, last, self.residual)
@@ -213,8 +239,34 @@ class LSTMClassifier(nn.Module):
         return logits
 
 
-def build_model(cfg: ModelConfig, *, n_features: int, target_index: int, horizon: int = 1) -> LSTMForecaster:
-    return LSTMForecaster(cfg, n_features=n_features, target_index=target_index, horizon=horizon)
+def embedding_size(codes: int) -> int:
+    """Width of a categorical embedding: half the codes, between 2 and 16 (a rule of thumb that keeps small
+    vocabularies cheap)."""
+    return max(2, min(16, (codes + 1) // 2))
+
+
+def build_model(
+    cfg: ModelConfig,
+    *,
+    n_features: int,
+    target_index: int,
+    horizon: int = 1,
+    categorical: tuple[tuple[int, int], ...] = (),
+) -> LSTMForecaster:
+    return LSTMForecaster(
+        cfg, n_features=n_features, target_index=target_index, horizon=horizon, categorical=categorical
+    )
+
+
+def forecaster_from_info(info: dict[str, Any]) -> LSTMForecaster:
+    """The forecaster a checkpoint's or export's ``model_config`` describes (weights not loaded)."""
+    return build_model(
+        ModelConfig(**info["config"]),
+        n_features=int(info["n_features"]),
+        target_index=int(info["target_index"]),
+        horizon=int(info.get("horizon", 1)),
+        categorical=tuple((int(i), int(n)) for i, n in info.get("categorical", [])),
+    )
 
 
 def build_classifier(cfg: ModelConfig, *, vocab_size: int, num_classes: int) -> LSTMClassifier:
@@ -246,6 +298,8 @@ __all__ = [
     "SequenceEncoder",
     "build_classifier",
     "build_model",
+    "embedding_size",
+    "forecaster_from_info",
     "init_lstm",
     "init_matrix",
     "l1_penalty",

@@ -55,6 +55,7 @@ class ForecastTask:
             n_features=self.data.n_features,
             target_index=self.data.fitted.target_index,
             horizon=self.data.horizon,
+            categorical=self.data.fitted.categorical_codes,
         )
 
     def model_info(self, cfg: TrialConfig) -> dict[str, Any]:
@@ -64,6 +65,7 @@ class ForecastTask:
             "n_features": self.data.n_features,
             "target_index": self.data.fitted.target_index,
             "horizon": self.data.horizon,
+            "categorical": [list(c) for c in self.data.fitted.categorical_codes],
         }
 
     def data_info(self, cfg: TrialConfig) -> dict[str, Any]:

@@ -23,6 +23,13 @@ TARGET = "__target__"
 TARGET_RAW = "__target_raw__"
 OBSERVED = "__observed__"
 CONTEXT = "__context__"
+CATEGORICAL_ENCODINGS = ("onehot", "ordinal")
+
+
+def code_name(column: str) -> str:
+    """The feature holding a categorical column's ordinal code."""
+    return f"{column}__code"
+
 
 MissingPolicy = Literal["ffill", "mean", "zero", "interpolate", "mask", "drop"]
 MISSING_POLICIES: tuple[str, ...] = ("ffill", "mean", "zero", "interpolate", "mask", "drop")
@@ -47,7 +54,10 @@ class ForecastPrepConfig:
     numeric: tuple[str, ...] = ("pm2.5", "DEWP", "TEMP", "PRES", "Iws", "Is", "Ir")
     """Numeric input columns (the target among them)."""
     categorical: tuple[str, ...] = ("cbwd",)
-    """Categorical input columns, one-hot encoded with the categories seen in training."""
+    """Categorical input columns, encoded with the categories seen in training."""
+    categorical_encoding: str = "onehot"
+    """``onehot``: a 0/1 feature per category; ``ordinal``: one integer code per column (0 for a category not seen
+    in training, 1..K otherwise) that the model turns into a learned embedding."""
     missing: MissingPolicy = "ffill"
     """Default policy for missing numeric values: ffill (last observation; training mean before the first), mean
     (training mean), zero, interpolate (linear between neighbours: uses the next observation), mask (training mean
@@ -93,6 +103,11 @@ class ForecastPrepConfig:
             raise ValueError("data.time_columns: name the time column, or the columns it is assembled from")
         if self.target not in self.numeric:
             raise ValueError(f"data.target = {self.target!r}: must also be one of data.numeric {list(self.numeric)}")
+        if self.categorical_encoding not in CATEGORICAL_ENCODINGS:
+            raise ValueError(
+                f"data.categorical_encoding = {self.categorical_encoding!r}: must be one of "
+                f"{', '.join(CATEGORICAL_ENCODINGS)}"
+            )
         overlap = set(self.numeric) & set(self.categorical)
         if overlap:
             raise ValueError(f"data: column(s) {sorted(overlap)} are both numeric and categorical")
@@ -178,6 +193,13 @@ class FittedPrep:
     def target_index(self) -> int:
         """Position of the (scaled, filled) target among the features, for the residual head."""
         return self.feature_names.index(self.config.target)
+
+    @property
+    def categorical_codes(self) -> tuple[tuple[int, int], ...]:
+        """Ordinal encoding: (feature index, codes incl. 0 for unseen) of each categorical column; else empty."""
+        if self.config.categorical_encoding != "ordinal":
+            return ()
+        return tuple((self.feature_names.index(code_name(c)), len(cats) + 1) for c, cats in self.categories.items())
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -467,7 +489,10 @@ def _with_feature_names(fitted: FittedPrep) -> FittedPrep:
             names.append(col)
     names += [f"pc{i + 1}" for i in range(cfg.pca)] if fitted.pca_columns else []
     names += [f"{c}__missing" for c in fitted.indicators]
-    names += [f"{c}={cat}" for c, cats in fitted.categories.items() for cat in cats]
+    if cfg.categorical_encoding == "ordinal":
+        names += [code_name(c) for c in fitted.categories]
+    else:
+        names += [f"{c}={cat}" for c, cats in fitted.categories.items() for cat in cats]
     names += [f"{cfg.target}__lag{k}" for k in cfg.lags]
     for w in cfg.rolling:
         names += [f"{cfg.target}__mean{w}", f"{cfg.target}__std{w}"]
@@ -579,6 +604,10 @@ class Transformer:
             cols[f"{col}__missing"] = pd.to_numeric(frame[col], errors="coerce").isna().astype("float64")
         for col, cats in fitted.categories.items():
             values = frame[col].astype("string")
+            if cfg.categorical_encoding == "ordinal":
+                codes = {cat: float(i + 1) for i, cat in enumerate(cats)}
+                cols[code_name(col)] = values.map(codes).astype("float64").fillna(0.0).to_numpy()
+                continue
             for cat in cats:
                 cols[f"{col}={cat}"] = (values == cat).fillna(False).astype("float64")
         if cfg.lags or cfg.rolling:
