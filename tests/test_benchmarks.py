@@ -55,4 +55,6 @@ def test_quality_search_spaces_load_and_match_their_task(name: str) -> None:
     space_path = spec.run[spec.run.index("--space") + 1]
     space = load_space(space_path, param_rules())
     assert space.task == ("forecast" if name == "beijing" else "classify")
+    if spec.vectors_from:
+        assert "embeddings" in space.params and not any("test" in s for s in spec.vectors_from)
     assert spec.budget_s < spec.limit_s
