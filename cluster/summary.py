@@ -12,11 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from trainables.checkpoint import load_checkpoint
-from trainables.config import ModelConfig
 from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData
 from trainables.evaluate import ForecastScores, baseline_scores, evaluate_model
-from trainables.model import build_classifier, forecaster_from_info
+from trainables.model import classifier_from_info, forecaster_from_info
 from trainables.tasks import classification_scores, predict_logits
 
 
@@ -122,9 +121,7 @@ def score_classifier(checkpoint_dir: str, data: TextData) -> tuple[dict[str, Any
     """Load a classifier checkpoint (safely) and score it on val and test."""
     payload = load_checkpoint(checkpoint_dir)
     info = payload["model_config"]
-    model = build_classifier(
-        ModelConfig(**info["config"]), vocab_size=info["vocab_size"], num_classes=info["num_classes"]
-    )
+    model = classifier_from_info(info)
     model.load_state_dict(payload["model"])
     scores = {}
     for split in ("val", "test"):

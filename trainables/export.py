@@ -17,11 +17,10 @@ import pandas as pd
 import torch
 
 from trainables.checkpoint import CheckpointError
-from trainables.config import ModelConfig
 from trainables.data.forecast_prep import TIME, FittedPrep, transform_frame, unscale_target
 from trainables.data.text_loader import TextSplit
 from trainables.data.text_prep import FittedText, TextPrepConfig
-from trainables.model import LSTMClassifier, LSTMForecaster, build_classifier, forecaster_from_info
+from trainables.model import LSTMClassifier, LSTMForecaster, classifier_from_info, forecaster_from_info
 from trainables.storage import Location, read_bytes, write_bytes_atomic
 from trainables.tasks import predict_logits
 
@@ -164,9 +163,7 @@ def load_classifier(uri: str | Location) -> Classifier:
     text = prep["text"]
     fitted = FittedText(config=TextPrepConfig(**text["config"]), vocab=list(text["vocab"]), labels=list(text["labels"]))
     info = payload["model_info"]
-    model = build_classifier(
-        ModelConfig(**info["config"]), vocab_size=info["vocab_size"], num_classes=info["num_classes"]
-    )
+    model = classifier_from_info(info)
     model.load_state_dict(payload["model"])
     model.eval()
     return Classifier(model=model, fitted=fitted)

@@ -258,6 +258,13 @@ def build_model(
     )
 
 
+def classifier_from_info(info: dict[str, Any]) -> LSTMClassifier:
+    """The classifier a checkpoint's or export's ``model_config`` describes (weights not loaded)."""
+    return build_classifier(
+        ModelConfig(**info["config"]), vocab_size=int(info["vocab_size"]), num_classes=int(info["num_classes"])
+    )
+
+
 def forecaster_from_info(info: dict[str, Any]) -> LSTMForecaster:
     """The forecaster a checkpoint's or export's ``model_config`` describes (weights not loaded)."""
     return build_model(
@@ -298,6 +305,7 @@ __all__ = [
     "SequenceEncoder",
     "build_classifier",
     "build_model",
+    "classifier_from_info",
     "embedding_size",
     "forecaster_from_info",
     "init_lstm",
