@@ -100,7 +100,8 @@ def read_experiment(root: Location) -> ExperimentRecord:
             trials.append(TrialHistory(trial_id=str(results[0].get("trial_id", info.base_name)), results=results))
     trials.sort(key=lambda t: t.trial_id)
     opts = options.get("options", options)
-    scheduler = (opts.get("scheduler") or {}).get("kind", "?") if isinstance(opts.get("scheduler"), dict) else "?"
+    sched = opts.get("scheduler")
+    scheduler = str(sched.get("kind", "?")) if isinstance(sched, dict) else "?"
     return ExperimentRecord(
         uri=root.uri,
         name=root.uri.rstrip("/").rsplit("/", 1)[-1],
