@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,85 +48,48 @@ class QualityRun:
     vectors_args: list[str] = field(default_factory=list)
 
 
+def asha(space: str, samples: int, epochs: int, grace: int | None = None) -> list[str]:
+    """``lstm-tune run`` arguments for an ASHA run of one of benchmarks/spaces/."""
+    args = ["--space", str(SPACES / space), "--scheduler", "asha", "--num-samples", str(samples)]
+    args += ["--max-epochs", str(epochs)]
+    return args + (["--grace-period", str(grace)] if grace else [])
+
+
+def classify_prep(max_length: int, max_vocab: int) -> list[str]:
+    return ["--task", "classify", "--max-length", str(max_length), "--max-vocab", str(max_vocab), "--min-freq", "2"]
+
+
+R8 = QualityRun(
+    name="r8",
+    sources=["reuters-r8-train.csv.xz", "reuters-r8-test.csv.xz"],
+    vectors_from=["reuters-r8-train.csv.xz", "20newsgroups-train.csv.xz"],
+    vectors_args=["--dim", "100", "--words", "20000", "--epochs", "3"],
+    prepare=classify_prep(200, 20000),
+    run=asha("r8-vectors.yaml", 16, 8, grace=4),
+    budget_s=2100,
+    limit_s=3600,
+    bar="test accuracy >= 96.0%",
+    threshold=0.96,
+)
+
 RUNS: dict[str, QualityRun] = {
     "beijing": QualityRun(
         name="beijing",
         prepare=[],
-        run=[
-            "--space",
-            str(SPACES / "beijing.yaml"),
-            "--scheduler",
-            "asha",
-            "--num-samples",
-            "64",
-            "--max-epochs",
-            "12",
-        ],
+        run=asha("beijing.yaml", 64, 12),
         budget_s=900,
         limit_s=1800,
         bar="test RMSE at least 10% below persistence",
         threshold=10.0,
     ),
-    "r8": QualityRun(
-        name="r8",
-        sources=["reuters-r8-train.csv.xz", "reuters-r8-test.csv.xz"],
-        vectors_from=["reuters-r8-train.csv.xz", "20newsgroups-train.csv.xz"],
-        vectors_args=["--dim", "100", "--words", "20000", "--epochs", "3"],
-        prepare=["--task", "classify", "--max-length", "200", "--max-vocab", "20000", "--min-freq", "2"],
-        run=[
-            "--space",
-            str(SPACES / "r8-vectors.yaml"),
-            "--scheduler",
-            "asha",
-            "--num-samples",
-            "16",
-            "--max-epochs",
-            "8",
-            "--grace-period",
-            "4",
-        ],
-        budget_s=2100,
-        limit_s=3600,
-        bar="test accuracy >= 96.0%",
-        threshold=0.96,
-    ),
-    "r8-random": QualityRun(
-        name="r8-random",
-        sources=["reuters-r8-train.csv.xz", "reuters-r8-test.csv.xz"],
-        prepare=["--task", "classify", "--max-length", "200", "--max-vocab", "20000", "--min-freq", "2"],
-        run=[
-            "--space",
-            str(SPACES / "r8.yaml"),
-            "--scheduler",
-            "asha",
-            "--num-samples",
-            "16",
-            "--max-epochs",
-            "8",
-            "--grace-period",
-            "4",
-        ],
-        budget_s=2100,
-        limit_s=3600,
-        bar="test accuracy >= 96.0%",
-        threshold=0.96,
-    ),
+    "r8": R8,
+    # The same run on random embeddings: what the vectors buy.
+    "r8-random": replace(R8, name="r8-random", vectors_from=[], vectors_args=[], run=asha("r8.yaml", 16, 8, grace=4)),
     "20ng": QualityRun(
         name="20ng",
         sources=["20newsgroups-train.csv.xz", "20newsgroups-test.csv.xz"],
-        prepare=["--task", "classify", "--max-length", "250", "--max-vocab", "30000", "--min-freq", "2"],
-        run=[
-            "--space",
-            str(SPACES / "newsgroups.yaml"),
-            "--scheduler",
-            "asha",
-            "--num-samples",
-            "8",
-            "--max-epochs",
-            "8",
-            "--grace-period",
-            "4",
-        ],
+        prepare=classify_prep(250, 30000),
+        run=asha("newsgroups.yaml", 8, 8, grace=4),
         budget_s=2700,
         limit_s=5400,
         bar="test accuracy >= 70%",
