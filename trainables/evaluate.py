@@ -92,7 +92,7 @@ def evaluate_model(
     positions = target_positions(arrays, window=window, horizon=horizon)
     pred = predict_scaled(model, arrays, positions, window=window, horizon=horizon, device=device)
     rows = target_rows(positions, horizon)
-    mask = target_mask(arrays, positions, horizon)
+    mask = target_mask(arrays, rows)
     scaled_mse = float(masked_mse(pred, arrays.target[rows], mask)) if len(positions) else math.nan
     pred_raw = pred.double().numpy() * target_scale + target_centre
     return scores_from_errors(pred_raw - arrays.target_raw[rows.numpy()], mask.numpy(), scaled_mse)
@@ -104,8 +104,9 @@ def baseline_scores(arrays: SeriesArrays, *, horizon: int, season_steps: int) ->
     seasons_back = -(-horizon // season_steps)  # a season far enough back to lie before the origin
     lag_max = max(horizon, season_steps * seasons_back)
     positions = target_positions(arrays, window=lag_max - horizon + 1, horizon=horizon)
-    rows = target_rows(positions, horizon).numpy()
-    mask = target_mask(arrays, positions, horizon).numpy()
+    row_index = target_rows(positions, horizon)
+    mask = target_mask(arrays, row_index).numpy()
+    rows = row_index.numpy()
     truth = arrays.target_raw[rows]
     origin = positions.numpy() - horizon
     persistence = arrays.target_raw[origin][:, None] - truth

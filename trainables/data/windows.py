@@ -87,9 +87,8 @@ def target_rows(positions: torch.Tensor, horizon: int) -> torch.Tensor:
     return positions.unsqueeze(1) - torch.arange(horizon - 1, -1, -1).unsqueeze(0)
 
 
-def target_mask(arrays: SeriesArrays, positions: torch.Tensor, horizon: int) -> torch.Tensor:
-    """``[batch, horizon]`` bool: the target was observed (and is not a context row), so it is scored."""
-    rows = target_rows(positions, horizon)
+def target_mask(arrays: SeriesArrays, rows: torch.Tensor) -> torch.Tensor:
+    """For target ``rows`` (:func:`target_rows`), whether each was observed (and is not a context row): scored."""
     return arrays.observed[rows] & ~arrays.context[rows]
 
 
@@ -101,7 +100,7 @@ def gather(
     offsets = torch.arange(window - 1, -1, -1)
     index = (positions - horizon).unsqueeze(1) - offsets.unsqueeze(0)
     rows = target_rows(positions, horizon)
-    return arrays.features[index], arrays.target[rows], target_mask(arrays, positions, horizon)
+    return arrays.features[index], arrays.target[rows], target_mask(arrays, rows)
 
 
 __all__ = ["SeriesArrays", "gather", "target_mask", "target_positions", "target_rows"]
