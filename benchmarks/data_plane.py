@@ -23,10 +23,19 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write results here")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    results = measure(quick=args.quick, repeats=args.repeats)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
 
+
+def measure(*, quick: bool, repeats: int) -> dict[str, Any]:
+    """The whole data-plane benchmark against a local S3 server it starts and removes again."""
     from tests.s3server import new_server
 
     server = new_server()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")}
     os.environ.update(
         AWS_ACCESS_KEY_ID=server.access_key,
         AWS_SECRET_ACCESS_KEY=server.secret_key,
@@ -35,14 +44,15 @@ def main() -> None:
     server.start()
     try:
         server.client().create_bucket(Bucket="bench")
-        results = run(server, quick=args.quick, repeats=args.repeats)
+        return run(server, quick=quick, repeats=repeats)
     finally:
         server.stop()
         shutil.rmtree(server.data_dir, ignore_errors=True)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def prepare(quick: bool) -> tuple[str, float]:
@@ -54,27 +64,11 @@ def prepare(quick: bool) -> tuple[str, float]:
     if quick:
         prepare_forecast(bundled_beijing_path(), ForecastPrepConfig(), resolve("s3://bench/data"), name="beijing")
     else:
-        source = os.path.join(
-            os.path.dirname(__file__), "..", "..", "shared", "datasets", "household_power_minute.csv.xz"
-        )
-        cfg = ForecastPrepConfig(
-            time_columns=("Date", "Time"),
-            time_format="%d/%m/%Y %H:%M:%S",
-            target="Global_active_power",
-            numeric=(
-                "Global_active_power",
-                "Global_reactive_power",
-                "Voltage",
-                "Global_intensity",
-                "Sub_metering_1",
-                "Sub_metering_2",
-                "Sub_metering_3",
-            ),
-            categorical=(),
-            frequency="1min",
-            season_length=1440,
-            max_window=240,
-        )
+        from benchmarks.common import DATASETS
+        from benchmarks.scaling import SOURCE, household_config
+
+        source = str(DATASETS / SOURCE)
+        cfg = household_config()
         prepare_forecast(source, cfg, resolve("s3://bench/data"), name="household", shard_rows=65536)
     return "s3://bench/data", time.perf_counter() - started
 

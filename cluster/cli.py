@@ -45,7 +45,7 @@ app.command()(predict)
 def run(
     space: Annotated[str, typer.Option(help="Search-space preset or YAML file.")] = "forecast-small",
     scheduler: Annotated[str, typer.Option(help="asha | pbt | fifo")] = "asha",
-    search: Annotated[str, typer.Option(help="random | grid")] = "random",
+    search: Annotated[str, typer.Option(help="random | grid | tpe (model-based, Optuna's TPE sampler)")] = "random",
     num_samples: Annotated[int, typer.Option(help="Configurations to sample (grid: repeats of the grid).")] = 16,
     max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train.")] = 12,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial (torch threads).")] = 1.0,
@@ -54,6 +54,9 @@ def run(
     workers_per_trial: Annotated[
         int, typer.Option(help="Data-parallel workers per trial (DDP; each takes the CPUs/GPUs per trial).")
     ] = 1,
+    reuse_workers: Annotated[
+        bool, typer.Option(help="Run trials in finished trials' worker processes (imports and data already loaded).")
+    ] = True,
     storage: Annotated[str, typer.Option(help="Folder or s3://bucket/prefix for experiments.")] = "./runs",
     name: Annotated[str | None, typer.Option(help="Experiment name (default: <space>-<scheduler>-<time>).")] = None,
     data: Annotated[str | None, typer.Option(help="Prepared dataset URI (default: bundled Beijing PM2.5).")] = None,
@@ -127,6 +130,7 @@ def run_options(p: dict[str, Any]) -> RunOptions:
             gpus_per_trial=p["gpus_per_trial"],
             max_concurrent_trials=p["max_concurrent_trials"],
             workers_per_trial=p["workers_per_trial"],
+            reuse_workers=p.get("reuse_workers", True),
         ),
         checkpoints=CheckpointOptions(num_to_keep=p["keep_checkpoints"], keep_stopped=p["keep_stopped"]),
         max_failures=p["max_failures"],
@@ -309,6 +313,31 @@ def report(
         fail(str(exc))
         return
     err.print(f"report of {len(record.trials)} trials -> {folder}/report.md ({len(files) - 1} plots)", highlight=False)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark suite (benchmarks/suite.py, in a source checkout): --quick, --only, --out; --help for all."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    # An editable install runs from the checkout, whose root holds benchmarks/ next to cluster/.
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "suite.py").is_file():
+        fail(
+            "lstm-tune bench: the benchmark suite is not installed with the package; run it from a source checkout "
+            "(pip install -e . there, or python3 -m benchmarks.suite), with the datasets in ../shared/datasets or "
+            "LSTM_TUNE_BENCH_DATASETS"
+        )
+        return
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    # Imported by name: the suite is a script folder, not part of the typed package.
+    importlib.import_module("benchmarks.suite").main(list(ctx.args), prog="lstm-tune bench")
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ import ray
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.search.basic_variant import BasicVariantGenerator
 from rich.console import Console
 
 from cluster.data import prepare_default
@@ -25,7 +24,7 @@ from cluster.options import CheckpointOptions, OptionError, ResourceOptions, Run
 from cluster.progress import ProgressCallback
 from cluster.retention import RollingRetention, prune_stopped_checkpoints
 from cluster.schedulers import build_scheduler, read_lineage
-from cluster.space import grid_size, param_rules, to_mutations, to_param_space
+from cluster.space import grid_size, param_rules, search_algorithm, to_mutations, to_param_space
 from cluster.storage import ExperimentPaths, StorageError, check_readable, experiment_paths, probe
 from cluster.summary import (
     BestTrial,
@@ -205,13 +204,10 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
             scheduler=scheduler,
             num_samples=opts.num_samples,
             time_budget_s=opts.time_budget_s,
-            # Tune ignores TuneConfig(max_concurrent_trials) with this generator (it warns); the cap goes here.
-            search_alg=BasicVariantGenerator(
-                random_state=opts.seed, max_concurrent=opts.resources.max_concurrent_trials or 0
-            ),
+            search_alg=search_algorithm(opts.search, opts.seed, opts.resources.max_concurrent_trials),
             # Reused workers keep their process, imports and the loaded dataset between trials. Not for data-parallel
             # trials: a second TorchTrainer run in a reused trial process never got its workers (seen here).
-            reuse_actors=opts.resources.workers_per_trial == 1,
+            reuse_actors=opts.resources.reuse_workers and opts.resources.workers_per_trial == 1,
         ),
         run_config=RunConfig(
             name=p.name,

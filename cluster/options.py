@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 SchedulerKind = Literal["asha", "pbt", "fifo"]
-SearchKind = Literal["random", "grid"]
+SearchKind = Literal["random", "grid", "tpe"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PBT_MIN_CHECKPOINTS = 3
 MAX_WORKERS_PER_TRIAL = 64
@@ -75,6 +75,9 @@ class ResourceOptions:
     """Cap on trials running at once (None: as many as resources allow)."""
     workers_per_trial: int = 1
     """Above 1: each trial is a data-parallel Ray Train run of this many workers, each with the CPUs and GPUs above."""
+    reuse_workers: bool = True
+    """Run the next trial in a finished trial's worker process, which keeps its imports and loaded dataset. Off: a
+    fresh process per trial (slower start-up; what the start-up benchmark compares against)."""
 
     def validate(self) -> None:
         if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
@@ -183,8 +186,13 @@ class RunOptions:
     checkpoints: CheckpointOptions = field(default_factory=CheckpointOptions)
 
     def validate(self) -> None:
-        if self.search not in ("random", "grid"):
-            raise OptionError(f"--search = {self.search!r}: must be random or grid")
+        if self.search not in ("random", "grid", "tpe"):
+            raise OptionError(f"--search = {self.search!r}: must be random, grid or tpe")
+        if self.search == "tpe" and self.scheduler.kind == "pbt":
+            raise OptionError(
+                "--search = 'tpe' with --scheduler pbt: PBT explores by mutating its population, not by sampling new "
+                "trials; use --search random (or --scheduler asha/fifo with tpe)"
+            )
         if self.num_samples < 1:
             raise OptionError(f"--num-samples = {self.num_samples}: must be >= 1")
         if self.max_epochs < 1:

@@ -9,7 +9,7 @@ from ray import tune
 from search_spaces import ParamRule, ParamSpec, SearchSpace, SearchSpaceError
 from trainables.config import tunable_fields
 
-SearchKind = Literal["random", "grid"]
+SearchKind = Literal["random", "grid", "tpe"]
 
 
 def param_rules() -> dict[str, ParamRule]:
@@ -35,6 +35,11 @@ def _domain(spec: ParamSpec, rule: ParamRule, search: SearchKind, where: str) ->
     d = spec.distribution
     if d == "constant":
         return spec.values[0]
+    if d == "grid" and search == "tpe":
+        raise SearchSpaceError(
+            f"{where}: params.{spec.name}.distribution = 'grid': --search tpe samples every parameter from a model; "
+            "use choice instead of grid, or --search random"
+        )
     if d == "grid" or (d == "choice" and search == "grid"):
         return tune.grid_search(list(spec.values))
     if search == "grid":
@@ -76,6 +81,24 @@ def to_mutations(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
+def search_algorithm(search: SearchKind, seed: int, max_concurrent: int | None) -> Any:
+    """Who proposes the next configuration: Tune's random/grid generator, or Optuna's TPE sampler (model-based: after
+    its first 10 random trials it samples where finished trials scored well)."""
+    if search != "tpe":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        # Tune ignores TuneConfig(max_concurrent_trials) with this generator (it warns); the cap goes here.
+        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # constant_liar: trials still running count as scored badly, so concurrent trials are not proposed alike.
+    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
+    return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
+
+
 def grid_size(space: SearchSpace, search: SearchKind) -> int:
     """Configurations one sample of the space expands to (grid dimensions multiply)."""
     size = 1
@@ -85,4 +108,4 @@ def grid_size(space: SearchSpace, search: SearchKind) -> int:
     return size
 
 
-__all__ = ["grid_size", "param_rules", "to_mutations", "to_param_space"]
+__all__ = ["grid_size", "param_rules", "search_algorithm", "to_mutations", "to_param_space"]

@@ -191,3 +191,48 @@ def test_restore_follows_pruned_and_stale_checkpoints(tmp_path: Path) -> None:
     assert kept == 3 and size == sum(f.stat().st_size for f in (tmp_path / "exp").rglob("trial_state.pt")), (
         "usage counts folders that still hold a state, and only their bytes"
     )
+
+
+class TagRecorder:
+    """Stands in for TrialLogger: which tags would reach TensorBoard."""
+
+    def __init__(self) -> None:
+        self.tags: set[str] = set()
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self.tags |= set(metrics)
+
+
+def test_epochs_report_their_timing_and_the_first_one_the_start_up(prepared_data: str, tmp_path: Path) -> None:
+    import time
+
+    from trainables.loop import Startup
+
+    data = load_forecast_data(DataHandle(uri=prepared_data))
+    session, logger = DirSession(str(tmp_path)), TagRecorder()
+    before = time.time()
+    startup = Startup(entered=time.perf_counter() - 0.5, process_s=2.0, data_s=0.1)
+    run_trial(
+        TrialConfig.from_flat({**BASE, "max_epochs": 2}),
+        data,
+        session,
+        device=torch.device("cpu"),
+        startup=startup,
+        logger=logger,  # type: ignore[arg-type]
+    )
+    first, second = session.reports
+    assert first[M.STARTUP_PROCESS] == 2.0 and first[M.STARTUP_DATA] == 0.1
+    assert first[M.STARTUP_BUILD] >= 0.4 and first[M.STARTUP_TOTAL] >= 2.5
+    assert first[M.STARTUP_TOTAL] == pytest.approx(2.0 + 0.1 + first[M.STARTUP_BUILD])
+    assert not any(k in second for k in M.STARTUP_METRICS)
+    for r in session.reports:
+        assert r[M.TRAIN_SECONDS] > 0 and r[M.TRAIN_CPU_SECONDS] > 0 and r[M.EVAL_SECONDS] > 0
+    assert before < first[M.WALL_CLOCK] < second[M.WALL_CLOCK] < time.time()
+    # A Unix time is no curve: TensorBoard gets the durations, not the clock.
+    assert M.TRAIN_SECONDS in logger.tags and M.STARTUP_TOTAL in logger.tags and M.WALL_CLOCK not in logger.tags
+
+
+def test_process_age_counts_from_the_process_start() -> None:
+    code = "import time; time.sleep(1.0); from trainables.trainable import process_age_s; print(process_age_s())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert 1.0 <= float(out.stdout) < 30

@@ -26,7 +26,12 @@ def run_opts(**kw: Any) -> RunOptions:
         ({"max_failures": 0}, {"max_failures": -1}, "--max-failures = -1"),
         ({"name": "a" * 100}, {"name": "a" * 101}, "--name"),
         ({"name": "run-1.b_c"}, {"name": "../escape"}, "--name = '../escape'"),
-        ({"search": "grid"}, {"search": "bayes"}, "--search = 'bayes'"),
+        ({"search": "grid"}, {"search": "bayes"}, "--search = 'bayes': must be random, grid or tpe"),
+        (
+            {"search": "tpe", "scheduler": SchedulerOptions(kind="asha")},
+            {"search": "tpe", "scheduler": SchedulerOptions(kind="pbt")},
+            "--search = 'tpe' with --scheduler pbt",
+        ),
         (
             {"max_epochs": 4, "scheduler": SchedulerOptions(grace_period=4)},
             {"max_epochs": 4, "scheduler": SchedulerOptions(grace_period=5)},

@@ -174,3 +174,13 @@ def test_grid_search_refuses_continuous(tmp_path: Path) -> None:
     wide = load_space("forecast-small", RULES)
     with pytest.raises(SearchSpaceError, match=r"params\.dropout\.distribution = 'uniform': --search grid"):
         to_param_space(wide, "grid")
+
+
+def test_tpe_samples_choices_and_refuses_grid_dimensions(tmp_path: Path) -> None:
+    space = load_space(
+        write(tmp_path, space_with("  hidden_size: {distribution: choice, values: [8, 16]}\n  lr: 0.01\n")), RULES
+    )
+    assert to_param_space(space, "tpe")["hidden_size"].categories == [8, 16]
+    gridded = load_space(write(tmp_path, space_with("  hidden_size: {distribution: grid, values: [8, 16]}\n")), RULES)
+    with pytest.raises(SearchSpaceError, match=r"params\.hidden_size\.distribution = 'grid': --search tpe"):
+        to_param_space(gridded, "tpe")

@@ -282,3 +282,51 @@ def test_exported_model_reproduces_test_score_from_raw_rows(
     raw.drop(columns=["DEWP"]).to_csv(bad, index=False)
     refused = runner.invoke(app, ["predict", str(out), str(bad)])
     assert refused.exit_code == 2 and "lacks column(s) ['DEWP']" in refused.output
+
+
+def test_reused_workers_start_trials_without_process_or_data_cost(asha_run: tuple[Summary, Path, LiveWatcher]) -> None:
+    """6 trials on 2 CPUs with reused workers: at most 2 processes paid the start-up; the others began training within
+    a fraction of a second, and every epoch says where its time went."""
+    _, exp, _ = asha_run
+    firsts, rows = [], []
+    for d in exp.glob("forecast_trainable_*/result.json"):
+        history = [json.loads(line) for line in d.read_text().splitlines()]
+        rows += history
+        firsts.append(history[0])
+    fresh = [r for r in firsts if r[M.STARTUP_PROCESS] > 0]
+    assert 1 <= len(fresh) <= 2 and len(firsts) == 6
+    for r in fresh:
+        assert r[M.STARTUP_TOTAL] >= r[M.STARTUP_PROCESS] + r[M.STARTUP_DATA]
+    for r in firsts:
+        if r[M.STARTUP_PROCESS] == 0:
+            assert r[M.STARTUP_DATA] < 0.05 and r[M.STARTUP_TOTAL] < 0.5, r  # dataset and imports already there
+    assert all(M.STARTUP_TOTAL not in r for r in rows if r not in firsts)
+    for r in rows:
+        assert 0 < r[M.TRAIN_CPU_SECONDS] and 0 < r[M.TRAIN_SECONDS] and 0 < r[M.EVAL_SECONDS] < r[M.TRAIN_SECONDS]
+        assert abs(r[M.WALL_CLOCK] - r["timestamp"]) < 2
+
+
+def test_tpe_search_proposes_configurations_inside_the_space(
+    ray_local: None, prepared_data: str, tmp_path: Path
+) -> None:
+    """--search tpe: Optuna's sampler behind Tune; past its 10 random start-up trials it proposes from the model.
+    Every configuration stays inside the space and keeps the run's fixed values."""
+    opts = RunOptions(
+        storage=str(tmp_path),
+        name="tpe",
+        data=prepared_data,
+        search="tpe",
+        num_samples=12,
+        max_epochs=1,
+        seed=3,
+        scheduler=SchedulerOptions(kind="asha", grace_period=1),
+    )
+    summary = run_experiment(opts, console=QUIET)
+    assert summary.trials["total"] == 12 and summary.trials["errored"] == 0
+    configs = [json.loads((d / "params.json").read_text()) for d in (tmp_path / "tpe").glob("forecast_trainable_*")]
+    assert len(configs) == 12
+    for c in configs:
+        assert c["hidden_size"] in (16, 32, 64) and 1e-3 <= c["lr"] <= 1e-2 and c["window"] in (12, 24)
+        assert c["max_epochs"] == 1 and c["seed"] == 3
+    assert len({round(c["lr"], 12) for c in configs}) == 12, "every trial a new configuration"
+    assert summary.best.test.rmse < summary.baselines["persistence"]["test"].rmse * 1.2

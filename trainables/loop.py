@@ -12,7 +12,7 @@ import random
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -41,6 +41,28 @@ class TrialSession(Protocol):
     def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
         """Publish one epoch's metrics together with its checkpoint."""
         ...
+
+
+@dataclass(frozen=True)
+class Startup:
+    """What a trial spent before :func:`run_trial` was called; reported with its first epoch."""
+
+    entered: float
+    """``time.perf_counter()`` when the trainable was entered."""
+    process_s: float = 0.0
+    """Worker process start until ``entered`` (first trial of a process; 0 in a reused worker)."""
+    data_s: float = 0.0
+    """Loading the dataset (near 0 when the process already holds it)."""
+
+    def metrics(self, first_step: float) -> dict[str, float]:
+        """The start-up metrics, given ``time.perf_counter()`` just before the first training step."""
+        build = max(0.0, first_step - self.entered - self.data_s)
+        return {
+            M.STARTUP_PROCESS: self.process_s,
+            M.STARTUP_DATA: self.data_s,
+            M.STARTUP_BUILD: build,
+            M.STARTUP_TOTAL: self.process_s + (first_step - self.entered),
+        }
 
 
 def trial_seed(cfg: TrialConfig) -> int:
@@ -86,6 +108,7 @@ def run_trial(
     extra_metrics: dict[str, Any] | None = None,
     embeddings_uri: str | None = None,
     parallel: DataParallel | None = None,
+    startup: Startup | None = None,
 ) -> TrainState:
     """Train one configuration until ``max_epochs`` (or until the scheduler stops the process).
 
@@ -111,15 +134,19 @@ def run_trial(
     model_info, data_info = task.model_info(cfg), task.data_info(cfg)
     training = parallel.wrap(model, device) if parallel is not None else model
     rank = parallel.rank if parallel is not None else 0
+    first = True
 
     for epoch in range(state.epoch + 1, cfg.limits.max_epochs + 1):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        startup_metrics = startup.metrics(started) if startup is not None and first else {}
+        first = False
         with parallel.uneven(training) if parallel is not None else nullcontext():
             stats = task.train_epoch(training, optimizer, cfg, seed + 7919 * epoch + 104_729 * rank, device)
         if parallel is not None:
             stats = parallel.reduce(stats)
-        elapsed = time.perf_counter() - started
+        elapsed, train_cpu = time.perf_counter() - started, time.process_time() - cpu_started
         scores = task.evaluate(model, cfg, device)
+        eval_s = time.perf_counter() - started - elapsed
         state.epoch, state.step = epoch, state.step + stats.steps
         val_loss = usable_loss(scores[M.VAL_LOSS])
         state.best_val_loss, state.bad_epochs = early_stopping(
@@ -131,10 +158,15 @@ def run_trial(
             **{k: v if k != M.VAL_LOSS else val_loss for k, v in scores.items()},
             M.LEARNING_RATE: optimizer.param_groups[0]["lr"],
             M.SAMPLES_PER_SECOND: stats.samples / elapsed if elapsed > 0 else 0.0,
+            M.TRAIN_SECONDS: elapsed,
+            M.TRAIN_CPU_SECONDS: train_cpu,
+            M.EVAL_SECONDS: eval_s,
+            **startup_metrics,
             **(extra_metrics or {}),
         }
         if logger is not None:
             logger.log({**report, **schedule_scalars(cfg.to_flat())}, epoch)
+        report[M.WALL_CLOCK] = time.time()  # after TensorBoard: a Unix time is no curve to plot
         if parallel is None or parallel.reports:
             with tempfile.TemporaryDirectory(prefix="lstm-tune-ckpt-") as ckpt_dir:
                 save_checkpoint(
@@ -153,4 +185,4 @@ def run_trial(
     return state
 
 
-__all__ = ["TrialSession", "apply_hyperparameters", "early_stopping", "run_trial", "trial_seed", "usable_loss"]
+__all__ = ["Startup", "TrialSession", "apply_hyperparameters", "early_stopping", "run_trial", "trial_seed", "usable_loss"]

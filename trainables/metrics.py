@@ -20,32 +20,60 @@ EPOCH = "epoch"
 """1-based count of finished epochs; continues across restores."""
 SAMPLES_PER_SECOND = "train/samples_per_s"
 """Training throughput of the epoch."""
+WALL_CLOCK = "time/unix"
+"""Unix time the epoch's result was produced: lets the driver and benchmarks put results from many trials on one
+clock (Tune's own ``timestamp`` is whole seconds)."""
+TRAIN_SECONDS = "time/train_s"
+"""Wall seconds of the epoch's training steps."""
+TRAIN_CPU_SECONDS = "time/train_cpu_s"
+"""CPU seconds (all threads of the process) spent in the epoch's training steps."""
+EVAL_SECONDS = "time/eval_s"
+"""Wall seconds of the epoch's validation pass."""
+STARTUP_PROCESS = "startup/process_s"
+"""First trial of a worker process only: process start until the trainable was entered (Ray worker boot, imports).
+0 in a reused worker."""
+STARTUP_DATA = "startup/data_s"
+"""Loading (or finding already loaded) the dataset; near 0 when this process already holds it."""
+STARTUP_BUILD = "startup/build_s"
+"""Windowing, model build and restore: the trainable's set-up until its first training step."""
+STARTUP_TOTAL = "startup/total_s"
+"""Process, data and build together: what the trial cost before it trained at all."""
+STARTUP_METRICS = (STARTUP_PROCESS, STARTUP_DATA, STARTUP_BUILD, STARTUP_TOTAL)
 NODE_ID = "node_id"
+"""Ray node the epoch ran on."""
 WORKERS = "workers"
 """Data-parallel workers of the trial (1: a plain trial)."""
 WORKER_GROUP = "worker_group"
 """Placement group id of a data-parallel trial's workers, so the driver can release it when Tune ends the trial."""
 TRAIN_SHARDS = "train_shards"
 """The training shards each data-parallel worker read, by rank."""
-"""Ray node the epoch ran on."""
 
 SCHEDULER_METRIC = VAL_LOSS
 SCHEDULER_MODE = "min"
 
 __all__ = [
     "EPOCH",
+    "EVAL_SECONDS",
     "LEARNING_RATE",
     "NODE_ID",
     "SAMPLES_PER_SECOND",
     "SCHEDULER_METRIC",
     "SCHEDULER_MODE",
+    "STARTUP_BUILD",
+    "STARTUP_DATA",
+    "STARTUP_METRICS",
+    "STARTUP_PROCESS",
+    "STARTUP_TOTAL",
+    "TRAIN_CPU_SECONDS",
     "TRAIN_LOSS",
+    "TRAIN_SECONDS",
     "TRAIN_SHARDS",
     "VAL_ACCURACY",
     "VAL_LOSS",
     "VAL_MACRO_F1",
     "VAL_MAE",
     "VAL_RMSE",
+    "WALL_CLOCK",
     "WORKERS",
     "WORKER_GROUP",
 ]

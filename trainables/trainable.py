@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from trainables.config import TrialConfig
 from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
 from trainables.data.text_loader import TextData, load_text_data
 from trainables.device import Placement, cap_memory, named_oom, placement
-from trainables.loop import run_trial
+from trainables.loop import Startup, run_trial
 from trainables.ray_api import Checkpoint, get_checkpoint, get_context, report
 from trainables.restore import restore_state
 from trainables.storage import Location, resolve
@@ -98,7 +99,27 @@ def classify_trainable(config: dict[str, Any], env: TrialEnv) -> None:
     _trial(config, env, "classify")
 
 
+_PROCESS_USED = False
+"""Set by the first trial of this worker process: later ones (a reused worker) paid no process start-up."""
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux ``/proc``; 0 where that cannot be read)."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _trial(config: dict[str, Any], env: TrialEnv, task: str) -> None:
+    global _PROCESS_USED
+    entered = time.perf_counter()
+    process_s = 0.0 if _PROCESS_USED else process_age_s()
+    _PROCESS_USED = True
     tags = CLASSIFY_TAGS if task == "classify" else FORECAST_TAGS
     cfg = TrialConfig.from_flat(config)
     if env.workers_per_trial > 1:
@@ -107,8 +128,10 @@ def _trial(config: dict[str, Any], env: TrialEnv, task: str) -> None:
     place = placement()
     # Threads first: loading the data already computes.
     torch.set_num_threads(cfg.limits.threads or place.cpus)
+    loading = time.perf_counter()
     data: ForecastData | TextData = load_text_data(env.data) if task == "classify" else load_forecast_data(env.data)
-    _run(cfg, place, config, env, data, tags)
+    startup = Startup(entered=entered, process_s=process_s, data_s=time.perf_counter() - loading)
+    _run(cfg, place, config, env, data, tags, startup)
 
 
 def _run(
@@ -118,6 +141,7 @@ def _run(
     env: TrialEnv,
     data: ForecastData | TextData,
     tags: list[str],
+    startup: Startup,
 ) -> None:
     context = get_context()
     logger = None
@@ -141,6 +165,7 @@ def _run(
                 logger=logger,
                 extra_metrics={M.NODE_ID: node},
                 embeddings_uri=env.embeddings_uri,
+                startup=startup,
             )
     finally:
         if logger is not None:
