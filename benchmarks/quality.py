@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+from benchmarks.common import DATASETS, lstm_tune
+
 SPACES = Path(__file__).resolve().parent / "spaces"
 
 
@@ -96,11 +97,6 @@ RUNS: dict[str, QualityRun] = {
         threshold=0.70,
     ),
 }
-
-
-def lstm_tune(args: list[str]) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from cluster.cli import main; main()", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
 def train_vectors(spec: QualityRun, workdir: Path) -> Path:

@@ -292,7 +292,7 @@ def scheduling_markdown(rows: list[dict[str, Any]], fit: dict[str, float] | None
 
 def cpu_markdown(cpu: dict[str, Any]) -> list[str]:
     header = ["ASHA run, Beijing", "trials", "CPU in training steps (window / command)", "validation", "start-up"]
-    header += ["start-up per trial", "fresh-process start-up (process + data + build)", "CPU busy (whole command)"]
+    header += ["start-up per trial", "fresh-process start-up (process + data + build)", "driver CPU"]
     body = []
     for key in ("before", "after"):
         c = cpu[key]
@@ -384,12 +384,26 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         help="an earlier results.json (same mode): keep its figures, replace or add what this run measures",
     )
     parser.add_argument("--out", type=Path, default=None, help="results.json, summary.md and PNGs (default: temp)")
+    parser.add_argument(
+        "--render", type=Path, default=None, help="only redraw summary.md and the plots of this results.json into --out"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="data and experiments (default: a temp folder)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         parser.error(f"--only: unknown part(s) {unknown}; allowed: {', '.join(PARTS)}")
+    if args.render:
+        try:
+            rendered = json.loads(args.render.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--render {args.render}: {exc}")
+        target = args.out or args.render.parent
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "summary.md").write_text(summary_markdown(rendered) + "\n")
+        draw(rendered, target)
+        log(f"summary and plots of {args.render} in {target}")
+        return
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     mode = {"smoke": SMOKE, "quick": QUICK, "full": FULL}[mode_name]
     if args.seeds:

@@ -117,17 +117,6 @@ def run_optuna(spec: TuningSet, data: Path, seed: int, workdir: Path, budget_s: 
     return {"rows": read_results(out), "launched": launched, "wall_s": time.time() - launched}
 
 
-def trials_on_disk(spec: TuningSet, method: str, seed: int, workdir: Path) -> int:
-    """Trials that reported, counted from a finished run's folder (results written before trials_per_seed was)."""
-    from benchmarks.optuna_driver import read_results
-
-    if method == "optuna":
-        rows = read_results(workdir / f"optuna-{spec.name}-{seed}")
-    else:
-        rows = read_experiment_results(workdir / "runs" / f"{spec.name}-{method}-{seed}")
-    return len({r["trial_id"] for r in rows})
-
-
 def curve_of(run: dict[str, Any], spec: TuningSet, budget_s: float) -> Curve:
     points = [
         (row["time/unix"] - run["launched"], float(row[spec.metric]))
@@ -159,10 +148,7 @@ def run_set(
         for method, row in previous["methods"].items():
             if method not in methods:
                 curves[method] = {int(s): Curve(c["t"], c["best"]) for s, c in row["curves"].items()}
-                counted = row.get("trials_per_seed") or {
-                    str(s): trials_on_disk(spec, method, s, workdir) for s in seeds
-                }
-                trials[method] = {int(s): n for s, n in counted.items()}
+                trials[method] = {int(s): n for s, n in row["trials_per_seed"].items()}
     for seed in seeds:
         for method in methods:
             started = time.perf_counter()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from ray import tune
 
+from cluster.options import SearchKind
 from search_spaces import ParamRule, ParamSpec, SearchSpace, SearchSpaceError
 from trainables.config import tunable_fields
-
-SearchKind = Literal["random", "grid", "tpe"]
 
 
 def param_rules() -> dict[str, ParamRule]:

@@ -134,12 +134,11 @@ def run_trial(
     model_info, data_info = task.model_info(cfg), task.data_info(cfg)
     training = parallel.wrap(model, device) if parallel is not None else model
     rank = parallel.rank if parallel is not None else 0
-    first = True
+    first_epoch = state.epoch + 1
 
-    for epoch in range(state.epoch + 1, cfg.limits.max_epochs + 1):
+    for epoch in range(first_epoch, cfg.limits.max_epochs + 1):
         started, cpu_started = time.perf_counter(), time.process_time()
-        startup_metrics = startup.metrics(started) if startup is not None and first else {}
-        first = False
+        startup_metrics = startup.metrics(started) if startup is not None and epoch == first_epoch else {}
         with parallel.uneven(training) if parallel is not None else nullcontext():
             stats = task.train_epoch(training, optimizer, cfg, seed + 7919 * epoch + 104_729 * rank, device)
         if parallel is not None:
