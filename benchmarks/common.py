@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -62,15 +63,6 @@ class Curve:
     times: list[float]
     values: list[float]
 
-    def at(self, t: float) -> float | None:
-        """The best value reached by ``t`` seconds (None: nothing reported yet)."""
-        best = None
-        for time_s, value in zip(self.times, self.values, strict=True):
-            if time_s > t:
-                break
-            best = value
-        return best
-
     def final(self) -> float | None:
         return self.values[-1] if self.values else None
 
@@ -88,7 +80,7 @@ def best_so_far(points: Iterable[tuple[float, float]], mode: str, until: float) 
     values: list[float] = []
     best: float | None = None
     for t, v in sorted(points):
-        if t > until or v != v or v in (float("inf"), float("-inf")):
+        if t > until or not math.isfinite(v):
             continue
         if best is None or (v < best if mode == "min" else v > best):
             best = v
