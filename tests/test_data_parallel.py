@@ -45,7 +45,7 @@ def test_two_worker_trials_under_asha(ray_local: None, prepared_data: str, tmp_p
         lines = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
         results[result_file.parent.name] = lines
         for r in lines:
-            assert r[M.WORKERS] == 2
+            assert r[M.WORKERS] == 2 and r[M.DEVICE] == "cpu"
             rank0, rank1 = (set(s) for s in r[M.TRAIN_SHARDS])
             assert rank0 and rank1 and not rank0 & rank1, f"ranks read overlapping shards: {r[M.TRAIN_SHARDS]}"
             assert rank0 | rank1 == all_shards

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.device import Placement, TrialResourceError, cap_memory, memory_fraction, named_oom, oom_message
+from trainables import metrics as M
+from trainables.device import (
+    Placement,
+    TrialResourceError,
+    cap_memory,
+    memory_fraction,
+    memory_metrics,
+    named_oom,
+    oom_message,
+    placement_metrics,
+)
 
 
 @pytest.mark.parametrize(
@@ -35,3 +45,21 @@ def test_oom_becomes_an_error_that_names_share_and_batch() -> None:
     with pytest.raises(ValueError, match="other"):  # anything else passes through unchanged
         with named_oom(place, torch.device("cpu"), batch_size=512):
             raise ValueError("other")
+
+
+def test_gpu_placement_names_device_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.cuda.set_per_process_memory_fraction refuses a device without an index (found on an H200): Ray maps the
+    # trial's GPU to index 0 of the GPUs it made visible, so the placement must say cuda:0, not cuda.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert Placement(cpus=1, gpus=0.5).device == torch.device("cuda", 0)
+    assert Placement(cpus=1, gpus=0.0).device == torch.device("cpu")  # CUDA exists, but Ray gave this trial none
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert Placement(cpus=1, gpus=1.0).device == torch.device("cpu")
+
+
+def test_cpu_trials_report_their_device_and_no_gpu_memory() -> None:
+    cpu = torch.device("cpu")
+    assert placement_metrics(cpu, None) == {M.DEVICE: "cpu"}
+    assert placement_metrics(cpu, 0.5) == {M.DEVICE: "cpu"}  # a share without a GPU caps nothing
+    assert memory_metrics(cpu) == {}

@@ -303,6 +303,7 @@ def test_reused_workers_start_trials_without_process_or_data_cost(asha_run: tupl
     assert all(M.STARTUP_TOTAL not in r for r in rows if r not in firsts)
     for r in rows:
         assert 0 < r[M.TRAIN_CPU_SECONDS] and 0 < r[M.TRAIN_SECONDS] and 0 < r[M.EVAL_SECONDS] < r[M.TRAIN_SECONDS]
+        assert r[M.DEVICE] == "cpu" and M.GPU_MEMORY_PEAK not in r and M.GPU_MEMORY_CAP not in r
         assert abs(r[M.WALL_CLOCK] - r["timestamp"]) < 2
 
 

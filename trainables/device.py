@@ -6,8 +6,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from trainables import metrics as M
 
 
 class TrialResourceError(RuntimeError):
@@ -27,7 +30,8 @@ class Placement:
         # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned; with none assigned, stay on the CPU even where
         # CUDA exists, or trials would pile onto GPU 0 outside Ray's accounting.
         if self.gpus > 0 and torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"):
-            return torch.device("cuda")
+            # With an index: set_per_process_memory_fraction refuses a bare "cuda" (seen on an H200, torch 2.11).
+            return torch.device("cuda", 0)
         return torch.device("cpu")
 
 
@@ -62,6 +66,30 @@ def oom_message(gpus: float, batch_size: int, total_bytes: int | None) -> str:
     )
 
 
+def describe(device: torch.device) -> str:
+    """``cpu``, or ``cuda:N (card name)``: enough to tell from a result where the trial ran."""
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def placement_metrics(device: torch.device, cap_fraction: float | None) -> dict[str, Any]:
+    """Reported with every result: the device, and on a shared GPU the memory the trial may take."""
+    found: dict[str, Any] = {M.DEVICE: describe(device)}
+    if cap_fraction is not None and device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        found[M.GPU_MEMORY_CAP] = cap_fraction * total / 2**30
+    return found
+
+
+def memory_metrics(device: torch.device) -> dict[str, float]:
+    """Peak CUDA memory so far; nothing on the CPU (the process's RSS says more there and Ray reports it)."""
+    if device.type != "cuda":
+        return {}
+    return {M.GPU_MEMORY_PEAK: torch.cuda.max_memory_allocated(device) / 2**30}
+
+
 @contextmanager
 def named_oom(place: Placement, device: torch.device, batch_size: int) -> Iterator[None]:
     """Turn a CUDA out-of-memory error into one that names the trial's GPU share and batch size."""
@@ -72,4 +100,15 @@ def named_oom(place: Placement, device: torch.device, batch_size: int) -> Iterat
         raise TrialResourceError(oom_message(place.gpus, batch_size, total)) from None
 
 
-__all__ = ["Placement", "TrialResourceError", "cap_memory", "memory_fraction", "named_oom", "oom_message", "placement"]
+__all__ = [
+    "Placement",
+    "TrialResourceError",
+    "cap_memory",
+    "describe",
+    "memory_fraction",
+    "memory_metrics",
+    "named_oom",
+    "oom_message",
+    "placement",
+    "placement_metrics",
+]

@@ -23,6 +23,7 @@ from trainables.checkpoint import TrainState, restore_rng, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData
+from trainables.device import memory_metrics
 from trainables.model import LSTMClassifier, LSTMForecaster, set_dropout
 from trainables.tasks import task_for
 from trainables.tensorboard import TrialLogger, schedule_scalars
@@ -160,6 +161,7 @@ def run_trial(
             M.TRAIN_SECONDS: elapsed,
             M.TRAIN_CPU_SECONDS: train_cpu,
             M.EVAL_SECONDS: eval_s,
+            **memory_metrics(device),
             **startup_metrics,
             **(extra_metrics or {}),
         }
@@ -184,4 +186,12 @@ def run_trial(
     return state
 
 
-__all__ = ["Startup", "TrialSession", "apply_hyperparameters", "early_stopping", "run_trial", "trial_seed", "usable_loss"]
+__all__ = [
+    "Startup",
+    "TrialSession",
+    "apply_hyperparameters",
+    "early_stopping",
+    "run_trial",
+    "trial_seed",
+    "usable_loss",
+]

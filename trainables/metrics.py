@@ -41,6 +41,12 @@ STARTUP_TOTAL = "startup/total_s"
 STARTUP_METRICS = (STARTUP_PROCESS, STARTUP_DATA, STARTUP_BUILD, STARTUP_TOTAL)
 NODE_ID = "node_id"
 """Ray node the epoch ran on."""
+DEVICE = "device"
+"""Where the trial computed: ``cpu``, or ``cuda:N`` with the GPU's name."""
+GPU_MEMORY_CAP = "gpu/memory_cap_gib"
+"""GPU trials with a fractional share only: the CUDA memory the trial may allocate (its share of the card)."""
+GPU_MEMORY_PEAK = "gpu/max_allocated_gib"
+"""GPU trials only: peak CUDA memory the trial's tensors held so far."""
 WORKERS = "workers"
 """Data-parallel workers of the trial (1: a plain trial)."""
 WORKER_GROUP = "worker_group"
@@ -52,8 +58,11 @@ SCHEDULER_METRIC = VAL_LOSS
 SCHEDULER_MODE = "min"
 
 __all__ = [
+    "DEVICE",
     "EPOCH",
     "EVAL_SECONDS",
+    "GPU_MEMORY_CAP",
+    "GPU_MEMORY_PEAK",
     "LEARNING_RATE",
     "NODE_ID",
     "SAMPLES_PER_SECOND",
