@@ -77,8 +77,8 @@ RUNS: dict[str, QualityRun] = {
     "beijing": QualityRun(
         name="beijing",
         prepare=[],
-        run=asha("beijing.yaml", 64, 12),
-        budget_s=900,
+        run=[*asha("beijing.yaml", 128, 12), "--search", "tpe"],
+        budget_s=1620,
         limit_s=1800,
         bar="test RMSE at least 10% below persistence",
         threshold=10.0,

@@ -16,7 +16,7 @@ from trainables.config import ModelConfig, TrialConfig
 from trainables.data.loader import DataHandle, load_forecast_data
 from trainables.data.windows import gather, target_positions
 from trainables.evaluate import masked_mse
-from trainables.loop import early_stopping, run_trial
+from trainables.loop import early_stopping, epoch_lr, run_trial
 from trainables.model import build_classifier, build_model, init_lstm, l1_penalty
 
 
@@ -46,16 +46,27 @@ def test_classifier_ignores_padding(pooling: str) -> None:
     assert torch.allclose(out_a, out_b, atol=1e-6), "padded steps changed the output"
 
 
-@pytest.mark.parametrize(("head", "horizon"), [("linear", 1), ("linear", 6), ("decoder", 6)])
-def test_bidirectional_forecaster_never_sees_the_future(prepared_data: str, head: str, horizon: int) -> None:
+@pytest.mark.parametrize(
+    ("head", "horizon", "level_gain"),
+    [("linear", 1, False), ("linear", 6, False), ("decoder", 6, False), ("linear", 1, True), ("decoder", 6, True)],
+)
+def test_bidirectional_forecaster_never_sees_the_future(
+    prepared_data: str, head: str, horizon: int, level_gain: bool
+) -> None:
     data = load_forecast_data(DataHandle(uri=prepared_data))
     train = data.splits["train"]
     model = build_model(
-        ModelConfig(hidden_size=8, bidirectional=True, pooling="additive", head=head),
+        ModelConfig(hidden_size=8, bidirectional=True, pooling="additive", head=head, level_gain=level_gain),
         n_features=data.n_features,
         target_index=data.fitted.target_index,
         horizon=horizon,
+        target_offset=1.5,
     ).eval()
+    if level_gain:  # a live gain, so the level path is exercised too
+        out_layer = model.head.out if head == "decoder" else model.head
+        assert isinstance(out_layer, torch.nn.Linear)
+        with torch.no_grad():
+            out_layer.bias[out_layer.out_features // 2 :].fill_(0.3)
     positions = target_positions(train, window=24, horizon=horizon)[100:101]
     x, y, mask = gather(train, positions, window=24, horizon=horizon)
     before = model(x)
@@ -99,6 +110,46 @@ def test_multi_step_heads_start_at_persistence_and_train_every_step(head: str) -
     changed = target.clone()
     changed[:, 1:] += 50.0  # unobserved steps: any value, same loss
     assert torch.equal(masked_mse(pred, changed, mask), full)
+
+
+@pytest.mark.parametrize("head", ["linear", "decoder"])
+def test_level_gain_starts_at_zero_and_scales_the_level(head: str) -> None:
+    """The gain half of the output layer starts at zero (the model begins as the plain residual head); a gain g adds
+    g * (last + target_offset), the level in units of the target's scale, to every step."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=8, head=head, level_gain=True)
+    model = build_model(cfg, n_features=3, target_index=1, horizon=4, target_offset=2.0)
+    out_layer = model.head.out if head == "decoder" else model.head
+    assert isinstance(out_layer, torch.nn.Linear)
+    gains = out_layer.out_features // 2
+    assert out_layer.out_features == (2 if head == "decoder" else 8)
+    assert torch.count_nonzero(out_layer.weight[gains:]) == 0 and torch.count_nonzero(out_layer.bias[gains:]) == 0
+    x = torch.randn(5, 12, 3)
+    with torch.no_grad():
+        out_layer.weight.zero_()
+        out_layer.bias.zero_()
+        assert torch.allclose(model(x), x[:, -1, 1:2].expand(5, 4))  # zero change, zero gain: persistence
+        out_layer.bias[gains:].fill_(0.5)
+        level = x[:, -1, 1:2] + 2.0
+        assert torch.allclose(model(x), x[:, -1, 1:2] + 0.5 * level.expand(5, 4), atol=1e-6)
+
+
+def test_level_gain_survives_export_info(tmp_path: Path) -> None:
+    """target_offset travels in model_info, so a reloaded level-gain model forecasts exactly as the trained one."""
+    from trainables.model import forecaster_from_info
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(hidden_size=8, level_gain=True)
+    model = build_model(cfg, n_features=3, target_index=0, target_offset=3.25).eval()
+    with torch.no_grad():
+        model.head.bias[1:].fill_(0.2)
+    info = {"config": {**cfg.__dict__}, "n_features": 3, "target_index": 0, "target_offset": 3.25}
+    again = forecaster_from_info(info).eval()
+    again.load_state_dict(model.state_dict())
+    x = torch.randn(4, 6, 3)
+    assert torch.equal(again(x), model(x))
+    info.pop("target_offset")  # an export from before level_gain existed: offset 0, same as then
+    assert forecaster_from_info(info).target_offset == 0.0
 
 
 def test_forecaster_refuses_a_bad_head_or_horizon() -> None:
@@ -160,6 +211,20 @@ def test_early_stopping_rule() -> None:
     assert early_stopping(1.0, 0, 0.95, 0.1) == (0.95, 1)  # better, but by less than min_delta
     assert early_stopping(1.0, 1, 0.85, 0.1) == (0.85, 0)
     assert early_stopping(1.0, 2, 1.2, 0.0) == (1.0, 3)
+
+
+def test_lr_decays_per_epoch_from_the_configured_rate(prepared_data: str, tmp_path: Path) -> None:
+    flat = {"hidden_size": 4, "batch_size": 2048, "window": 6, "max_epochs": 3, "lr": 0.01, "lr_decay": 0.5}
+    assert [epoch_lr(TrialConfig.from_flat(flat), e) for e in (1, 2, 3)] == [0.01, 0.005, 0.0025]
+    assert epoch_lr(TrialConfig.from_flat({**flat, "lr_decay": 1.0}), 7) == 0.01
+    session = DirSession(str(tmp_path))
+    run_trial(
+        TrialConfig.from_flat(flat),
+        load_forecast_data(DataHandle(uri=prepared_data)),
+        session,
+        device=torch.device("cpu"),
+    )
+    assert [r[M.LEARNING_RATE] for r in session.reports] == pytest.approx([0.01, 0.005, 0.0025])
 
 
 def test_early_stopping_stops_a_trial(prepared_data: str, tmp_path: Path) -> None:

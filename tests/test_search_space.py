@@ -75,6 +75,18 @@ def test_forecast_extends_forecast_small() -> None:
             "  dropout: {distribution: uniform, low: 0.0, high: 1.0}\n",
             r"params\.dropout\.high = 1\.0.*< 1",
         ),
+        # lr_decay: 1 keeps the rate constant; above 1 would grow it without bound
+        (
+            "  lr_decay: {distribution: uniform, low: 0.5, high: 1.0}\n",
+            "  lr_decay: {distribution: uniform, low: 0.5, high: 1.01}\n",
+            r"params\.lr_decay\.high = 1\.01",
+        ),
+        # lr_decay 0 would stop training after the first epoch
+        (
+            "  lr_decay: 0.01\n",
+            "  lr_decay: 0.0\n",
+            r"params\.lr_decay = 0\.0",
+        ),
         # integer parameter given a fraction
         (
             "  hidden_size: {distribution: choice, values: [1, 2]}\n",
@@ -119,11 +131,14 @@ def test_param_rule_boundaries(tmp_path: Path, inside: str, outside: str, match:
         load_space(write(tmp_path, space_with(outside), "outside.yaml"), RULES)
 
 
-@pytest.mark.parametrize("shape_param", ["hidden_size", "num_layers", "window"])
-def test_pbt_refuses_shape_changing_mutations(tmp_path: Path, shape_param: str) -> None:
+@pytest.mark.parametrize(
+    ("shape_param", "values"),
+    [("hidden_size", "[1, 2]"), ("num_layers", "[1, 2]"), ("window", "[1, 2]"), ("level_gain", "[true, false]")],
+)
+def test_pbt_refuses_shape_changing_mutations(tmp_path: Path, shape_param: str, values: str) -> None:
     params = (
         "  lr: {distribution: loguniform, low: 1.0e-4, high: 1.0e-2}\n"
-        + f"  {shape_param}: {{distribution: choice, values: [1, 2]}}\n"
+        + f"  {shape_param}: {{distribution: choice, values: {values}}}\n"
     )
     load_space(
         write(
@@ -131,7 +146,7 @@ def test_pbt_refuses_shape_changing_mutations(tmp_path: Path, shape_param: str) 
         ),
         RULES,
     )
-    bad = space_with(params, f"    {shape_param}: {{distribution: choice, values: [1, 2]}}\n")
+    bad = space_with(params, f"    {shape_param}: {{distribution: choice, values: {values}}}\n")
     with pytest.raises(
         SearchSpaceError, match=rf"pbt\.mutations\.{shape_param}: {shape_param} changes the model's shape"
     ):

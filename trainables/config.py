@@ -89,6 +89,12 @@ class ModelConfig:
     residual: bool = hyper(True, kind="bool", help="predict the change from the last observed target")
     """Forecasting: predict the change from the last observed target instead of the level (a skip connection to
     persistence)."""
+    level_gain: bool = hyper(
+        False, kind="bool", shape_changing=True, help="forecast = a + b * current level (b learned per window)"
+    )
+    """Forecasting: the head also outputs a gain ``b`` and the forecast gains ``b`` times the last observed level (in
+    the target's original units, divided by its scale). Series such as PM2.5 move in proportion to their level, which a
+    plain additive head can only approximate; the gain starts at zero, so training starts from the plain head."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +102,13 @@ class OptimConfig:
     """Adam(W) optimiser and the batches it sees."""
 
     lr: float = hyper(3e-3, kind="float", low=0.0, high=1.0, low_open=True, help="learning rate")
-    """Learning rate."""
+    """Learning rate (of the first epoch when ``lr_decay`` < 1)."""
+    lr_decay: float = hyper(
+        1.0, kind="float", low=0.0, high=1.0, low_open=True, help="learning-rate factor per epoch (1: constant)"
+    )
+    """Epoch ``e`` trains at ``lr * lr_decay ** (e - 1)``: large early steps, small late ones, without tying the
+    schedule to ``max_epochs`` (ASHA stops trials anywhere). PBT mutates the base ``lr``; the epoch count, and so the
+    decay, carries on from the donor's checkpoint."""
     weight_decay: float = hyper(0.0, kind="float", low=0.0, high=1.0, help="AdamW weight decay (L2)")
     """Decoupled weight decay (AdamW): the L2 penalty."""
     l1: float = hyper(0.0, kind="float", low=0.0, high=1.0, help="L1 penalty on weights")

@@ -99,6 +99,11 @@ def apply_hyperparameters(model: nn.Module, optimizer: torch.optim.Optimizer, cf
         set_dropout(model, cfg.model.dropout, cfg.model.input_dropout)
 
 
+def epoch_lr(cfg: TrialConfig, epoch: int) -> float:
+    """The learning rate of 1-based ``epoch``."""
+    return cfg.optim.lr * cfg.optim.lr_decay ** (epoch - 1)
+
+
 def run_trial(
     cfg: TrialConfig,
     data: ForecastData | TextData,
@@ -140,6 +145,8 @@ def run_trial(
     for epoch in range(first_epoch, cfg.limits.max_epochs + 1):
         started, cpu_started = time.perf_counter(), time.process_time()
         startup_metrics = startup.metrics(started) if startup is not None and epoch == first_epoch else {}
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(cfg, epoch)
         with parallel.uneven(training) if parallel is not None else nullcontext():
             stats = task.train_epoch(training, optimizer, cfg, seed + 7919 * epoch + 104_729 * rank, device)
         if parallel is not None:
@@ -191,6 +198,7 @@ __all__ = [
     "TrialSession",
     "apply_hyperparameters",
     "early_stopping",
+    "epoch_lr",
     "run_trial",
     "trial_seed",
     "usable_loss",

@@ -120,26 +120,44 @@ class DecoderHead(nn.Module):
     value, so training and forecasting see the same inputs.
     """
 
-    def __init__(self, in_dim: int, hidden_size: int, horizon: int) -> None:
+    def __init__(self, in_dim: int, hidden_size: int, horizon: int, *, level_gain: bool = False) -> None:
         super().__init__()
         self.horizon = horizon
         self.init_h = nn.Linear(in_dim, hidden_size)
         self.init_c = nn.Linear(in_dim, hidden_size)
         self.cell = nn.LSTMCell(1, hidden_size)
-        self.out = nn.Linear(hidden_size, 1)
+        self.out = gain_head(hidden_size, 1, level_gain)
+        self.level_gain = level_gain
 
-    def forward(self, summary: torch.Tensor, last: torch.Tensor, residual: bool) -> torch.Tensor:
+    def forward(self, summary: torch.Tensor, last: torch.Tensor, level: torch.Tensor, residual: bool) -> torch.Tensor:
         h, c = torch.tanh(self.init_h(summary)), self.init_c(summary)
         prev = last.unsqueeze(1)
         steps = []
         for _ in range(self.horizon):
             h, c = self.cell(prev, (h, c))
-            step = self.out(h)
+            step = apply_gain(self.out(h), level, 1, self.level_gain)
             if residual:
                 step = step + last.unsqueeze(1)
             steps.append(step)
             prev = step
         return torch.cat(steps, dim=1)
+
+
+def gain_head(in_dim: int, horizon: int, level_gain: bool) -> nn.Linear:
+    """The head's output layer: ``horizon`` changes, and with ``level_gain`` as many gains, which start at zero."""
+    layer = nn.Linear(in_dim, 2 * horizon if level_gain else horizon)
+    if level_gain:
+        with torch.no_grad():
+            layer.weight[horizon:].zero_()
+            layer.bias[horizon:].zero_()
+    return layer
+
+
+def apply_gain(out: torch.Tensor, level: torch.Tensor, horizon: int, level_gain: bool) -> torch.Tensor:
+    """``[batch, horizon]`` forecasts: the changes, plus each gain times the current level when ``level_gain``."""
+    if not level_gain:
+        return out
+    return out[:, :horizon] + out[:, horizon:] * level.unsqueeze(1)
 
 
 class LSTMForecaster(nn.Module):
@@ -158,6 +176,7 @@ class LSTMForecaster(nn.Module):
         target_index: int,
         horizon: int = 1,
         categorical: tuple[tuple[int, int], ...] = (),
+        target_offset: float = 0.0,
     ) -> None:
         super().__init__()
         if n_features < 1:
@@ -169,6 +188,9 @@ class LSTMForecaster(nn.Module):
         if cfg.head not in HEADS:
             raise ValueError(f"model.head = {cfg.head!r}: must be one of {', '.join(HEADS)}")
         self.residual = cfg.residual
+        self.level_gain = cfg.level_gain
+        self.target_offset = target_offset
+        """Centre / scale of the target: the scaled last value plus this is the level in units of the scale."""
         self.target_index = target_index
         self.horizon = horizon
         coded = {index for index, _ in categorical}
@@ -184,9 +206,9 @@ class LSTMForecaster(nn.Module):
         self.encoder = SequenceEncoder(cfg, width)
         self.head_dropout = nn.Dropout(cfg.dropout)
         self.head: nn.Module = (
-            DecoderHead(self.encoder.out_dim, cfg.hidden_size, horizon)
+            DecoderHead(self.encoder.out_dim, cfg.hidden_size, horizon, level_gain=cfg.level_gain)
             if cfg.head == "decoder"
-            else nn.Linear(self.encoder.out_dim, horizon)
+            else gain_head(self.encoder.out_dim, horizon, cfg.level_gain)
         )
 
     @property
@@ -205,10 +227,11 @@ class LSTMForecaster(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         summary = self.head_dropout(self.encoder(self.input_dropout(self.embed(x))))
         last = x[:, -1, self.target_index]
+        level = last + self.target_offset
         if isinstance(self.head, DecoderHead):
-            decoded: torch.Tensor = self.head(summary, last, self.residual)
+            decoded: torch.Tensor = self.head(summary, last, level, self.residual)
             return decoded
-        out: torch.Tensor = self.head(summary)
+        out = apply_gain(self.head(summary), level, self.horizon, self.level_gain)
         if self.residual:
             out = out + last.unsqueeze(1)
         return out
@@ -252,9 +275,15 @@ def build_model(
     target_index: int,
     horizon: int = 1,
     categorical: tuple[tuple[int, int], ...] = (),
+    target_offset: float = 0.0,
 ) -> LSTMForecaster:
     return LSTMForecaster(
-        cfg, n_features=n_features, target_index=target_index, horizon=horizon, categorical=categorical
+        cfg,
+        n_features=n_features,
+        target_index=target_index,
+        horizon=horizon,
+        categorical=categorical,
+        target_offset=target_offset,
     )
 
 
@@ -273,6 +302,7 @@ def forecaster_from_info(info: dict[str, Any]) -> LSTMForecaster:
         target_index=int(info["target_index"]),
         horizon=int(info.get("horizon", 1)),
         categorical=tuple((int(i), int(n)) for i, n in info.get("categorical", [])),
+        target_offset=float(info.get("target_offset", 0.0)),
     )
 
 

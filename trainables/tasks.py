@@ -56,7 +56,13 @@ class ForecastTask:
             target_index=self.data.fitted.target_index,
             horizon=self.data.horizon,
             categorical=self.data.fitted.categorical_codes,
+            target_offset=self._target_offset(),
         )
+
+    def _target_offset(self) -> float:
+        fitted = self.data.fitted
+        target = fitted.config.target
+        return float(fitted.centre[target] / fitted.scale[target])
 
     def model_info(self, cfg: TrialConfig) -> dict[str, Any]:
         return {
@@ -66,6 +72,7 @@ class ForecastTask:
             "target_index": self.data.fitted.target_index,
             "horizon": self.data.horizon,
             "categorical": [list(c) for c in self.data.fitted.categorical_codes],
+            "target_offset": self._target_offset(),
         }
 
     def data_info(self, cfg: TrialConfig) -> dict[str, Any]:
