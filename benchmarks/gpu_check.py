@@ -185,7 +185,8 @@ def tune_run(workdir: Path, name: str, *, gpus: float, trials: int, epochs: int,
 
 
 def render(found: dict[str, Any]) -> str:
-    lines = [f"torch {found['torch']}, device: {found['card']}", ""]
+    label = f" [{found['label']}]" if found.get("label") else ""
+    lines = [f"torch {found['torch']}, device: {found['card']}{label}", ""]
     for check in found.get("cap_check", []):
         lines.append(
             f"cap check: {check['device']} CUDA_VISIBLE_DEVICES={check['visible_devices']} cap {check['cap_gib']:.1f} "
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--skip-cap-check", action="store_true", help="only the two tuning runs (part 1 skipped)")
+    parser.add_argument("--label", default="", help="a name for this code version in the JSON and the table")
     parser.add_argument("--render", type=Path, help="print the table of an earlier run's gpu_check.json and exit")
     args = parser.parse_args(argv)
     if args.render is not None:
@@ -240,13 +243,15 @@ def main(argv: list[str] | None = None) -> int:
         "card": torch.cuda.get_device_name(0) if gpu else "cpu",
         "hidden_size": args.hidden,
         "batch_size": args.batch,
+        "epochs": args.epochs,
+        "label": args.label,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lstm-tune-gpu-check-") as tmp:
         workdir = Path(tmp)
         space = workdir / "gpu-check.yaml"
         space.write_text(SPACE.format(hidden=args.hidden, batch=args.batch))
-        if gpu:
+        if gpu and not args.skip_cap_check:
             found["cap_check"] = [asdict(c) for c in cap_check()]
         found["shared"] = tune_run(
             workdir, "shared", gpus=args.gpus_per_trial, trials=2, epochs=args.epochs, space=space

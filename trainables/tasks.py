@@ -14,7 +14,7 @@ from trainables.config import TrialConfig
 from trainables.data.embeddings import aligned_for
 from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData, TextSplit, length_batches
-from trainables.data.windows import gather, target_positions
+from trainables.data.windows import SeriesArrays, gather, target_positions
 from trainables.evaluate import evaluate_model, masked_mse
 from trainables.model import build_classifier, build_model, l1_penalty
 
@@ -48,6 +48,14 @@ class ForecastTask:
         self.positions = target_positions(data.splits["train"], window=window, horizon=data.horizon)
         if len(self.positions) == 0:
             raise ValueError(f"window = {window}: the training split has no target with that much history")
+        self._resident: tuple[torch.device, SeriesArrays, torch.Tensor] | None = None
+
+    def _train_on(self, device: torch.device) -> tuple[SeriesArrays, torch.Tensor]:
+        """The training split and its positions on ``device``, copied there once per trial, not once per batch."""
+        if self._resident is None or self._resident[0] != device:
+            train = self.data.splits["train"].to(device)
+            self._resident = (device, train, self.positions.to(device))
+        return self._resident[1], self._resident[2]
 
     def build(self, cfg: TrialConfig) -> nn.Module:
         return build_model(
@@ -82,17 +90,19 @@ class ForecastTask:
         self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrialConfig, seed: int, device: torch.device
     ) -> EpochStats:
         model.train()
-        train = self.data.splits["train"]
-        order = self.positions[torch.randperm(len(self.positions), generator=torch.Generator().manual_seed(seed))]
-        total, steps = 0.0, 0
+        train, positions = self._train_on(device)
+        # The permutation is drawn on the host from the seed, so every device sees the same batches.
+        shuffle = torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))
+        order = positions[shuffle.to(positions.device)]
+        total, steps = torch.zeros((), dtype=torch.float64, device=device), 0
         for start in range(0, len(order), cfg.optim.batch_size):
             batch = order[start : start + cfg.optim.batch_size]
             x, y, mask = gather(train, batch, window=cfg.window.window, horizon=self.data.horizon)
-            loss = masked_mse(model(x.to(device)), y.to(device), mask.to(device))
+            loss = masked_mse(model(x), y, mask)
             _step(model, optimizer, loss, cfg)
-            total += float(loss.detach()) * len(batch)
+            total += loss.detach().double() * len(batch)  # no host sync per step: a GPU keeps its queue full
             steps += 1
-        return EpochStats(loss=total / len(order) if len(order) else math.nan, steps=steps, samples=len(order))
+        return EpochStats(loss=float(total) / len(order) if len(order) else math.nan, steps=steps, samples=len(order))
 
     def evaluate(self, model: nn.Module, cfg: TrialConfig, device: torch.device) -> dict[str, float]:
         fitted = self.data.fitted
@@ -173,14 +183,14 @@ class ClassifyTask:
     ) -> EpochStats:
         model.train()
         train = self.data.splits["train"]
-        total, steps = 0.0, 0
+        total, steps = torch.zeros((), dtype=torch.float64, device=device), 0
         for idx in length_batches(train.lengths, cfg.optim.batch_size, torch.Generator().manual_seed(seed)):
             tokens, lengths, labels = train.batch(idx)
             loss = nn.functional.cross_entropy(model(tokens.to(device), lengths), labels.to(device))
             _step(model, optimizer, loss, cfg)
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach().double() * len(idx)
             steps += 1
-        return EpochStats(loss=total / len(train) if len(train) else math.nan, steps=steps, samples=len(train))
+        return EpochStats(loss=float(total) / len(train) if len(train) else math.nan, steps=steps, samples=len(train))
 
     def evaluate(self, model: nn.Module, cfg: TrialConfig, device: torch.device) -> dict[str, float]:
         val = self.data.splits["val"]

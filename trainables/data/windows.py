@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +64,19 @@ class SeriesArrays:
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
+    def to(self, device: torch.device) -> SeriesArrays:
+        """The tensors on ``device`` (``target_raw`` stays a host array): on a GPU, batches are then gathered where
+        the model runs instead of being built on the host and copied over step by step."""
+        if self.features.device == device:
+            return self
+        return replace(
+            self,
+            features=self.features.to(device),
+            target=self.target.to(device),
+            observed=self.observed.to(device),
+            context=self.context.to(device),
+        )
+
 
 def target_positions(arrays: SeriesArrays, *, window: int, horizon: int) -> torch.Tensor:
     """Forecast positions, each named by its last target row ``p``: the window ends at ``p - horizon`` and the
@@ -84,7 +97,7 @@ def target_positions(arrays: SeriesArrays, *, window: int, horizon: int) -> torc
 
 def target_rows(positions: torch.Tensor, horizon: int) -> torch.Tensor:
     """``[batch, horizon]`` rows of the targets, step 1 first."""
-    return positions.unsqueeze(1) - torch.arange(horizon - 1, -1, -1).unsqueeze(0)
+    return positions.unsqueeze(1) - torch.arange(horizon - 1, -1, -1, device=positions.device).unsqueeze(0)
 
 
 def target_mask(arrays: SeriesArrays, rows: torch.Tensor) -> torch.Tensor:
@@ -97,7 +110,7 @@ def gather(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs ``[batch, window, features]`` ending ``horizon`` steps before each position, the scaled targets
     ``[batch, horizon]`` (steps 1..horizon) and their mask (see :func:`target_mask`)."""
-    offsets = torch.arange(window - 1, -1, -1)
+    offsets = torch.arange(window - 1, -1, -1, device=positions.device)
     index = (positions - horizon).unsqueeze(1) - offsets.unsqueeze(0)
     rows = target_rows(positions, horizon)
     return arrays.features[index], arrays.target[rows], target_mask(arrays, rows)
