@@ -15,6 +15,7 @@ from trainables.device import (
     named_oom,
     oom_message,
     placement_metrics,
+    trial_device,
 )
 
 
@@ -63,3 +64,13 @@ def test_cpu_trials_report_their_device_and_no_gpu_memory() -> None:
     assert placement_metrics(cpu, None) == {M.DEVICE: "cpu"}
     assert placement_metrics(cpu, 0.5) == {M.DEVICE: "cpu"}  # a share without a GPU caps nothing
     assert memory_metrics(cpu) == {}
+
+
+def test_trial_device_places_reports_and_names_an_oom(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    place = Placement(cpus=1, gpus=0.5)
+    with trial_device(place, batch_size=64) as (device, placed):
+        assert device == torch.device("cpu") and placed == {M.DEVICE: "cpu"}
+    with pytest.raises(TrialResourceError, match=r"gpus_per_trial = 0.5 and batch_size = 64"):
+        with trial_device(place, batch_size=64):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")

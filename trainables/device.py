@@ -100,6 +100,16 @@ def named_oom(place: Placement, device: torch.device, batch_size: int) -> Iterat
         raise TrialResourceError(oom_message(place.gpus, batch_size, total)) from None
 
 
+@contextmanager
+def trial_device(place: Placement, batch_size: int) -> Iterator[tuple[torch.device, dict[str, Any]]]:
+    """The device a trial (or a data-parallel worker) trains on, held to its share of the GPU, with the metrics that
+    say so; a CUDA out-of-memory error inside names the share and the batch size."""
+    device = place.device
+    cap = cap_memory(place, device)
+    with named_oom(place, device, batch_size):
+        yield device, placement_metrics(device, cap)
+
+
 __all__ = [
     "Placement",
     "TrialResourceError",
@@ -111,4 +121,5 @@ __all__ = [
     "oom_message",
     "placement",
     "placement_metrics",
+    "trial_device",
 ]

@@ -137,7 +137,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     from trainables.data.loader import load_forecast_data
     from trainables.data.shards import shards_for_rank
     from trainables.data.text_loader import load_text_data
-    from trainables.device import Placement, cap_memory, named_oom, placement_metrics
+    from trainables.device import Placement, trial_device
     from trainables.loop import run_trial
     from trainables.ray_api import train_worker_context
     from trainables.storage import resolve
@@ -162,11 +162,8 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
         logger = TrialLogger(tb, spec.trial_name, spec.flat_config, spec.tags)
     gpus = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
     group = ray.util.get_current_placement_group()
-    place = Placement(cpus=spec.cpus_per_worker, gpus=gpus)
-    device = place.device
-    cap = cap_memory(place, device)
     try:
-        with named_oom(place, device, cfg.optim.batch_size):
+        with trial_device(Placement(cpus=spec.cpus_per_worker, gpus=gpus), cfg.optim.batch_size) as (device, placed):
             run_trial(
                 cfg,
                 data,
@@ -178,7 +175,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
                     M.WORKERS: parallel.world_size,
                     M.TRAIN_SHARDS: shards,
                     M.WORKER_GROUP: group.id.hex() if group is not None else "",
-                    **placement_metrics(device, cap),
+                    **placed,
                 },
                 embeddings_uri=spec.env.embeddings_uri,
                 parallel=parallel,

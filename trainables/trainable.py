@@ -13,7 +13,7 @@ from trainables import metrics as M
 from trainables.config import TrialConfig
 from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
 from trainables.data.text_loader import TextData, load_text_data
-from trainables.device import Placement, cap_memory, named_oom, placement, placement_metrics
+from trainables.device import Placement, placement, trial_device
 from trainables.loop import Startup, run_trial
 from trainables.ray_api import Checkpoint, get_checkpoint, get_context, report
 from trainables.restore import restore_state
@@ -153,17 +153,15 @@ def _run(
 
     node = ray.get_runtime_context().get_node_id()
     trial_storage = _trial_storage(env)
-    device = place.device
-    cap = cap_memory(place, device)
     try:
-        with named_oom(place, device, cfg.optim.batch_size):
+        with trial_device(place, cfg.optim.batch_size) as (device, placed):
             run_trial(
                 cfg,
                 data,
                 TuneSession(trial_storage),
                 device=device,
                 logger=logger,
-                extra_metrics={M.NODE_ID: node, **placement_metrics(device, cap)},
+                extra_metrics={M.NODE_ID: node, **placed},
                 embeddings_uri=env.embeddings_uri,
                 startup=startup,
             )
