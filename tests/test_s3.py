@@ -131,17 +131,21 @@ def assert_tensorboard_serves(uri: str) -> None:
             if not seen[-1]:
                 break
         assert match, f"no loopback URL in {seen!r}"
+        # TensorBoard loads runs one by one in the background (from S3, slowly): the plugins turn on with the
+        # first run, so wait until every trial's run is there, not just until something is.
         deadline = time.monotonic() + 90
         listing: dict[str, Any] = {}
+        tags: dict[str, Any] = {}
         while time.monotonic() < deadline:
             with urllib.request.urlopen(match.group(1) + "data/plugins_listing", timeout=5) as resp:
                 listing = json.loads(resp.read())
             if listing.get("scalars", {}).get("enabled") and listing.get("hparams", {}).get("enabled"):
-                break
+                with urllib.request.urlopen(match.group(1) + "data/plugin/scalars/tags", timeout=5) as resp:
+                    tags = json.loads(resp.read())
+                if sum("val/rmse" in run_tags for run_tags in tags.values()) >= 4:
+                    break
             time.sleep(2)
         assert listing["scalars"]["enabled"] and listing["hparams"]["enabled"], listing
-        with urllib.request.urlopen(match.group(1) + "data/plugin/scalars/tags", timeout=5) as resp:
-            tags = json.loads(resp.read())
         assert sum("val/rmse" in run_tags for run_tags in tags.values()) == 4, tags
     finally:
         proc.terminate()
