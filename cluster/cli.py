@@ -91,7 +91,7 @@ def run(
     opts = run_options(dict(locals()))
     try:
         # Validate before importing Ray and torch: a typo answers in a second, not after Ray starts.
-        from cluster.experiment import plan
+        from cluster.plan import plan
 
         plan(opts)
     except user_errors() as exc:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.table import Table
 
 from cluster.cli_common import err, fail, set_endpoint, user_errors
-from trainables.data.manifest import Manifest
+
+if TYPE_CHECKING:
+    from trainables.data.manifest import Manifest
 
 data_app = typer.Typer(
     help="Prepare and inspect datasets (Parquet shards + manifest, local or s3://).", no_args_is_help=True

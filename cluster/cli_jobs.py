@@ -52,8 +52,8 @@ def check_remote_paths(params: dict[str, Any]) -> None:
 def validate_submission(params: dict[str, Any], address: str) -> None:
     """Everything checkable before the job exists: options, search space, paths, and that trials fit the nodes."""
     from cluster.cli import run_options
-    from cluster.experiment import plan
     from cluster.jobs import check_reachable
+    from cluster.plan import plan
 
     opts = run_options(params)
     plan(opts)

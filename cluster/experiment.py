@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -21,11 +21,12 @@ from rich.console import Console
 
 from cluster.data import prepare_default
 from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
+from cluster.plan import Plan, plan
 from cluster.progress import ProgressCallback
 from cluster.retention import RollingRetention, prune_stopped_checkpoints
 from cluster.schedulers import build_scheduler, read_lineage
 from cluster.space import grid_size, param_rules, search_algorithm, to_mutations, to_param_space
-from cluster.storage import ExperimentPaths, StorageError, check_readable, experiment_paths, probe
+from cluster.storage import ExperimentPaths, StorageError, check_readable, probe
 from cluster.summary import (
     BestTrial,
     Scores,
@@ -50,33 +51,6 @@ from trainables.data.text_loader import load_text_data
 from trainables.export import export_model
 from trainables.storage import Location, exists, read_bytes, resolve, s3_endpoint, write_bytes_atomic
 from trainables.trainable import TrialEnv, classify_trainable, forecast_trainable
-
-
-@dataclass(frozen=True, kw_only=True)
-class Plan:
-    """Everything checked and resolved before ``Tuner.fit()``."""
-
-    options: RunOptions
-    space: SearchSpace
-    name: str
-    paths: ExperimentPaths
-
-
-def default_name(opts: RunOptions, space: SearchSpace) -> str:
-    return f"{space.name}-{opts.scheduler.kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def plan(opts: RunOptions) -> Plan:
-    """Validate options and the search space together; touches no storage and starts nothing."""
-    opts.validate()
-    space = load_space(opts.space, param_rules())
-    if space.task not in ("forecast", "classify"):
-        raise SearchSpaceError(f"{space.source}: task = {space.task!r}: must be forecast or classify")
-    if opts.scheduler.kind == "pbt" and not space.mutations:
-        raise SearchSpaceError(f"{space.source}: pbt.mutations: empty; --scheduler pbt needs at least one mutation")
-    to_param_space(space, opts.search)  # refuses continuous distributions under --search grid
-    name = opts.name or default_name(opts, space)
-    return Plan(options=opts, space=space, name=name, paths=experiment_paths(opts.storage, name))
 
 
 def check_embeddings(p: Plan, root: Location, manifest: Manifest, console: Console) -> None:

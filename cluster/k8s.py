@@ -240,7 +240,7 @@ def _check_run(objects: list[dict[str, Any]]) -> None:
     """The entrypoint parses as ``lstm-tune run`` would, its search space loads, and trials fit the worker pods."""
     from cluster.cli import run_options
     from cluster.cli_jobs import parse_run_args
-    from cluster.experiment import plan
+    from cluster.plan import plan
 
     for obj in objects:
         if obj["kind"] != "RayJob":

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import tune
-
 from cluster.options import SearchKind
 from search_spaces import ParamRule, ParamSpec, SearchSpace, SearchSpaceError
 from trainables.config import tunable_fields
@@ -30,26 +28,41 @@ def param_rules() -> dict[str, ParamRule]:
     return rules
 
 
-def _domain(spec: ParamSpec, rule: ParamRule, search: SearchKind, where: str) -> Any:
+def _check(spec: ParamSpec, search: SearchKind, where: str) -> None:
+    """What a searcher refuses, found without importing Ray (the CLI answers bad input before Ray loads)."""
     d = spec.distribution
-    if d == "constant":
-        return spec.values[0]
     if d == "grid" and search == "tpe":
         raise SearchSpaceError(
             f"{where}: params.{spec.name}.distribution = 'grid': --search tpe samples every parameter from a model; "
             "use choice instead of grid, or --search random"
         )
-    if d == "grid" or (d == "choice" and search == "grid"):
-        return tune.grid_search(list(spec.values))
-    if search == "grid":
+    if search == "grid" and d not in ("constant", "grid", "choice"):
         raise SearchSpaceError(
             f"{where}: params.{spec.name}.distribution = {d!r}: --search grid needs choice, grid or fixed values; "
             "use --search random for continuous distributions"
         )
+    if d in ("loguniform", "uniform", "randint", "quniform") and (spec.low is None or spec.high is None):
+        raise SearchSpaceError(f"{where}: params.{spec.name}: {d} needs low and high")  # the loader sees to it
+
+
+def check_search(space: SearchSpace, search: SearchKind) -> None:
+    """Raise :class:`SearchSpaceError` naming the parameter if ``search`` cannot sample ``space``."""
+    for spec in space.params.values():
+        _check(spec, search, space.source)
+
+
+def _domain(spec: ParamSpec, rule: ParamRule, search: SearchKind, where: str) -> Any:
+    from ray import tune
+
+    _check(spec, search, where)
+    d = spec.distribution
+    if d == "constant":
+        return spec.values[0]
+    if d == "grid" or (d == "choice" and search == "grid"):
+        return tune.grid_search(list(spec.values))
     if d == "choice":
         return tune.choice(list(spec.values))
-    if spec.low is None or spec.high is None:  # the loader guarantees bounds; keep mypy and readers sure
-        raise SearchSpaceError(f"{where}: params.{spec.name}: {d} needs low and high")
+    assert spec.low is not None and spec.high is not None  # _check
     if d == "loguniform":
         return tune.loguniform(spec.low, spec.high)
     if d == "uniform":
@@ -107,4 +120,4 @@ def grid_size(space: SearchSpace, search: SearchKind) -> int:
     return size
 
 
-__all__ = ["grid_size", "param_rules", "search_algorithm", "to_mutations", "to_param_space"]
+__all__ = ["check_search", "grid_size", "param_rules", "search_algorithm", "to_mutations", "to_param_space"]

@@ -76,6 +76,57 @@ def test_help_everywhere() -> None:
         assert proc.returncode == 0 and "Usage" in proc.stdout
 
 
+def test_bad_input_is_answered_before_torch_and_ray_load(tmp_path: Path) -> None:
+    """Help, bad options and bad spaces are answered without importing the heavy half (about 3 s of imports)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: forecast\nparams:\n  lr: {distribution: loguniform, low: 1, high: 0.1}\n")
+    code = f"""
+import sys
+from typer.testing import CliRunner
+from cluster.cli import app
+cases = (
+    (["--help"], 0, "Usage"),
+    (["run", "--help"], 0, "Usage"),
+    (["run", "--num-samples", "0"], 2, "--num-samples = 0"),
+    (["run", "--space", {str(bad)!r}], 2, "params.lr: low = 1 must be < high = 0.1"),
+    (["run", "--search", "grid"], 2, "--search grid needs choice"),
+    (["run", "--search", "tpe", "--scheduler", "pbt"], 2, "--search = 'tpe' with --scheduler pbt"),
+)
+for args, code, needle in cases:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == code and needle in result.output, (args, result.exit_code, result.output)
+print(",".join(m for m in ("torch", "ray", "pandas", "cluster.experiment") if m in sys.modules) or "none")
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "none", f"loaded before answering: {proc.stdout.strip()}"
+
+
+def test_user_errors_are_value_errors() -> None:
+    """The CLI catches ValueError for all of them (naming the classes would import torch): hold them to it."""
+    import importlib
+
+    from cluster.cli_common import USER_ERROR_CLASSES
+
+    for dotted in USER_ERROR_CLASSES:
+        module, _, name = dotted.rpartition(".")
+        assert issubclass(getattr(importlib.import_module(module), name), ValueError), dotted
+
+
+def test_package_names_load_on_first_use() -> None:
+    """trainables and trainables.data export their names lazily; every exported name must resolve."""
+    import trainables
+    import trainables.data
+
+    for package in (trainables, trainables.data):
+        assert sorted(package.__all__) == sorted(package._HOME)  # type: ignore[attr-defined]
+        for name in package.__all__:
+            assert getattr(package, name) is not None
+        with pytest.raises(AttributeError, match="no attribute 'nope'"):
+            package.nope  # noqa: B018
+
+
 @pytest.mark.ray
 def test_run_prints_json_summary(tmp_path: Path, prepared_data: str) -> None:
     proc = cli(

@@ -1,9 +1,42 @@
-"""What runs inside a trial: the LSTM model, the training loop, data readers and checkpoints."""
+"""What runs inside a trial: the LSTM model, the training loop, data readers and checkpoints.
 
-from trainables.config import ModelConfig, OptimConfig, RunLimits, TrialConfig, WindowConfig
-from trainables.data.loader import DataHandle
-from trainables.export import Classifier, Forecaster, load_classifier, load_forecaster, load_model
-from trainables.trainable import TrialEnv, forecast_trainable
+The names below load on first use (PEP 562): the driver imports light modules of this package (storage, config,
+metrics) to validate a run, and that must not pay for torch and Ray before a typo is reported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainables.config import ModelConfig, OptimConfig, RunLimits, TrialConfig, WindowConfig
+    from trainables.data.loader import DataHandle
+    from trainables.export import Classifier, Forecaster, load_classifier, load_forecaster, load_model
+    from trainables.trainable import TrialEnv, forecast_trainable
+
+_HOME = {
+    "ModelConfig": "trainables.config",
+    "OptimConfig": "trainables.config",
+    "RunLimits": "trainables.config",
+    "TrialConfig": "trainables.config",
+    "WindowConfig": "trainables.config",
+    "DataHandle": "trainables.data.loader",
+    "Classifier": "trainables.export",
+    "Forecaster": "trainables.export",
+    "load_classifier": "trainables.export",
+    "load_forecaster": "trainables.export",
+    "load_model": "trainables.export",
+    "TrialEnv": "trainables.trainable",
+    "forecast_trainable": "trainables.trainable",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'trainables' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)
+
 
 __all__ = [
     "Classifier",

@@ -1,9 +1,37 @@
-"""Prepared data: the manifest, Parquet shards, forecasting preprocessing and windowing."""
+"""Prepared data: the manifest, Parquet shards, forecasting preprocessing and windowing.
 
-from trainables.data.forecast_prep import FittedPrep, ForecastPrepConfig
-from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
-from trainables.data.manifest import Manifest, ManifestError, read_manifest
-from trainables.data.shards import ShardError
+Names load on first use (PEP 562), as in :mod:`trainables`: reading a manifest must not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainables.data.forecast_prep import FittedPrep, ForecastPrepConfig
+    from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
+    from trainables.data.manifest import Manifest, ManifestError, read_manifest
+    from trainables.data.shards import ShardError
+
+_HOME = {
+    "FittedPrep": "trainables.data.forecast_prep",
+    "ForecastPrepConfig": "trainables.data.forecast_prep",
+    "DataHandle": "trainables.data.loader",
+    "ForecastData": "trainables.data.loader",
+    "load_forecast_data": "trainables.data.loader",
+    "Manifest": "trainables.data.manifest",
+    "ManifestError": "trainables.data.manifest",
+    "read_manifest": "trainables.data.manifest",
+    "ShardError": "trainables.data.shards",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'trainables.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)
+
 
 __all__ = [
     "DataHandle",
