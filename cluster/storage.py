@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from trainables.storage import (
+    FIRST_CONTACT_S3_ATTEMPTS,
     Location,
     bucket_exists,
     explain,
@@ -60,6 +61,7 @@ def experiment_paths(storage: str, name: str, endpoint: str | None = None) -> Ex
 
 def check_readable(loc: Location, what: str) -> None:
     """Fail with one line if ``loc`` cannot be reached (endpoint, credentials, bucket)."""
+    loc = loc.with_attempts(FIRST_CONTACT_S3_ATTEMPTS)
     try:
         if not bucket_exists(loc):
             raise StorageError(f"{what}: bucket {loc.path.split('/', 1)[0]!r} does not exist ({loc.uri})")
@@ -72,6 +74,7 @@ def check_readable(loc: Location, what: str) -> None:
 
 def probe(loc: Location) -> None:
     """Write, list, read back and delete a small object under ``loc``; any failure is one clear error."""
+    loc = loc.with_attempts(FIRST_CONTACT_S3_ATTEMPTS)
     marker = loc.child(f".lstm-tune-probe-{uuid.uuid4().hex[:8]}")
     payload = b"lstm-tune storage probe"
     try:

@@ -7,9 +7,11 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -26,13 +28,14 @@ from cluster.data import bundled_beijing_path, prepare_forecast
 from cluster.data_text import prepare_classify
 from cluster.experiment import run_experiment
 from cluster.options import RunOptions, SchedulerOptions
+from cluster.storage import StorageError, check_readable
 from tests.conftest import REPO, SHARED_DATASETS
 from tests.s3server import S3Server, free_port
 from trainables.data.cache import ShardCache, ShardError
 from trainables.data.forecast_prep import ForecastPrepConfig
 from trainables.data.manifest import read_manifest
 from trainables.data.text_prep import TextPrepConfig
-from trainables.storage import resolve
+from trainables.storage import DEFAULT_S3_ATTEMPTS, FIRST_CONTACT_S3_ATTEMPTS, resolve
 
 QUIET = Console(stderr=True, quiet=True)
 R8_TRAIN = SHARED_DATASETS / "reuters-r8-train.csv.xz"
@@ -191,6 +194,41 @@ def assert_clear_failure(proc: subprocess.CompletedProcess[str], needle: str) ->
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_first_contact_tries_three_times_then_names_the_endpoint() -> None:
+    """A command's first storage check gives up after 3 tries (a closed endpoint answers in about a second); the
+    work after it keeps 6. Counted as connections to a loopback server that hangs up on every one."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    accepted: list[int] = []
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        loc = resolve("s3://lt-bucket/x", endpoint=f"http://127.0.0.1:{port}")
+        assert loc.child("a").endpoint == loc.endpoint == f"http://127.0.0.1:{port}"
+        with pytest.raises(StorageError, match=rf"--storage: cannot reach the S3 endpoint http://127.0.0.1:{port} "):
+            check_readable(loc, "--storage")
+        assert len(accepted) == FIRST_CONTACT_S3_ATTEMPTS == 3
+        accepted.clear()
+        with pytest.raises(OSError, match="NETWORK_CONNECTION"):
+            loc.fs.get_file_info("lt-bucket/x")
+        assert len(accepted) == DEFAULT_S3_ATTEMPTS == 6
+    finally:
+        server.close()
+    local = resolve("/tmp/somewhere")
+    assert local.with_attempts(1) is local
 
 
 BEIJING = ["--time-columns", "year,month,day,hour", "--target", "pm2.5", "--categorical", "cbwd", "--exclude", "No"]
