@@ -89,17 +89,17 @@ def run(
     """Tune an LSTM forecaster or text classifier and print the best trial against naive baselines."""
     set_endpoint(s3_endpoint)
     opts = run_options(dict(locals()))
-    try:
-        # Validate before importing Ray and torch: a typo answers in a second, not after Ray starts.
-        from cluster.plan import plan
 
-        plan(opts)
-    except user_errors() as exc:
-        fail(str(exc))
-        return
-    from cluster.experiment import run_experiment
+    def job() -> Summary:
+        from cluster.preflight import preflight
 
-    _tune(lambda: run_experiment(opts, console=err, resume_if_exists=resume_if_exists), json_out)
+        # Every check, the data preparation and the storage probe run before torch and Ray are imported.
+        ready = preflight(opts, err, resume_if_exists=resume_if_exists)
+        from cluster.experiment import launch
+
+        return launch(ready, err)
+
+    _tune(job, json_out)
 
 
 def run_options(p: dict[str, Any]) -> RunOptions:

@@ -1,17 +1,16 @@
-"""One tuning run from options to summary: validate everything, prepare data, fit, score the best, export it."""
+"""One tuning run after its preflight (:mod:`cluster.preflight`): Ray, the Tuner, scoring and exporting the best;
+and resuming an experiment."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, replace
-from datetime import datetime, timezone
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import ray
 from ray import tune
@@ -19,14 +18,22 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from rich.console import Console
 
-from cluster.data import prepare_default
-from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
-from cluster.plan import Plan, plan
+from cluster.options import RunOptions
+from cluster.plan import Plan
+from cluster.preflight import (
+    Existing,
+    Ready,
+    experiment_state,
+    load_run_record,
+    options_from_dict,
+    preflight,
+    prepare_data,
+)
 from cluster.progress import ProgressCallback
 from cluster.retention import RollingRetention, prune_stopped_checkpoints
 from cluster.schedulers import build_scheduler, read_lineage
 from cluster.space import grid_size, param_rules, search_algorithm, to_mutations, to_param_space
-from cluster.storage import ExperimentPaths, StorageError, check_readable, probe
+from cluster.storage import ExperimentPaths, StorageError, check_readable
 from cluster.summary import (
     BestTrial,
     Scores,
@@ -39,56 +46,14 @@ from cluster.summary import (
     summary_from_json,
 )
 from cluster.worker_groups import WorkerGroupReaper
-from search_spaces import SearchSpace, SearchSpaceError, load_space
+from search_spaces import load_space
 from trainables import metrics as M
-from trainables.config import ModelConfig
-from trainables.data.cache import ShardCache
-from trainables.data.embeddings import align, read_vectors, vector_dim
-from trainables.data.loader import DataHandle, load_forecast_data
-from trainables.data.manifest import Manifest, read_manifest
-from trainables.data.shards import verify_all
+from trainables.data.handle import DataHandle
+from trainables.data.loader import load_forecast_data
 from trainables.data.text_loader import load_text_data
 from trainables.export import export_model
-from trainables.storage import Location, exists, read_bytes, resolve, s3_endpoint, write_bytes_atomic
+from trainables.storage import exists, read_bytes, resolve, write_bytes_atomic
 from trainables.trainable import TrialEnv, classify_trainable, forecast_trainable
-
-
-def check_embeddings(p: Plan, root: Location, manifest: Manifest, console: Console) -> None:
-    """Pretrained vectors: asked for only with a file, of the right dimension; report how much they cover."""
-    spec = p.space.params.get("embeddings")
-    wanted = {v for v in spec.values if v != "random"} if spec is not None else set()
-    if wanted and not p.options.embeddings:
-        raise SearchSpaceError(
-            f"{p.space.source}: params.embeddings can be {sorted(wanted)}, which needs a vector file: add --embeddings"
-        )
-    if not p.options.embeddings:
-        return
-    dim = vector_dim(p.options.embeddings)
-    dims = p.space.params.get("embedding_dim")
-    values = set(dims.values) if dims is not None and dims.values else {ModelConfig().embedding_dim}
-    if values != {dim}:
-        raise SearchSpaceError(
-            f"{p.space.source}: params.embedding_dim = {sorted(values)}, but {p.options.embeddings} holds {dim}-dimensional "
-            f"vectors; set embedding_dim: {dim}"
-        )
-    vocab = read_bytes(root.child(manifest.preprocessing["vocab_file"])).decode().split("\n")
-    vocab = vocab[: int(manifest.task_params["vocab_size"])]
-    aligned = align(vocab, read_vectors(p.options.embeddings, set(vocab)), dim)
-    console.print(
-        f"pretrained vectors {p.options.embeddings}: {aligned.found:,} of {aligned.words:,} vocabulary words covered "
-        f"({aligned.coverage:.1%})",
-        highlight=False,
-    )
-
-
-def check_against_data(space: SearchSpace, manifest: Manifest) -> None:
-    """The longest window the space can sample must fit the history the dataset was prepared with."""
-    longest = space.max_value("window")
-    if longest is not None and longest > manifest.max_window:
-        raise SearchSpaceError(
-            f"{space.source}: params.window can reach {longest:g}, but the dataset at hand was prepared for windows "
-            f"up to {manifest.max_window}"
-        )
 
 
 @contextlib.contextmanager
@@ -208,82 +173,17 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
     return tuner
 
 
-RUN_FILE = "lstm_tune.json"
-"""The options an experiment was started with (no credentials), so ``resume`` can rebuild its trainable."""
-RUN_FILE_VERSION = 1
-
-
-def options_to_dict(opts: RunOptions) -> dict[str, Any]:
-    return asdict(opts)
-
-
-def options_from_dict(raw: dict[str, Any]) -> RunOptions:
-    return RunOptions(
-        **{
-            **raw,
-            "scheduler": SchedulerOptions(**raw["scheduler"]),
-            "resources": ResourceOptions(**raw["resources"]),
-            "checkpoints": CheckpointOptions(**raw["checkpoints"]),
-        }
-    )
-
-
-def prepare_data(p: Plan, console: Console) -> tuple[DataHandle, str]:
-    """Prepare the bundled data if no dataset was named, then check the dataset completely before any trial."""
-    opts = p.options
-    data_uri = opts.data or p.paths.data.uri
-    if opts.data is None:
-        console.print(f"preparing bundled Beijing PM2.5 data at {data_uri}", highlight=False)
-        prepare_default(p.paths.data, horizon=opts.horizon, max_window=168)
-    root = resolve(data_uri)
-    check_readable(root, "--data")
-    manifest = read_manifest(root)
-    if manifest.task != p.space.task:
-        preset = "classify-small" if manifest.task == "classify" else "forecast-small"
-        raise SearchSpaceError(
-            f"--space {p.space.name}: written for task {p.space.task!r}, but --data {root.uri} is a "
-            f"{manifest.task!r} dataset; use a {manifest.task} space such as --space {preset}"
-        )
-    if manifest.task == "forecast":
-        check_against_data(p.space, manifest)
-    else:
-        check_embeddings(p, root, manifest, console)
-    # Through the node's shard cache: trials on this node then find every shard already fetched and verified.
-    verify_all(root, manifest, None if root.is_local else ShardCache.default(opts.cache_dir))
-    return DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir), manifest.task
-
-
-def experiment_state(paths: ExperimentPaths) -> Literal["missing", "incomplete", "finished"]:
-    if not exists(paths.root.child("tuner.pkl")):
-        return "missing"
-    return "finished" if exists(paths.best_json) else "incomplete"
-
-
 def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_if_exists: bool = False) -> Summary:
     """The whole ``lstm-tune run``: everything is checked before the first trial starts."""
     console = console or Console(stderr=True, soft_wrap=True)
-    started = time.monotonic()
-    p = plan(opts)
-    # Reachability first: asking whether the experiment exists is already a storage request.
-    check_readable(p.paths.root, "--storage")
-    state = experiment_state(p.paths)
-    if state != "missing":
-        if not resume_if_exists:
-            raise OptionError(
-                f"--name = {p.name!r}: an experiment already exists at {p.paths.root.uri}; choose another name, "
-                "or add --resume-if-exists"
-            )
-        return resume_experiment(p.paths.root.uri, console=console, address=opts.address)
-    probe(p.paths.root)
-    handle, task = prepare_data(p, console)
-    record = {
-        "format_version": RUN_FILE_VERSION,
-        "options": {**options_to_dict(opts), "name": p.name},
-        "space_yaml": Path(p.space.source).read_text(encoding="utf-8"),
-        "created": datetime.now(timezone.utc).isoformat(),
-    }
-    write_bytes_atomic(p.paths.root.child(RUN_FILE), json.dumps(record, indent=2).encode())
+    return launch(preflight(opts, console, resume_if_exists=resume_if_exists), console)
 
+
+def launch(ready: Ready | Existing, console: Console) -> Summary:
+    """Tune a run that passed :func:`~cluster.preflight.preflight` (or resume the experiment it found)."""
+    if isinstance(ready, Existing):
+        return resume_experiment(ready.uri, console=console, address=ready.address)
+    p, handle, task, opts = ready.plan, ready.data, ready.task, ready.plan.options
     with ray_session(opts.address):
         capacity = cluster_capacity()
         opts.resources.check_fits(*capacity)
@@ -305,19 +205,9 @@ def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_i
             f"experiment {p.paths.root.uri}",
             highlight=False,
         )
-        summary = finish(p, tuner.fit(), handle, task, started)
+        summary = finish(p, tuner.fit(), handle, task, ready.started)
     render(summary, console)
     return summary
-
-
-def load_run_record(root: Location) -> dict[str, Any]:
-    try:
-        raw: dict[str, Any] = json.loads(read_bytes(root.child(RUN_FILE)))
-    except FileNotFoundError:
-        raise StorageError(f"{root.uri}: no lstm-tune experiment here ({RUN_FILE} missing)") from None
-    if raw.get("format_version") != RUN_FILE_VERSION:
-        raise StorageError(f"{root.child(RUN_FILE).uri}: format_version {raw.get('format_version')!r} is not supported")
-    return raw
 
 
 def resume_experiment(uri: str, console: Console | None = None, *, address: str | None = None) -> Summary:
@@ -431,11 +321,8 @@ def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task:
 
 
 __all__ = [
-    "Plan",
-    "check_against_data",
     "connect",
-    "experiment_state",
-    "plan",
+    "launch",
     "resume_experiment",
     "run_experiment",
     "summarize",

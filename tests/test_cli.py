@@ -77,7 +77,7 @@ def test_help_everywhere() -> None:
 
 
 def test_bad_input_is_answered_before_torch_and_ray_load(tmp_path: Path) -> None:
-    """Help, bad options and bad spaces are answered without importing the heavy half (about 3 s of imports)."""
+    """Help, bad options, bad spaces and a missing dataset are answered before torch and Ray load (about 3 s)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: forecast\nparams:\n  lr: {distribution: loguniform, low: 1, high: 0.1}\n")
     code = f"""
@@ -91,6 +91,7 @@ cases = (
     (["run", "--space", {str(bad)!r}], 2, "params.lr: low = 1 must be < high = 0.1"),
     (["run", "--search", "grid"], 2, "--search grid needs choice"),
     (["run", "--search", "tpe", "--scheduler", "pbt"], 2, "--search = 'tpe' with --scheduler pbt"),
+    (["run", "--data", {str(tmp_path / "nope")!r}, "--storage", {str(tmp_path / "runs")!r}], 2, "no manifest"),
 )
 for args, code, needle in cases:
     result = CliRunner().invoke(app, args)

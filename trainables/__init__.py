@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trainables.config import ModelConfig, OptimConfig, RunLimits, TrialConfig, WindowConfig
-    from trainables.data.loader import DataHandle
+    from trainables.data.handle import DataHandle
     from trainables.export import Classifier, Forecaster, load_classifier, load_forecaster, load_model
     from trainables.trainable import TrialEnv, forecast_trainable
 
@@ -21,7 +21,7 @@ _HOME = {
     "RunLimits": "trainables.config",
     "TrialConfig": "trainables.config",
     "WindowConfig": "trainables.config",
-    "DataHandle": "trainables.data.loader",
+    "DataHandle": "trainables.data.handle",
     "Classifier": "trainables.export",
     "Forecaster": "trainables.export",
     "load_classifier": "trainables.export",

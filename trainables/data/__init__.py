@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trainables.data.forecast_prep import FittedPrep, ForecastPrepConfig
-    from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
+    from trainables.data.handle import DataHandle
+    from trainables.data.loader import ForecastData, load_forecast_data
     from trainables.data.manifest import Manifest, ManifestError, read_manifest
     from trainables.data.shards import ShardError
 
 _HOME = {
     "FittedPrep": "trainables.data.forecast_prep",
     "ForecastPrepConfig": "trainables.data.forecast_prep",
-    "DataHandle": "trainables.data.loader",
+    "DataHandle": "trainables.data.handle",
     "ForecastData": "trainables.data.loader",
     "load_forecast_data": "trainables.data.loader",
     "Manifest": "trainables.data.manifest",

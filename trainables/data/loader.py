@@ -7,22 +7,11 @@ from dataclasses import dataclass
 
 from trainables.data.cache import ShardCache
 from trainables.data.forecast_prep import FittedPrep
+from trainables.data.handle import DataHandle
 from trainables.data.manifest import Manifest, read_manifest
 from trainables.data.shards import read_split, read_split_shards
 from trainables.data.windows import SeriesArrays
 from trainables.storage import resolve
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataHandle:
-    """Where a prepared dataset lives. Frozen and tiny: it is what Tune ships to every trial."""
-
-    uri: str
-    """Dataset root (holding ``manifest.json``): a local path or ``s3://bucket/prefix``."""
-    endpoint: str | None = None
-    """S3-compatible endpoint, when not AWS; never a credential."""
-    cache_dir: str | None = None
-    """Node-local shard cache folder (same path on every node); None: LSTM_TUNE_CACHE_DIR or the temp dir."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,188 @@
+"""Everything ``lstm-tune run`` does before Ray: storage reached and probed, data prepared and verified, the run
+record written. Imports neither torch nor Ray, so a wrong ``--data`` or ``--storage`` is answered before those load
+(about 3 s here) and nothing heavy is paid for a run that cannot start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+
+from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
+from cluster.plan import Plan, plan
+from cluster.storage import ExperimentPaths, StorageError, check_readable, probe
+from search_spaces import SearchSpace, SearchSpaceError
+from trainables.config import ModelConfig
+from trainables.data.cache import ShardCache
+from trainables.data.embeddings import align, read_vectors, vector_dim
+from trainables.data.handle import DataHandle
+from trainables.data.manifest import Manifest, read_manifest
+from trainables.data.shards import verify_all
+from trainables.storage import Location, exists, read_bytes, resolve, s3_endpoint, write_bytes_atomic
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ready:
+    """A new experiment that passed every check: its plan, its verified data, and when the command started."""
+
+    plan: Plan
+    data: DataHandle
+    task: str
+    started: float
+    """``time.monotonic()`` at the start of the command (the summary's wall time counts from here)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Existing:
+    """The experiment already exists and ``--resume-if-exists`` asks to resume (or re-print) it."""
+
+    uri: str
+    address: str | None
+
+
+def check_embeddings(p: Plan, root: Location, manifest: Manifest, console: Console) -> None:
+    """Pretrained vectors: asked for only with a file, of the right dimension; report how much they cover."""
+    spec = p.space.params.get("embeddings")
+    wanted = {v for v in spec.values if v != "random"} if spec is not None else set()
+    if wanted and not p.options.embeddings:
+        raise SearchSpaceError(
+            f"{p.space.source}: params.embeddings can be {sorted(wanted)}, which needs a vector file: add --embeddings"
+        )
+    if not p.options.embeddings:
+        return
+    dim = vector_dim(p.options.embeddings)
+    dims = p.space.params.get("embedding_dim")
+    values = set(dims.values) if dims is not None and dims.values else {ModelConfig().embedding_dim}
+    if values != {dim}:
+        raise SearchSpaceError(
+            f"{p.space.source}: params.embedding_dim = {sorted(values)}, but {p.options.embeddings} holds {dim}-dimensional "
+            f"vectors; set embedding_dim: {dim}"
+        )
+    vocab = read_bytes(root.child(manifest.preprocessing["vocab_file"])).decode().split("\n")
+    vocab = vocab[: int(manifest.task_params["vocab_size"])]
+    aligned = align(vocab, read_vectors(p.options.embeddings, set(vocab)), dim)
+    console.print(
+        f"pretrained vectors {p.options.embeddings}: {aligned.found:,} of {aligned.words:,} vocabulary words covered "
+        f"({aligned.coverage:.1%})",
+        highlight=False,
+    )
+
+
+def check_against_data(space: SearchSpace, manifest: Manifest) -> None:
+    """The longest window the space can sample must fit the history the dataset was prepared with."""
+    longest = space.max_value("window")
+    if longest is not None and longest > manifest.max_window:
+        raise SearchSpaceError(
+            f"{space.source}: params.window can reach {longest:g}, but the dataset at hand was prepared for windows "
+            f"up to {manifest.max_window}"
+        )
+
+
+RUN_FILE = "lstm_tune.json"
+"""The options an experiment was started with (no credentials), so ``resume`` can rebuild its trainable."""
+RUN_FILE_VERSION = 1
+
+
+def options_to_dict(opts: RunOptions) -> dict[str, Any]:
+    return asdict(opts)
+
+
+def options_from_dict(raw: dict[str, Any]) -> RunOptions:
+    return RunOptions(
+        **{
+            **raw,
+            "scheduler": SchedulerOptions(**raw["scheduler"]),
+            "resources": ResourceOptions(**raw["resources"]),
+            "checkpoints": CheckpointOptions(**raw["checkpoints"]),
+        }
+    )
+
+
+def prepare_data(p: Plan, console: Console) -> tuple[DataHandle, str]:
+    """Prepare the bundled data if no dataset was named, then check the dataset completely before any trial."""
+    opts = p.options
+    data_uri = opts.data or p.paths.data.uri
+    if opts.data is None:
+        from cluster.data import prepare_default  # pandas: paid only when the bundled data is prepared
+
+        console.print(f"preparing bundled Beijing PM2.5 data at {data_uri}", highlight=False)
+        prepare_default(p.paths.data, horizon=opts.horizon, max_window=168)
+    root = resolve(data_uri)
+    check_readable(root, "--data")
+    manifest = read_manifest(root)
+    if manifest.task != p.space.task:
+        preset = "classify-small" if manifest.task == "classify" else "forecast-small"
+        raise SearchSpaceError(
+            f"--space {p.space.name}: written for task {p.space.task!r}, but --data {root.uri} is a "
+            f"{manifest.task!r} dataset; use a {manifest.task} space such as --space {preset}"
+        )
+    if manifest.task == "forecast":
+        check_against_data(p.space, manifest)
+    else:
+        check_embeddings(p, root, manifest, console)
+    # Through the node's shard cache: trials on this node then find every shard already fetched and verified.
+    verify_all(root, manifest, None if root.is_local else ShardCache.default(opts.cache_dir))
+    return DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir), manifest.task
+
+
+def experiment_state(paths: ExperimentPaths) -> Literal["missing", "incomplete", "finished"]:
+    if not exists(paths.root.child("tuner.pkl")):
+        return "missing"
+    return "finished" if exists(paths.best_json) else "incomplete"
+
+
+def preflight(opts: RunOptions, console: Console, *, resume_if_exists: bool = False) -> Ready | Existing:
+    """Check and prepare a run up to the point where Ray is needed; raise a ValueError naming the problem."""
+    started = time.monotonic()
+    p = plan(opts)
+    # Reachability first: asking whether the experiment exists is already a storage request.
+    check_readable(p.paths.root, "--storage")
+    if experiment_state(p.paths) != "missing":
+        if not resume_if_exists:
+            raise OptionError(
+                f"--name = {p.name!r}: an experiment already exists at {p.paths.root.uri}; choose another name, "
+                "or add --resume-if-exists"
+            )
+        return Existing(uri=p.paths.root.uri, address=opts.address)
+    probe(p.paths.root)
+    handle, task = prepare_data(p, console)
+    record = {
+        "format_version": RUN_FILE_VERSION,
+        "options": {**options_to_dict(opts), "name": p.name},
+        "space_yaml": Path(p.space.source).read_text(encoding="utf-8"),
+        "created": datetime.now(timezone.utc).isoformat(),
+    }
+    write_bytes_atomic(p.paths.root.child(RUN_FILE), json.dumps(record, indent=2).encode())
+    return Ready(plan=p, data=handle, task=task, started=started)
+
+
+def load_run_record(root: Location) -> dict[str, Any]:
+    try:
+        raw: dict[str, Any] = json.loads(read_bytes(root.child(RUN_FILE)))
+    except FileNotFoundError:
+        raise StorageError(f"{root.uri}: no lstm-tune experiment here ({RUN_FILE} missing)") from None
+    if raw.get("format_version") != RUN_FILE_VERSION:
+        raise StorageError(f"{root.child(RUN_FILE).uri}: format_version {raw.get('format_version')!r} is not supported")
+    return raw
+
+
+__all__ = [
+    "RUN_FILE",
+    "RUN_FILE_VERSION",
+    "Existing",
+    "Ready",
+    "check_against_data",
+    "check_embeddings",
+    "experiment_state",
+    "load_run_record",
+    "options_from_dict",
+    "options_to_dict",
+    "preflight",
+    "prepare_data",
+]
