@@ -20,6 +20,7 @@ from cluster.options import CheckpointOptions, ResourceOptions, RunOptions, Sche
 from search_spaces import SearchSpaceError, preset_names
 
 if TYPE_CHECKING:
+    from cluster.preflight import Finished, Ready
     from cluster.summary import Summary
 
 app = typer.Typer(
@@ -94,10 +95,7 @@ def run(
         from cluster.preflight import preflight
 
         # Every check, the data preparation and the storage probe run before torch and Ray are imported.
-        ready = preflight(opts, err, resume_if_exists=resume_if_exists)
-        from cluster.experiment import launch
-
-        return launch(ready, err)
+        return _launch(preflight(opts, err, resume_if_exists=resume_if_exists))
 
     _tune(job, json_out)
 
@@ -140,6 +138,16 @@ def run_options(p: dict[str, Any]) -> RunOptions:
     )
 
 
+def _launch(ready: Ready | Finished) -> Summary:
+    from cluster.preflight import Finished
+
+    if isinstance(ready, Finished):
+        return ready.show(err)  # nothing to run: torch and Ray stay unloaded
+    from cluster.experiment import launch
+
+    return launch(ready, err)
+
+
 def _tune(job: Callable[[], Summary], json_out: bool) -> None:
     """Run a tuning job with the CLI's error contract: exit 2 for bad input, 1 when every trial failed."""
     try:
@@ -165,9 +173,13 @@ def resume(
 ) -> None:
     """Finish an interrupted experiment: trials continue from their last checkpoints, errored ones are retried."""
     set_endpoint(s3_endpoint)
-    from cluster.experiment import resume_experiment
 
-    _tune(lambda: resume_experiment(uri, console=err, address=address), json_out)
+    def job() -> Summary:
+        from cluster.preflight import preflight_resume
+
+        return _launch(preflight_resume(uri, err, address=address))  # checked before torch and Ray, as for run
+
+    _tune(job, json_out)
 
 
 @experiments_app.command("list")

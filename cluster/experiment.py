@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -21,38 +19,24 @@ from rich.console import Console
 from cluster.options import RunOptions
 from cluster.plan import Plan
 from cluster.preflight import (
-    Existing,
+    Finished,
     Ready,
-    experiment_state,
-    load_run_record,
-    options_from_dict,
     preflight,
-    prepare_data,
+    preflight_resume,
 )
 from cluster.progress import ProgressCallback
 from cluster.retention import RollingRetention, prune_stopped_checkpoints
 from cluster.schedulers import build_scheduler, read_lineage
-from cluster.space import grid_size, param_rules, search_algorithm, to_mutations, to_param_space
-from cluster.storage import ExperimentPaths, StorageError, check_readable
-from cluster.summary import (
-    BestTrial,
-    Scores,
-    Summary,
-    baselines_for,
-    majority_baseline,
-    render,
-    score_checkpoint,
-    score_classifier,
-    summary_from_json,
-)
+from cluster.scoring import baselines_for, majority_baseline, score_checkpoint, score_classifier
+from cluster.space import grid_size, search_algorithm, to_mutations, to_param_space
+from cluster.summary import BestTrial, Scores, Summary, render
 from cluster.worker_groups import WorkerGroupReaper
-from search_spaces import load_space
 from trainables import metrics as M
 from trainables.data.handle import DataHandle
 from trainables.data.loader import load_forecast_data
 from trainables.data.text_loader import load_text_data
 from trainables.export import export_model
-from trainables.storage import exists, read_bytes, resolve, write_bytes_atomic
+from trainables.storage import write_bytes_atomic
 from trainables.trainable import TrialEnv, classify_trainable, forecast_trainable
 
 
@@ -179,75 +163,59 @@ def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_i
     return launch(preflight(opts, console, resume_if_exists=resume_if_exists), console)
 
 
-def launch(ready: Ready | Existing, console: Console) -> Summary:
-    """Tune a run that passed :func:`~cluster.preflight.preflight` (or resume the experiment it found)."""
-    if isinstance(ready, Existing):
-        return resume_experiment(ready.uri, console=console, address=ready.address)
+def resume_experiment(uri: str, console: Console | None = None, *, address: str | None = None) -> Summary:
+    """Finish an interrupted experiment: unfinished trials continue from their last checkpoint, errored ones are
+    retried from theirs. A finished experiment is left alone and its summary printed again."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    return launch(preflight_resume(uri, console, address=address), console)
+
+
+def launch(ready: Ready | Finished, console: Console) -> Summary:
+    """Tune what :func:`~cluster.preflight.preflight` or :func:`~cluster.preflight.preflight_resume` checked."""
+    if isinstance(ready, Finished):
+        return ready.show(console)
     p, handle, task, opts = ready.plan, ready.data, ready.task, ready.plan.options
     with ray_session(opts.address):
-        capacity = cluster_capacity()
-        opts.resources.check_fits(*capacity)
-        opts = replace(
-            opts, resources=replace(opts.resources, max_concurrent_trials=opts.resources.concurrency(*capacity))
-        )
-        p = replace(p, options=opts)
-        progress = ProgressCallback(console, max_epochs=opts.max_epochs)
-        env = TrialEnv(
-            data=handle,
-            tensorboard_uri=p.paths.tensorboard.uri,
-            experiment_uri=p.paths.root.uri,
-            embeddings_uri=opts.embeddings,
-        )
-        tuner = build_tuner(p, env, progress, task)
-        n = opts.num_samples * grid_size(p.space, opts.search)
-        console.print(
-            f"tuning {n} trial(s) of {p.space.name} with {opts.scheduler.kind}, up to {opts.max_epochs} epochs each; "
-            f"experiment {p.paths.root.uri}",
-            highlight=False,
-        )
+        if ready.resuming:
+            tuner = restore_tuner(p, handle, task, console)
+        else:
+            capacity = cluster_capacity()
+            opts.resources.check_fits(*capacity)
+            opts = replace(
+                opts, resources=replace(opts.resources, max_concurrent_trials=opts.resources.concurrency(*capacity))
+            )
+            p = replace(p, options=opts)
+            tuner = build_tuner(p, trial_env(p, handle), ProgressCallback(console, max_epochs=opts.max_epochs), task)
+            n = opts.num_samples * grid_size(p.space, opts.search)
+            console.print(
+                f"tuning {n} trial(s) of {p.space.name} with {opts.scheduler.kind}, up to {opts.max_epochs} epochs "
+                f"each; experiment {p.paths.root.uri}",
+                highlight=False,
+            )
         summary = finish(p, tuner.fit(), handle, task, ready.started)
     render(summary, console)
     return summary
 
 
-def resume_experiment(uri: str, console: Console | None = None, *, address: str | None = None) -> Summary:
-    """Finish an interrupted experiment: unfinished trials continue from their last checkpoint, errored ones are
-    retried from theirs. A finished experiment is left alone and its summary printed again."""
-    console = console or Console(stderr=True, soft_wrap=True)
-    started = time.monotonic()
-    root = resolve(uri)
-    check_readable(root, "resume")
-    paths = ExperimentPaths(root=root)
-    if experiment_state(paths) == "finished":
-        summary = summary_from_json(read_bytes(paths.best_json))
-        console.print(f"experiment {root.uri} is finished; nothing to resume", highlight=False)
-        render(summary, console)
-        return summary
-    if not exists(root.child("tuner.pkl")):
-        raise StorageError(f"{root.uri}: no Tune experiment state (tuner.pkl) to resume")
-    record = load_run_record(root)
-    opts = replace(options_from_dict(record["options"]), address=address)
-    space_file = Path(tempfile.mkdtemp(prefix="lstm-tune-space-")) / "space.yaml"
-    space_file.write_text(record["space_yaml"], encoding="utf-8")
-    p = Plan(
-        options=opts, space=load_space(str(space_file), param_rules()), name=root.path.rsplit("/", 1)[-1], paths=paths
+def trial_env(p: Plan, handle: DataHandle) -> TrialEnv:
+    return TrialEnv(
+        data=handle,
+        tensorboard_uri=p.paths.tensorboard.uri,
+        experiment_uri=p.paths.root.uri,
+        embeddings_uri=p.options.embeddings,
     )
-    handle, task = prepare_data(p, console)
-    with ray_session(address):
-        env = TrialEnv(
-            data=handle, tensorboard_uri=paths.tensorboard.uri, experiment_uri=root.uri, embeddings_uri=opts.embeddings
-        )
-        console.print(f"resuming {root.uri}", highlight=False)
-        tuner = Tuner.restore(
-            root.uri if root.is_local else root.path,
-            trainable=trainable_for(opts, env, task),
-            resume_unfinished=True,
-            resume_errored=True,
-            storage_filesystem=None if root.is_local else root.fs,
-        )
-        summary = finish(p, tuner.fit(), handle, task, started)
-    render(summary, console)
-    return summary
+
+
+def restore_tuner(p: Plan, handle: DataHandle, task: str, console: Console) -> Tuner:
+    root = p.paths.root
+    console.print(f"resuming {root.uri}", highlight=False)
+    return Tuner.restore(
+        root.uri if root.is_local else root.path,
+        trainable=trainable_for(p.options, trial_env(p, handle), task),
+        resume_unfinished=True,
+        resume_errored=True,
+        storage_filesystem=None if root.is_local else root.fs,
+    )
 
 
 def finish(p: Plan, results: Any, handle: DataHandle, task: str, started: float) -> Summary:

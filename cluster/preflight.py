@@ -1,13 +1,15 @@
-"""Everything ``lstm-tune run`` does before Ray: storage reached and probed, data prepared and verified, the run
-record written. Imports neither torch nor Ray, so a wrong ``--data`` or ``--storage`` is answered before those load
-(about 3 s here) and nothing heavy is paid for a run that cannot start.
+"""Everything ``lstm-tune run`` and ``resume`` do before Ray: storage reached and probed, data prepared and verified,
+the run record written (or read back). Imports neither torch nor Ray, so a wrong ``--data``, ``--storage`` or
+experiment URI is answered before those load (about 3 s here), and a finished experiment's summary is printed
+without them.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -16,8 +18,10 @@ from rich.console import Console
 
 from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
 from cluster.plan import Plan, plan
+from cluster.space import param_rules
 from cluster.storage import ExperimentPaths, StorageError, check_readable, probe
-from search_spaces import SearchSpace, SearchSpaceError
+from cluster.summary import Summary, render, summary_from_json
+from search_spaces import SearchSpace, SearchSpaceError, load_space
 from trainables.config import ModelConfig
 from trainables.data.cache import ShardCache
 from trainables.data.embeddings import align, read_vectors, vector_dim
@@ -29,21 +33,28 @@ from trainables.storage import Location, exists, read_bytes, resolve, s3_endpoin
 
 @dataclass(frozen=True, kw_only=True)
 class Ready:
-    """A new experiment that passed every check: its plan, its verified data, and when the command started."""
+    """An experiment that passed every check: its plan, its verified data, and when the command started."""
 
     plan: Plan
     data: DataHandle
     task: str
     started: float
     """``time.monotonic()`` at the start of the command (the summary's wall time counts from here)."""
+    resuming: bool = False
+    """The experiment exists and Tune restores it; otherwise it is new."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class Existing:
-    """The experiment already exists and ``--resume-if-exists`` asks to resume (or re-print) it."""
+class Finished:
+    """The experiment exists and has finished: its summary, to print again."""
 
     uri: str
-    address: str | None
+    summary: Summary
+
+    def show(self, console: Console) -> Summary:
+        console.print(f"experiment {self.uri} is finished; nothing to resume", highlight=False)
+        render(self.summary, console)
+        return self.summary
 
 
 def check_embeddings(p: Plan, root: Location, manifest: Manifest, console: Console) -> None:
@@ -137,7 +148,7 @@ def experiment_state(paths: ExperimentPaths) -> Literal["missing", "incomplete",
     return "finished" if exists(paths.best_json) else "incomplete"
 
 
-def preflight(opts: RunOptions, console: Console, *, resume_if_exists: bool = False) -> Ready | Existing:
+def preflight(opts: RunOptions, console: Console, *, resume_if_exists: bool = False) -> Ready | Finished:
     """Check and prepare a run up to the point where Ray is needed; raise a ValueError naming the problem."""
     started = time.monotonic()
     p = plan(opts)
@@ -149,7 +160,7 @@ def preflight(opts: RunOptions, console: Console, *, resume_if_exists: bool = Fa
                 f"--name = {p.name!r}: an experiment already exists at {p.paths.root.uri}; choose another name, "
                 "or add --resume-if-exists"
             )
-        return Existing(uri=p.paths.root.uri, address=opts.address)
+        return preflight_resume(p.paths.root.uri, console, address=opts.address)
     probe(p.paths.root)
     handle, task = prepare_data(p, console)
     record = {
@@ -172,10 +183,31 @@ def load_run_record(root: Location) -> dict[str, Any]:
     return raw
 
 
+def preflight_resume(uri: str, console: Console, *, address: str | None) -> Ready | Finished:
+    """Check an existing experiment before Ray: reachable, resumable (Tune state and run record), data verified."""
+    started = time.monotonic()
+    root = resolve(uri)
+    check_readable(root, "resume")
+    paths = ExperimentPaths(root=root)
+    if experiment_state(paths) == "finished":
+        return Finished(uri=root.uri, summary=summary_from_json(read_bytes(paths.best_json)))
+    if not exists(root.child("tuner.pkl")):
+        raise StorageError(f"{root.uri}: no Tune experiment state (tuner.pkl) to resume")
+    record = load_run_record(root)
+    opts = replace(options_from_dict(record["options"]), address=address)
+    space_file = Path(tempfile.mkdtemp(prefix="lstm-tune-space-")) / "space.yaml"
+    space_file.write_text(record["space_yaml"], encoding="utf-8")
+    p = Plan(
+        options=opts, space=load_space(str(space_file), param_rules()), name=root.path.rsplit("/", 1)[-1], paths=paths
+    )
+    handle, task = prepare_data(p, console)
+    return Ready(plan=p, data=handle, task=task, started=started, resuming=True)
+
+
 __all__ = [
     "RUN_FILE",
     "RUN_FILE_VERSION",
-    "Existing",
+    "Finished",
     "Ready",
     "check_against_data",
     "check_embeddings",
@@ -184,5 +216,6 @@ __all__ = [
     "options_from_dict",
     "options_to_dict",
     "preflight",
+    "preflight_resume",
     "prepare_data",
 ]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster.summary import BestTrial, Scores, Summary
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -77,9 +79,29 @@ def test_help_everywhere() -> None:
 
 
 def test_bad_input_is_answered_before_torch_and_ray_load(tmp_path: Path) -> None:
-    """Help, bad options, bad spaces and a missing dataset are answered before torch and Ray load (about 3 s)."""
+    """Help, bad options, bad spaces, a missing dataset or experiment, and a finished experiment's summary are
+    answered before torch and Ray load (about 3 s)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: forecast\nparams:\n  lr: {distribution: loguniform, low: 1, high: 0.1}\n")
+    finished = tmp_path / "done"
+    finished.mkdir()
+    (finished / "tuner.pkl").write_bytes(b"")  # only its presence counts for a finished experiment
+    scores = Scores(rmse=18.5, mae=10.0)
+    best = BestTrial(trial_id="t0", config={"lr": 0.001}, epoch=3, val=scores, test=scores, checkpoint="c")
+    summary = Summary(
+        experiment=str(finished),
+        task="forecast",
+        scheduler="asha",
+        search_space="forecast-small",
+        dataset="beijing-pm25",
+        target="pm2.5",
+        horizon=1,
+        trials={"total": 1, "finished": 1, "stopped": 0, "errored": 0},
+        best=best,
+        baselines={"persistence": {"val": Scores(rmse=20.0, mae=11.0), "test": Scores(rmse=20.17, mae=11.0)}},
+        wall_time_s=1.0,
+    )
+    (finished / "best.json").write_text(summary.to_json())
     code = f"""
 import sys
 from typer.testing import CliRunner
@@ -92,6 +114,8 @@ cases = (
     (["run", "--search", "grid"], 2, "--search grid needs choice"),
     (["run", "--search", "tpe", "--scheduler", "pbt"], 2, "--search = 'tpe' with --scheduler pbt"),
     (["run", "--data", {str(tmp_path / "nope")!r}, "--storage", {str(tmp_path / "runs")!r}], 2, "no manifest"),
+    (["resume", {str(tmp_path / "nope")!r}], 2, "no Tune experiment state (tuner.pkl) to resume"),
+    (["resume", {str(finished)!r}], 0, "test RMSE 18.50 vs persistence 20.17"),
 )
 for args, code, needle in cases:
     result = CliRunner().invoke(app, args)

@@ -241,7 +241,7 @@ def test_decoder_trial_forecasts_six_hours_and_its_checkpoint_scores_every_step(
     """A 6-hour dataset through the training loop with the decoder head: val/rmse covers all steps, the
     checkpoint reloads into the same model (summary path), and error grows with the step as it should."""
     from cluster.data import prepare_default
-    from cluster.summary import baselines_for, score_checkpoint
+    from cluster.scoring import baselines_for, score_checkpoint
     from trainables.storage import resolve
 
     root = tmp_path / "beijing-6h"
@@ -266,7 +266,7 @@ def test_ordinal_codes_become_embeddings_and_a_trial_trains_on_them(tmp_path: Pa
     """Categorical codes go through nn.Embedding (one row per code) instead of entering the LSTM as numbers; the
     checkpoint reloads into the same model and scores what the trial reported."""
     from cluster.data import bundled_beijing_path, prepare_forecast
-    from cluster.summary import score_checkpoint
+    from cluster.scoring import score_checkpoint
     from trainables.data.forecast_prep import ForecastPrepConfig
     from trainables.storage import resolve
 
