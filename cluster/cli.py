@@ -252,7 +252,7 @@ def tensorboard(
     """Serve TensorBoard on an experiment, while it runs or after: scalars per trial, HParams table, PBT lineage."""
     import tempfile
 
-    from cluster.tensorboard_server import Board, free_port, logdir_of, start, wait_ready
+    from cluster.tensorboard_server import Board, free_port, logdir_of, serving, wait_ready
     from trainables.storage import resolve
 
     set_endpoint(s3_endpoint)
@@ -263,20 +263,16 @@ def tensorboard(
         return
     board = Board(logdir=logdir_of(root), host=host, port=port or free_port(host))
     log = tempfile.NamedTemporaryFile(prefix="lstm-tune-tensorboard-", suffix=".log", delete=False).name
-    proc = start(board, log)
-    try:
-        wait_ready(board, proc, log)
-        err.print(f"TensorBoard on {board.logdir}: {board.url}  (Ctrl-C stops it; log {log})", highlight=False)
-        sys.stderr.flush()
-        proc.wait()
-    except RuntimeError as exc:
-        fail(str(exc), code=1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with serving(board, log) as proc:
+        try:
+            wait_ready(board, proc, log)
+            err.print(f"TensorBoard on {board.logdir}: {board.url}  (Ctrl-C stops it; log {log})", highlight=False)
+            sys.stderr.flush()
+            proc.wait()
+        except RuntimeError as exc:
+            fail(str(exc), code=1)
+        except KeyboardInterrupt:
+            pass
 
 
 @spaces_app.command("list")

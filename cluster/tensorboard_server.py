@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import FrameType
 
 from trainables.storage import Location, s3_endpoint
 
@@ -45,6 +49,25 @@ def board_env() -> dict[str, str]:
     return env
 
 
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def serving(board: Board, log: str) -> Iterator[subprocess.Popen[bytes]]:
+    """TensorBoard for as long as this command lives: stopped on return, on an error, on Ctrl-C and on SIGTERM
+    (``kill``, a container's stop), which Python would otherwise obey by exiting at once and leaving it running."""
+    previous = signal.signal(signal.SIGTERM, _exit)
+    proc = start(board, log)
+    try:
+        yield proc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
 def start(board: Board, log: str) -> subprocess.Popen[bytes]:
     """TensorBoard in its own process; its log goes to the file ``log`` (a pipe nobody reads would fill and block)."""
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", board.logdir, "--host", board.host]
@@ -70,4 +93,4 @@ def wait_ready(board: Board, proc: subprocess.Popen[bytes], log: str, timeout: f
     raise RuntimeError(f"tensorboard did not answer at {board.url} within {timeout:.0f} s")
 
 
-__all__ = ["Board", "board_env", "free_port", "logdir_of", "start", "wait_ready"]
+__all__ = ["Board", "board_env", "free_port", "logdir_of", "serving", "start", "wait_ready"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,6 +128,37 @@ print(",".join(m for m in ("torch", "ray", "pandas", "cluster.experiment") if m 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "none", f"loaded before answering: {proc.stdout.strip()}"
+
+
+def test_tensorboard_goes_when_the_command_is_terminated(tmp_path: Path) -> None:
+    """SIGTERM (kill, a container's stop) to ``lstm-tune tensorboard`` stops its TensorBoard server too; Python's
+    default would exit at once and leave the server running (CI once found four left over)."""
+    (tmp_path / "tensorboard").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "tensorboard", str(tmp_path), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "http://127.0.0.1:" in line, line
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        server = Path(f"/proc/{children[0]}")
+        assert "tensorboard.main" in (server / "cmdline").read_bytes().decode()
+        proc.terminate()
+        assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 15
+        while server.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not server.exists(), "TensorBoard outlived the command"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_user_errors_are_value_errors() -> None:
