@@ -6,8 +6,9 @@ metrics) to validate a run, and that must not pay for torch and Ray before a typ
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from trainables.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from trainables.config import ModelConfig, OptimConfig, RunLimits, TrialConfig, WindowConfig
@@ -32,10 +33,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'trainables' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOME[name]), name)
+__getattr__ = lazy_exports(__name__, _HOME)
 
 
 __all__ = [

@@ -5,8 +5,9 @@ Names load on first use (PEP 562), as in :mod:`trainables`: reading a manifest m
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from trainables.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from trainables.data.forecast_prep import FittedPrep, ForecastPrepConfig
@@ -28,10 +29,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'trainables.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOME[name]), name)
+__getattr__ = lazy_exports(__name__, _HOME)
 
 
 __all__ = [
