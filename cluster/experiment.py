@@ -18,12 +18,7 @@ from rich.console import Console
 
 from cluster.options import RunOptions
 from cluster.plan import Plan
-from cluster.preflight import (
-    Finished,
-    Ready,
-    preflight,
-    preflight_resume,
-)
+from cluster.preflight import Finished, Ready, preflight, preflight_resume
 from cluster.progress import ProgressCallback
 from cluster.retention import RollingRetention, prune_stopped_checkpoints
 from cluster.schedulers import build_scheduler, read_lineage
