@@ -142,7 +142,10 @@ def prepare_data(p: Plan, console: Console) -> tuple[DataHandle, str]:
     return DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir), manifest.task
 
 
-def experiment_state(paths: ExperimentPaths) -> Literal["missing", "incomplete", "finished"]:
+ExperimentState = Literal["missing", "incomplete", "finished"]
+
+
+def experiment_state(paths: ExperimentPaths) -> ExperimentState:
     if not exists(paths.root.child("tuner.pkl")):
         return "missing"
     return "finished" if exists(paths.best_json) else "incomplete"
@@ -154,13 +157,14 @@ def preflight(opts: RunOptions, console: Console, *, resume_if_exists: bool = Fa
     p = plan(opts)
     # Reachability first: asking whether the experiment exists is already a storage request.
     check_readable(p.paths.root, "--storage")
-    if experiment_state(p.paths) != "missing":
+    state = experiment_state(p.paths)
+    if state != "missing":
         if not resume_if_exists:
             raise OptionError(
                 f"--name = {p.name!r}: an experiment already exists at {p.paths.root.uri}; choose another name, "
                 "or add --resume-if-exists"
             )
-        return preflight_resume(p.paths.root.uri, console, address=opts.address)
+        return _resume(p.paths, state, console, address=opts.address, started=started)
     probe(p.paths.root)
     handle, task = prepare_data(p, console)
     record = {
@@ -189,9 +193,22 @@ def preflight_resume(uri: str, console: Console, *, address: str | None) -> Read
     root = resolve(uri)
     check_readable(root, "resume")
     paths = ExperimentPaths(root=root)
-    if experiment_state(paths) == "finished":
+    return _resume(paths, experiment_state(paths), console, address=address, started=started)
+
+
+def _resume(
+    paths: ExperimentPaths,
+    state: ExperimentState,
+    console: Console,
+    *,
+    address: str | None,
+    started: float,
+) -> Ready | Finished:
+    """An existing experiment whose storage was reached and whose state was read once, by the caller."""
+    root = paths.root
+    if state == "finished":
         return Finished(uri=root.uri, summary=summary_from_json(read_bytes(paths.best_json)))
-    if not exists(root.child("tuner.pkl")):
+    if state == "missing":
         raise StorageError(f"{root.uri}: no Tune experiment state (tuner.pkl) to resume")
     record = load_run_record(root)
     opts = replace(options_from_dict(record["options"]), address=address)
