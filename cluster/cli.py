@@ -20,6 +20,7 @@ from cluster.options import CheckpointOptions, ResourceOptions, RunOptions, Sche
 from search_spaces import SearchSpaceError, preset_names
 
 if TYPE_CHECKING:
+    from cluster.experiments import ExperimentInfo
     from cluster.preflight import Finished, Ready
     from cluster.summary import Summary
 
@@ -203,12 +204,11 @@ def experiments_list(
         sys.stdout.write(json.dumps([i.to_dict() for i in infos], indent=2) + "\n")
         return
     table = Table(title=f"experiments in {storage}")
-    for col in ("name", "status", "trials", "best val RMSE", "test RMSE"):
+    for col in ("name", "status", "trials", "best val", "test"):
         table.add_column(col)
     for i in infos:
         trials = ", ".join(f"{n} {s.lower()}" for s, n in sorted(i.trials.items()))
-        test = f"{i.test_rmse:.2f}" if i.test_rmse is not None else "-"
-        table.add_row(i.name, i.status, trials, f"{i.best_val_rmse:.2f}", test)
+        table.add_row(i.name, i.status, trials, _figure(i.metric, i.best_val), _test_figure(i))
     Console(soft_wrap=True).print(table)
 
 
@@ -232,14 +232,26 @@ def experiments_show(
         sys.stdout.write(json.dumps(info.to_dict(), indent=2) + "\n")
         return
     trials = ", ".join(f"{n} {s.lower()}" for s, n in sorted(info.trials.items()))
-    lines = [
-        f"experiment {info.uri}: {info.status}",
-        f"trials: {sum(info.trials.values())} ({trials})",
-        f"best so far: val RMSE {info.best_val_rmse:.2f} ({info.best_trial})",
-    ]
-    if info.test_rmse is not None:
-        lines.append(f"best model test RMSE {info.test_rmse:.2f} vs persistence {info.persistence_test_rmse:.2f}")
+    lines = [f"experiment {info.uri}: {info.status}", f"trials: {sum(info.trials.values())} ({trials})"]
+    if info.retries:
+        each = ", ".join(f"{t} {n}x" for t, n in sorted(info.retries.items()))
+        lines.append(f"restarted from a checkpoint after a failure: {each}")
+    lines.append(info.best_line())
+    if (test := info.test_line()) is not None:
+        lines.append(test)
     typer.echo("\n".join(lines))
+
+
+def _figure(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f} accuracy" if metric.endswith("accuracy") else f"{value:.2f} RMSE"
+
+
+def _test_figure(info: ExperimentInfo) -> str:
+    if info.test_rmse is not None:
+        return _figure("rmse", info.test_rmse)
+    return _figure("accuracy", info.test_accuracy)
 
 
 @app.command()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,13 +24,37 @@ class ExperimentInfo:
     """finished (best.json written), or incomplete (interrupted or still running)."""
     trials: dict[str, int]
     """Trial count per Tune status (TERMINATED, RUNNING, PAUSED, ERROR, PENDING)."""
-    best_val_rmse: float
+    retries: dict[str, int]
+    """Trials Tune restarted from a checkpoint after a failure (a lost node, an error): trial id -> how many times."""
+    metric: str
+    """The validation figure ``best_val`` is: val/rmse (forecasting, lower is better) or val/accuracy (classifying)."""
+    best_val: float | None
+    """Best ``metric`` any trial reported so far; None before any trial reported."""
     best_trial: str
+    best_val_rmse: float | None = None
     test_rmse: float | None = None
     persistence_test_rmse: float | None = None
+    test_accuracy: float | None = None
+    majority_test_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def best_line(self) -> str:
+        """``best so far: val RMSE 18.95 (trial)``: the figure the experiment is tuned on."""
+        if self.best_val is None:
+            return "best so far: no trial has reported yet"
+        label = "val accuracy" if self.metric == M.VAL_ACCURACY else "val RMSE"
+        value = f"{self.best_val:.4f}" if self.metric == M.VAL_ACCURACY else f"{self.best_val:.2f}"
+        return f"best so far: {label} {value} ({self.best_trial})"
+
+    def test_line(self) -> str | None:
+        """The best model on the test split next to its naive baseline, once the experiment has finished."""
+        if self.test_rmse is not None and self.persistence_test_rmse is not None:
+            return f"best model test RMSE {self.test_rmse:.2f} vs persistence {self.persistence_test_rmse:.2f}"
+        if self.test_accuracy is not None and self.majority_test_accuracy is not None:
+            return f"best model test accuracy {self.test_accuracy:.4f} vs majority class {self.majority_test_accuracy:.4f}"
+        return None
 
 
 def is_experiment(loc: Location) -> bool:
@@ -57,32 +80,63 @@ def describe(loc: Location) -> ExperimentInfo:
     finally:
         tune_logger.setLevel(level)
     counts: dict[str, int] = {}
-    best, best_trial = math.inf, ""
+    retries: dict[str, int] = {}
     for trial in analysis.trials:
         counts[trial.status] = counts.get(trial.status, 0) + 1
-    for trial_id, frame in analysis.trial_dataframes.items():
-        if M.VAL_RMSE in frame and len(frame):
-            value = float(frame[M.VAL_RMSE].min())
-            if value < best:
-                best, best_trial = value, trial_id
+        if trial.num_failures:
+            retries[trial.trial_id] = int(trial.num_failures)
+    metric, best, best_trial = _best_so_far(analysis.trial_dataframes)
     paths = ExperimentPaths(root=loc)
-    test = persistence = None
     status = "incomplete"
+    scores: dict[str, float | None] = {}
     if exists(paths.best_json):
         status = "finished"
-        summary = json.loads(read_bytes(paths.best_json))
-        test = summary["best"]["test"]["rmse"]
-        persistence = summary["baselines"]["persistence"]["test"]["rmse"]
+        scores = _test_scores(json.loads(read_bytes(paths.best_json)))
     return ExperimentInfo(
         name=loc.path.rstrip("/").rsplit("/", 1)[-1],
         uri=loc.uri,
         status=status,
         trials=counts,
-        best_val_rmse=best,
+        retries=retries,
+        metric=metric,
+        best_val=best,
         best_trial=best_trial,
-        test_rmse=test,
-        persistence_test_rmse=persistence,
+        best_val_rmse=best if metric == M.VAL_RMSE else None,
+        **scores,
     )
+
+
+def _best_so_far(frames: dict[str, Any]) -> tuple[str, float | None, str]:
+    """(metric, best value, trial id) over every result reported: the lowest val RMSE of a forecaster, else the
+    highest val accuracy of a classifier."""
+    classify = any(M.VAL_ACCURACY in f for f in frames.values()) and not any(M.VAL_RMSE in f for f in frames.values())
+    metric = M.VAL_ACCURACY if classify else M.VAL_RMSE
+    best: float | None = None
+    best_trial = ""
+    for trial_id, frame in frames.items():
+        if metric not in frame or not len(frame):
+            continue
+        column = frame[metric].dropna()
+        if not len(column):
+            continue
+        value = float(column.max() if classify else column.min())
+        if best is None or (value > best if classify else value < best):
+            best, best_trial = value, trial_id
+    return metric, best, best_trial
+
+
+def _test_scores(summary: dict[str, Any]) -> dict[str, float | None]:
+    """The best model's test figure and its baseline's from ``best.json``, by task."""
+    test, baselines = summary["best"]["test"], summary["baselines"]
+    if summary.get("task") == "classify":
+        return {
+            "test_accuracy": test.get("accuracy"),
+            "majority_test_accuracy": baselines.get("majority_class", {}).get("test", {}).get("accuracy"),
+        }
+    return {
+        "test_rmse": test.get("rmse"),
+        "persistence_test_rmse": baselines.get("persistence", {}).get("test", {}).get("rmse"),
+    }
 
 
 def list_experiments(storage: str) -> list[ExperimentInfo]:

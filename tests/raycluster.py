@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -145,17 +144,24 @@ class LocalCluster:
         return procs
 
     def busy_worker_nodes(self) -> list[str]:
-        """Node ids of worker nodes with no CPU free right now (each runs one 1-CPU trial), asked of the GCS."""
-        probe = (
-            "import json, ray\n"
-            f"ray.init(address='{self.address}', logging_level='ERROR')\n"
-            "from ray._private.state import available_resources_per_node\n"
-            "print(json.dumps({n: r.get('CPU', 0.0) for n, r in available_resources_per_node().items()}))\n"
-        )
-        out = subprocess.run(["python3", "-c", probe], capture_output=True, text=True, timeout=60, check=False)
-        free = json.loads(out.stdout.strip().splitlines()[-1])
-        workers = {self.node_id(r) for r in self.alive_raylets() if not self.temp_dir_of(r).endswith("/h")}
-        return [node for node in workers if free.get(node, 0.0) < 1.0]
+        """Node ids of worker nodes whose raylet has a trial process under it (Ray titles it ``ray::ImplicitFunc``).
+
+        Read from the process tree, so it takes milliseconds: asking the GCS meant a fresh ``ray.init`` of several
+        seconds under CI load, long enough for the trial to finish before its node was killed (seen in CI)."""
+        busy = []
+        for raylet in self.alive_raylets():
+            if self.temp_dir_of(raylet).endswith("/h"):
+                continue
+            if any(self._runs_trial(child) for child in raylet.children(recursive=True)):
+                busy.append(self.node_id(raylet))
+        return busy
+
+    @staticmethod
+    def _runs_trial(proc: psutil.Process) -> bool:
+        try:
+            return any(arg.startswith("ray::ImplicitFunc") for arg in proc.cmdline()[:1])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
 
     @staticmethod
     def node_id(raylet: psutil.Process) -> str:

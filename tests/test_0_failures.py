@@ -95,12 +95,18 @@ def checkpoints(server: S3Server, name: str) -> list[str]:
     return [k for k in keys(server, f"failures/{name}/") if "/checkpoint_" in k and k.endswith("trial_state.pt")]
 
 
-def min_per_trial(server: S3Server, name: str, trials: int) -> int:
-    """The fewest checkpoints any of the ``trials`` trials has written so far (0 until all have started)."""
+def per_trial(server: S3Server, name: str) -> dict[str, int]:
+    """How many checkpoints each trial that has started has written so far."""
     counts: dict[str, int] = {}
     for key in checkpoints(server, name):
         trial = key.split("/")[-3]
         counts[trial] = counts.get(trial, 0) + 1
+    return counts
+
+
+def min_per_trial(server: S3Server, name: str, trials: int) -> int:
+    """The fewest checkpoints any of the ``trials`` trials has written so far (0 until all have started)."""
+    counts = per_trial(server, name)
     return min(counts.values()) if len(counts) >= trials else 0
 
 
@@ -159,27 +165,31 @@ def test_lost_worker_node_trials_resume_elsewhere(cluster: LocalCluster, s3_serv
     busy = cluster.busy_worker_nodes()
     assert busy, "no worker node was running a trial"
     victim = cluster.kill_node_with_id(busy[0])
+    at_kill = sorted(per_trial(s3_server, "nodeloss").values())
     proc.wait(timeout=400)
     summary = finished_summary(proc, tmp_path)
     assert summary["trials"] == {"total": 2, "finished": 2, "stopped": 0, "errored": 0}
     shown = json.loads(run_cli("experiments", "show", f"{STORAGE}/nodeloss", "--json").stdout)
     assert shown["trials"] == {"TERMINATED": 2}
-    retried = []
-    for trial, results in trial_results(s3_server, "nodeloss").items():
-        nodes = [r["node_id"] for r in results]
-        for i in range(1, len(nodes)):
-            if nodes[i] != nodes[i - 1]:
-                retried.append((trial, results[i]["epoch"]))
-        assert results[-1]["epoch"] == 8
-    sequences = {
-        t: [(r["epoch"], r["node_id"][:8]) for r in rs] for t, rs in trial_results(s3_server, "nodeloss").items()
-    }
-    assert retried, f"no trial moved to another node after its node was killed: {sequences}"
-    print(
-        f"\nnode loss: killed the node (raylet pid {victim}) of a running trial; retried (trial, first epoch): {retried}"
+    # Tune's trial ids ("3604c_00001") from the trial folders ("forecast_trainable_3604c_00001_1_batch_size=...").
+    results = {"_".join(t.split("_")[2:4]): rs for t, rs in trial_results(s3_server, "nodeloss").items()}
+    sequences = {t: [(r["epoch"], r["node_id"][:8]) for r in rs] for t, rs in results.items()}
+    # Tune's own count of restarts is the evidence of the move: the restarted trial's result.json is sometimes
+    # rewritten by the node it moved to, starting at the restored epoch, so a change of node_id inside it may not show.
+    assert shown["retries"], (
+        f"no trial restarted after node {busy[0][:8]} was killed (checkpoints per trial then: {at_kill}): {sequences}"
     )
-    for trial, first_epoch in retried:
-        assert first_epoch > 1, f"{trial} restarted from epoch 1 instead of its checkpoint"
+    for trial, rs in results.items():
+        epochs = [r["epoch"] for r in rs]
+        assert epochs[-1] == 8, f"{trial} did not finish: {epochs}"
+        assert epochs.count(1) <= 1, f"{trial} restarted from epoch 1 instead of its checkpoint: {sequences}"
+        if trial in shown["retries"]:
+            # It finished on the surviving node, which it reached with the progress of its checkpoint.
+            assert rs[-1]["node_id"] != busy[0], f"{trial} finished on the node that was killed: {sequences}"
+            moved = next(r["epoch"] for r in rs if r["node_id"] == rs[-1]["node_id"])
+            assert moved > 1, f"{trial} restarted from epoch 1 on the surviving node: {sequences}"
+    print(f"\nnode loss: killed the node (raylet pid {victim}) of a running trial; restarts {shown['retries']}")
+    print(f"node loss: (epoch, node) per trial {sequences}")
 
 
 def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, tmp_path: Path) -> None:

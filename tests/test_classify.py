@@ -48,9 +48,22 @@ def test_r8_smoke_beats_majority_class(ray_local: None, prepared_r8: str, tmp_pa
     acc.Reload()
     assert {M.VAL_ACCURACY, M.VAL_MACRO_F1, M.VAL_LOSS} <= set(acc.Tags()["scalars"])
 
+    # A finished classifier shows its own figures: accuracy, highest best, next to the majority class.
+    runner = CliRunner()
+    shown = runner.invoke(app, ["experiments", "show", str(tmp_path / "r8"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.output)
+    assert info["status"] == "finished" and info["metric"] == M.VAL_ACCURACY and info["best_val_rmse"] is None
+    assert info["best_val"] >= (summary.best.val.accuracy or 1.0) - 1e-9
+    assert info["test_accuracy"] == pytest.approx(accuracy) and info["majority_test_accuracy"] == pytest.approx(majority)
+    assert info["retries"] == {}
+    text = runner.invoke(app, ["experiments", "show", str(tmp_path / "r8")]).output
+    assert f"best model test accuracy {accuracy:.4f} vs majority class {majority:.4f}" in text, text
+    listed = runner.invoke(app, ["experiments", "list", str(tmp_path)]).output
+    assert f"{accuracy:.4f} accuracy" in listed, listed
+
     # Export, then classify the raw test documents from the command line: the exported tokenizer, vocabulary and
     # weights reproduce the summary's test accuracy exactly.
-    runner = CliRunner()
     out = tmp_path / "model"
     done = runner.invoke(app, ["export", str(tmp_path / "r8"), "--out", str(out)])
     assert done.exit_code == 0, done.output

@@ -215,3 +215,26 @@ def test_run_prints_json_summary(tmp_path: Path, prepared_data: str) -> None:
 
 def math_finite(x: float) -> bool:
     return isinstance(x, float) and x == x and abs(x) != float("inf")
+
+
+def test_best_so_far_by_task_and_before_any_report() -> None:
+    """The figure ``experiments show`` leads with: lowest val RMSE, highest val accuracy, or none reported yet."""
+    import pandas as pd
+
+    from cluster.experiments import ExperimentInfo, _best_so_far
+    from trainables import metrics as M
+
+    forecast = {"a": pd.DataFrame({M.VAL_RMSE: [30.0, 21.5]}), "b": pd.DataFrame({M.VAL_RMSE: [25.0, float("nan")]})}
+    assert _best_so_far(forecast) == (M.VAL_RMSE, 21.5, "a")
+    classify = {"a": pd.DataFrame({M.VAL_ACCURACY: [0.5, 0.91]}), "b": pd.DataFrame({M.VAL_ACCURACY: [0.93, 0.2]})}
+    assert _best_so_far(classify) == (M.VAL_ACCURACY, 0.93, "b")
+    # Trials that have not reported: empty frames, or a column of NaN only.
+    silent = {"a": pd.DataFrame(), "b": pd.DataFrame({M.VAL_RMSE: [float("nan")]})}
+    assert _best_so_far(silent) == (M.VAL_RMSE, None, "")
+    assert _best_so_far({}) == (M.VAL_RMSE, None, "")
+
+    common = {"name": "x", "uri": "/x", "status": "incomplete", "trials": {"RUNNING": 1}, "retries": {}}
+    quiet = ExperimentInfo(**common, metric=M.VAL_RMSE, best_val=None, best_trial="")
+    assert quiet.best_line() == "best so far: no trial has reported yet" and quiet.test_line() is None
+    accurate = ExperimentInfo(**common, metric=M.VAL_ACCURACY, best_val=0.9312, best_trial="b")
+    assert accurate.best_line() == "best so far: val accuracy 0.9312 (b)"

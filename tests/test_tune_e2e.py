@@ -130,6 +130,30 @@ def test_asha_stops_trials_and_beats_persistence(asha_run: tuple[Summary, Path, 
         assert names in (["trial_state.pt"], ["pruned.json"]), f"{folder}: {names}"
 
 
+def test_experiments_show_and_list_a_finished_forecaster(asha_run: tuple[Summary, Path, LiveWatcher]) -> None:
+    """Read back from storage alone: status, trial counts, the lowest val RMSE any trial reported, the test figures."""
+    summary, exp, _ = asha_run
+    shown = CliRunner().invoke(app, ["experiments", "show", str(exp), "--json"])
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.output)
+    reported = [
+        json.loads(line)[M.VAL_RMSE]
+        for f in exp.glob("forecast_trainable_*/result.json")
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
+    assert info["status"] == "finished" and info["metric"] == M.VAL_RMSE
+    assert info["trials"] == {"TERMINATED": 6} and info["retries"] == {}
+    assert info["best_val"] == info["best_val_rmse"] == pytest.approx(min(reported))
+    assert info["test_rmse"] == pytest.approx(summary.best.test.rmse)
+    persistence = summary.baselines["persistence"]["test"].rmse
+    assert info["persistence_test_rmse"] == pytest.approx(persistence) and info["test_accuracy"] is None
+    text = CliRunner().invoke(app, ["experiments", "show", str(exp)]).output
+    assert f"best so far: val RMSE {min(reported):.2f}" in text and f"vs persistence {persistence:.2f}" in text, text
+    listed = CliRunner().invoke(app, ["experiments", "list", str(exp.parent)]).output
+    assert "asha" in listed and f"{summary.best.test.rmse:.2f} RMSE" in listed, listed
+
+
 def test_pbt_exploits_are_recorded_with_real_trial_ids(pbt_run: tuple[Summary, Path]) -> None:
     summary, exp = pbt_run
     assert summary.trials["total"] == 4 and summary.trials["errored"] == 0
