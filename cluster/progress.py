@@ -23,16 +23,31 @@ class ProgressState:
     finished: set[str] = field(default_factory=set)
     stopped: set[str] = field(default_factory=set)
     errored: set[str] = field(default_factory=set)
-    best_rmse: float = math.inf
+    best: float | None = None
+    """Best validation figure so far: lowest val RMSE (forecasting) or highest val accuracy (classifying)."""
+    best_metric: str = M.VAL_RMSE
     best_trial: str = ""
     results: int = 0
 
+    def offer(self, trial_id: str, result: dict[str, Any]) -> bool:
+        """Take a trial's result; True when it is a new best."""
+        for metric, lower in ((M.VAL_RMSE, True), (M.VAL_ACCURACY, False)):
+            value = result.get(metric)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            if self.best is None or (value < self.best if lower else value > self.best):
+                self.best, self.best_metric, self.best_trial = float(value), metric, trial_id
+                return True
+            return False
+        return False
+
     def line(self, elapsed: float) -> str:
-        best = (
-            f"best val RMSE {self.best_rmse:.2f} ({self.best_trial})"
-            if math.isfinite(self.best_rmse)
-            else "no result yet"
-        )
+        if self.best is None:
+            best = "no result yet"
+        elif self.best_metric == M.VAL_ACCURACY:
+            best = f"best val accuracy {self.best:.4f} ({self.best_trial})"
+        else:
+            best = f"best val RMSE {self.best:.2f} ({self.best_trial})"
         return (
             f"[{elapsed:6.0f}s] running {len(self.running)}, finished {len(self.finished)}, "
             f"stopped early {len(self.stopped)}, errored {len(self.errored)} | {best}"
@@ -73,12 +88,7 @@ class ProgressCallback(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
         self.state.results += 1
-        rmse = result.get(M.VAL_RMSE)
-        if isinstance(rmse, (int, float)) and rmse < self.state.best_rmse:
-            self.state.best_rmse, self.state.best_trial = float(rmse), trial.trial_id
-            self._print(force=True)
-        else:
-            self._print()
+        self._print(force=self.state.offer(trial.trial_id, result))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.state.running.discard(trial.trial_id)

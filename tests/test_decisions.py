@@ -87,8 +87,17 @@ def test_progress_line() -> None:
     assert "no result yet" in state.line(0.0)
     state.running |= {"a", "b"}
     state.stopped.add("c")
-    state.best_rmse, state.best_trial = 18.5, "a"
+    assert state.offer("a", {M.VAL_RMSE: 18.5}) and not state.offer("b", {M.VAL_RMSE: 18.6})
+    assert not state.offer("b", {M.VAL_RMSE: float("nan")}) and not state.offer("b", {M.EPOCH: 1})
     assert state.line(12.0) == "[    12s] running 2, finished 0, stopped early 1, errored 0 | best val RMSE 18.50 (a)"
+
+
+def test_progress_line_of_a_classifier_leads_with_accuracy() -> None:
+    """Higher is better: a classifier run showed "no result yet" for its whole length when only RMSE counted."""
+    state = ProgressState(max_epochs=4)
+    assert state.offer("a", {M.VAL_ACCURACY: 0.91, M.VAL_LOSS: 0.3})
+    assert not state.offer("b", {M.VAL_ACCURACY: 0.90}) and state.offer("b", {M.VAL_ACCURACY: 0.93})
+    assert state.line(5.0).endswith("| best val accuracy 0.9300 (b)")
 
 
 def test_shards_for_rank_are_disjoint_and_complete() -> None:
