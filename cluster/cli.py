@@ -79,6 +79,9 @@ def run(
     resample_probability: Annotated[float, typer.Option(help="PBT: chance to resample instead of perturb.")] = 0.25,
     keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept per trial (PBT needs >= 3).")] = 3,
     keep_stopped: Annotated[int, typer.Option(help="Stopped-early trials whose checkpoints are kept (the best).")] = 2,
+    sync_period_s: Annotated[
+        int, typer.Option(help="Seconds between uploads of the experiment state and result histories to storage.")
+    ] = 60,
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial from its last checkpoint.")] = 3,
     patience: Annotated[int, typer.Option(help="Early stopping in a trial: epochs without improvement (0: off).")] = 0,
     time_budget_s: Annotated[float | None, typer.Option(help="Wall-clock budget of the tuning run, seconds.")] = None,
@@ -131,7 +134,9 @@ def run_options(p: dict[str, Any]) -> RunOptions:
             workers_per_trial=p["workers_per_trial"],
             reuse_workers=p.get("reuse_workers", True),
         ),
-        checkpoints=CheckpointOptions(num_to_keep=p["keep_checkpoints"], keep_stopped=p["keep_stopped"]),
+        checkpoints=CheckpointOptions(
+            num_to_keep=p["keep_checkpoints"], keep_stopped=p["keep_stopped"], sync_period_s=p["sync_period_s"]
+        ),
         max_failures=p["max_failures"],
         patience=p["patience"],
         min_delta=p["min_delta"],

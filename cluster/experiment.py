@@ -12,10 +12,10 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig, SyncConfig, TuneConfig, Tuner
 from rich.console import Console
 
+from cluster.loggers import result_loggers
 from cluster.options import RunOptions
 from cluster.plan import Plan
 from cluster.preflight import Finished, Ready, preflight, preflight_resume
@@ -139,9 +139,10 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
                 checkpoint_score_order="min",
             ),
             failure_config=FailureConfig(max_failures=opts.max_failures),
+            # What a lost driver loses: the results and the snapshot since the last upload (Tune's default, 300 s).
+            sync_config=SyncConfig(sync_period=opts.checkpoints.sync_period_s),
             callbacks=[
-                JsonLoggerCallback(),
-                CSVLoggerCallback(),
+                *result_loggers(),
                 progress,
                 RollingRetention(keep_best=opts.checkpoints.num_to_keep),
                 WorkerGroupReaper(),

@@ -125,15 +125,20 @@ class ResourceOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class CheckpointOptions:
-    """How many checkpoints each trial keeps."""
+    """How many checkpoints each trial keeps, and how often the driver's state reaches storage."""
 
     num_to_keep: int = 3
     """Checkpoints kept per trial (best by val/loss, plus the latest)."""
     keep_stopped: int = 2
     """Trials stopped early by the scheduler whose checkpoints survive the end of the run (the best by val/loss);
     the others' checkpoints are deleted."""
+    sync_period_s: int = 60
+    """How often the driver uploads Tune's experiment state and the trials' result histories (result.json,
+    progress.csv) to storage; a lost driver loses at most this much of them (Tune's default: 300 s)."""
 
     def validate(self, scheduler: SchedulerKind) -> None:
+        if self.sync_period_s < 1:
+            raise OptionError(f"--sync-period-s = {self.sync_period_s}: must be >= 1 (seconds)")
         if self.keep_stopped < 0:
             raise OptionError(f"--keep-stopped = {self.keep_stopped}: must be >= 0")
         if self.num_to_keep < 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -174,14 +175,15 @@ def test_lost_worker_node_trials_resume_elsewhere(cluster: LocalCluster, s3_serv
     # Tune's trial ids ("3604c_00001") from the trial folders ("forecast_trainable_3604c_00001_1_batch_size=...").
     results = {"_".join(t.split("_")[2:4]): rs for t, rs in trial_results(s3_server, "nodeloss").items()}
     sequences = {t: [(r["epoch"], r["node_id"][:8]) for r in rs] for t, rs in results.items()}
-    # Tune's own count of restarts is the evidence of the move: the restarted trial's result.json is sometimes
-    # rewritten by the node it moved to, starting at the restored epoch, so a change of node_id inside it may not show.
+    # Tune's own count of restarts is the evidence of the move.
     assert shown["retries"], (
         f"no trial restarted after node {busy[0][:8]} was killed (checkpoints per trial then: {at_kill}): {sequences}"
     )
     for trial, rs in results.items():
         epochs = [r["epoch"] for r in rs]
         assert epochs[-1] == 8, f"{trial} did not finish: {epochs}"
+        # The whole history survives the move (Tune's loggers replaced it by the last upload's: it began at epoch 3).
+        assert sorted(set(epochs)) == list(range(1, 9)), f"{trial} lost part of its history: {sequences}"
         assert epochs.count(1) <= 1, f"{trial} restarted from epoch 1 instead of its checkpoint: {sequences}"
         if trial in shown["retries"]:
             # It finished on the surviving node, which it reached with the progress of its checkpoint.
@@ -194,9 +196,16 @@ def test_lost_worker_node_trials_resume_elsewhere(cluster: LocalCluster, s3_serv
 
 def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, tmp_path: Path) -> None:
     proc = start_driver(
-        tmp_path, "--address", cluster.address, "--name", "driverkill", "--num-samples", "3", "--max-epochs", "6"
+        tmp_path,
+        *("--address", cluster.address, "--name", "driverkill", "--num-samples", "3", "--max-epochs", "6"),
+        *("--sync-period-s", "2"),
     )
-    wait_for(lambda: len(checkpoints(s3_server, "driverkill")) >= 4, 240, "4 checkpoints in S3")
+    # The driver uploads result histories every --sync-period-s (Tune's default, 300 s, left none in storage here).
+    wait_for(
+        lambda: len(checkpoints(s3_server, "driverkill")) >= 4 and any(trial_results(s3_server, "driverkill").values()),
+        240,
+        "4 checkpoints and a result history in S3",
+    )
     proc.kill()
     proc.wait(timeout=30)
     before = trial_results(s3_server, "driverkill")
@@ -205,6 +214,12 @@ def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, t
     # deleted; a trial failed four times over "does not exist on storage anymore").
     pruned = prune_all_but_newest(s3_server, "driverkill")
     print(f"\ndriver kill: pruned {pruned} checkpoints before the resume")
+    # A resumed driver usually runs on another machine (a new head pod): none of the killed driver's local files
+    # (Tune's staging folder, with the trials' full result histories) is left to it. Everything comes from storage.
+    staging = {p.resolve() for p in Path(cluster.temp_dir).glob("h/session_*/artifacts")}  # session_latest: a link
+    assert staging, f"no driver staging folder under {cluster.temp_dir}"
+    for folder in staging:
+        shutil.rmtree(folder)
     resumed = run_cli("resume", f"{STORAGE}/driverkill", "--address", cluster.address, "--json")
     summary = finished_summary(resumed, None)
     assert summary["trials"] == {"total": 3, "finished": 3, "stopped": 0, "errored": 0}, trial_errors(
@@ -215,6 +230,7 @@ def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, t
         print(f"\ndriver kill: {trial} epochs before kill {[r['epoch'] for r in before.get(trial, [])]}, all {epochs}")
         assert epochs.count(1) <= 1, f"{trial} restarted from epoch 1 after the resume: {epochs} (before: {before})"
         done = before.get(trial, [])
+        assert epochs[: len(done)] == [r["epoch"] for r in done], f"{trial} lost history: {epochs} (before: {done})"
         if done:  # resumed from its newest checkpoint, which is at least as new as its last logged result
             assert epochs.count(done[-1]["epoch"]) == 1, f"{trial} trained twice: {epochs} (pruned {pruned})"
         assert epochs[-1] == 6

@@ -73,6 +73,11 @@ def run_opts(**kw: Any) -> RunOptions:
             "--keep-checkpoints = 0",
         ),
         (
+            {"checkpoints": CheckpointOptions(sync_period_s=1)},
+            {"checkpoints": CheckpointOptions(sync_period_s=0)},
+            "--sync-period-s = 0: must be >= 1",
+        ),
+        (
             {"resources": ResourceOptions(cpus_per_trial=0.5)},
             {"resources": ResourceOptions(cpus_per_trial=0)},
             "--cpus-per-trial = 0",
