@@ -20,7 +20,6 @@ from cluster.options import CheckpointOptions, ResourceOptions, RunOptions, Sche
 from search_spaces import SearchSpaceError, preset_names
 
 if TYPE_CHECKING:
-    from cluster.experiments import ExperimentInfo
     from cluster.preflight import Finished, Ready
     from cluster.summary import Summary
 
@@ -213,7 +212,7 @@ def experiments_list(
         table.add_column(col)
     for i in infos:
         trials = ", ".join(f"{n} {s.lower()}" for s, n in sorted(i.trials.items()))
-        table.add_row(i.name, i.status, trials, _figure(i.metric, i.best_val), _test_figure(i))
+        table.add_row(i.name, i.status, trials, i.best_cell(), i.test_cell())
     Console(soft_wrap=True).print(table)
 
 
@@ -245,18 +244,6 @@ def experiments_show(
     if (test := info.test_line()) is not None:
         lines.append(test)
     typer.echo("\n".join(lines))
-
-
-def _figure(metric: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4f} accuracy" if metric.endswith("accuracy") else f"{value:.2f} RMSE"
-
-
-def _test_figure(info: ExperimentInfo) -> str:
-    if info.test_rmse is not None:
-        return _figure("rmse", info.test_rmse)
-    return _figure("accuracy", info.test_accuracy)
 
 
 @app.command()

@@ -40,13 +40,29 @@ class ExperimentInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def _classifies(self) -> bool:
+        return self.metric == M.VAL_ACCURACY
+
+    def _figure(self, value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f} accuracy" if self._classifies else f"{value:.2f} RMSE"
+
+    def best_cell(self) -> str:
+        """``experiments list``'s best-so-far column: ``18.95 RMSE`` or ``0.9381 accuracy``."""
+        return self._figure(self.best_val)
+
+    def test_cell(self) -> str:
+        """``experiments list``'s test column: the best model's test figure, once finished."""
+        return self._figure(self.test_accuracy if self._classifies else self.test_rmse)
+
     def best_line(self) -> str:
         """``best so far: val RMSE 18.95 (trial)``: the figure the experiment is tuned on."""
         if self.best_val is None:
             return "best so far: no trial has reported yet"
-        label = "val accuracy" if self.metric == M.VAL_ACCURACY else "val RMSE"
-        value = f"{self.best_val:.4f}" if self.metric == M.VAL_ACCURACY else f"{self.best_val:.2f}"
-        return f"best so far: {label} {value} ({self.best_trial})"
+        value, label = self._figure(self.best_val).split(" ")
+        return f"best so far: val {label} {value} ({self.best_trial})"
 
     def test_line(self) -> str | None:
         """The best model on the test split next to its naive baseline, once the experiment has finished."""
