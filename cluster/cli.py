@@ -85,6 +85,9 @@ def run(
     patience: Annotated[int, typer.Option(help="Early stopping in a trial: epochs without improvement (0: off).")] = 0,
     time_budget_s: Annotated[float | None, typer.Option(help="Wall-clock budget of the tuning run, seconds.")] = None,
     min_delta: Annotated[float, typer.Option(help="Early stopping: smallest val/loss improvement that counts.")] = 0.0,
+    epoch_samples: Annotated[
+        int | None, typer.Option(help="Training samples per epoch, drawn at random (default: all of them).")
+    ] = None,
     resume_if_exists: Annotated[
         bool, typer.Option(help="If the experiment exists, resume it (finished: print its summary) instead of failing.")
     ] = False,
@@ -139,6 +142,7 @@ def run_options(p: dict[str, Any]) -> RunOptions:
         max_failures=p["max_failures"],
         patience=p["patience"],
         min_delta=p["min_delta"],
+        epoch_samples=p["epoch_samples"],
         time_budget_s=p["time_budget_s"],
     )
 

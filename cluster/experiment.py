@@ -97,6 +97,7 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
         "seed": opts.seed,
         "patience": opts.patience,
         "min_delta": opts.min_delta,
+        "epoch_samples": opts.epoch_samples or 0,
     }
     trainable = trainable_for(opts, env, task)
     scheduler = build_scheduler(
@@ -257,7 +258,7 @@ def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task:
         protect=checkpoint.path,
         keep_per_trial=opts.checkpoints.num_to_keep,
     )
-    fixed = ("max_epochs", "seed", "patience", "min_delta")
+    fixed = ("max_epochs", "seed", "patience", "min_delta", "epoch_samples")
     return Summary(
         experiment=p.paths.root.uri,
         task=task,

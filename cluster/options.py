@@ -180,6 +180,9 @@ class RunOptions:
     """Early stopping inside each trial: epochs without improvement before it stops (0: off)."""
     min_delta: float = 0.0
     """Early stopping: the smallest val/loss improvement that counts."""
+    epoch_samples: int | None = None
+    """Training samples an epoch draws at random (windows, or documents): the unit of progress schedulers and
+    checkpoints see, for datasets whose full pass is long. None: every sample, every epoch."""
     max_failures: int = 3
     """Times a trial is retried from its last checkpoint after an error or a lost node."""
     embeddings: str | None = None
@@ -210,6 +213,8 @@ class RunOptions:
             raise OptionError(f"--patience = {self.patience}: must be >= 0 (0 turns early stopping off)")
         if not self.min_delta >= 0:
             raise OptionError(f"--min-delta = {self.min_delta}: must be >= 0")
+        if self.epoch_samples is not None and self.epoch_samples < 1:
+            raise OptionError(f"--epoch-samples = {self.epoch_samples}: must be >= 1 (or left out: a full pass)")
         if self.max_failures < 0:
             raise OptionError(f"--max-failures = {self.max_failures}: must be >= 0")
         if self.seed < 0:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
@@ -18,7 +19,11 @@ from search_spaces import SearchSpaceError
 from tests.conftest import SHARED_DATASETS
 from trainables import metrics as M
 from trainables.checkpoint import CheckpointError
+from trainables.config import TrialConfig
+from trainables.data.handle import DataHandle
+from trainables.data.text_loader import load_text_data
 from trainables.export import load_classifier, load_forecaster
+from trainables.tasks import ClassifyTask
 
 QUIET = Console(stderr=True, quiet=True)
 
@@ -94,3 +99,16 @@ def test_space_and_data_task_must_match(prepared_r8: str, tmp_path: Path) -> Non
         SearchSpaceError, match=r"'classify' dataset; use a classify space such as --space classify-small"
     ):
         run_experiment(opts, console=QUIET)
+
+
+@pytest.mark.parametrize("samples", [1, 100, 10**9])
+def test_an_epoch_of_n_documents(prepared_r8: str, samples: int) -> None:
+    """``--epoch-samples`` on text: length-grouped batches in a new order until ``samples`` documents are seen."""
+    data = load_text_data(DataHandle(uri=prepared_r8))
+    cfg = TrialConfig.from_flat({"hidden_size": 8, "embedding_dim": 8, "batch_size": 32})
+    task = ClassifyTask(data, cfg)
+    model = task.build(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = task.train_epoch(model, optimizer, cfg, seed=1, device=torch.device("cpu"), samples=samples)
+    n = min(samples, len(data.splits["train"]))
+    assert stats.samples == n and stats.steps >= -(-n // 32) and stats.loss > 0

@@ -201,12 +201,19 @@ def test_run_prints_json_summary(tmp_path: Path, prepared_data: str) -> None:
         str(tmp_path),
         "--name",
         "cli",
+        "--epoch-samples",
+        "3000",
         "--json",
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["trials"] == {"total": 2, "finished": 2, "stopped": 0, "errored": 0}
+    # Each epoch trained on 3,000 of the ~30,000 training windows.
+    for history in (tmp_path / "cli").glob("forecast_trainable_*/result.json"):
+        for line in history.read_text().splitlines():
+            result = json.loads(line)
+            assert round(result["train/samples_per_s"] * result["time/train_s"]) == 3000, result
     assert math_finite(summary["best"]["test"]["rmse"])
     assert (tmp_path / "cli" / "best.json").exists() and (tmp_path / "cli" / "best_model" / "model.pt").exists()
     again = cli("run", "--data", prepared_data, "--storage", str(tmp_path), "--name", "cli")

@@ -24,6 +24,7 @@ def run_opts(**kw: Any) -> RunOptions:
         ({"patience": 0}, {"patience": -1}, "--patience = -1"),
         ({"min_delta": 0.0}, {"min_delta": -0.1}, "--min-delta = -0.1"),
         ({"max_failures": 0}, {"max_failures": -1}, "--max-failures = -1"),
+        ({"epoch_samples": 1}, {"epoch_samples": 0}, "--epoch-samples = 0: must be >= 1"),
         ({"name": "a" * 100}, {"name": "a" * 101}, "--name"),
         ({"name": "run-1.b_c"}, {"name": "../escape"}, "--name = '../escape'"),
         ({"search": "grid"}, {"search": "bayes"}, "--search = 'bayes': must be random, grid or tpe"),

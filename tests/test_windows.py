@@ -79,3 +79,24 @@ def test_epoch_loss_is_the_sample_weighted_mean_of_batch_losses(prepared_data: s
             n += len(batch)
     assert stats.samples == n and stats.steps == -(-n // batch_size)
     assert stats.loss == pytest.approx(expected / n, rel=1e-6)
+
+
+@pytest.mark.parametrize("samples", [1, 1000, 10**9])
+def test_an_epoch_of_n_samples_trains_on_the_first_n_of_its_order(prepared_data: str, samples: int) -> None:
+    """``--epoch-samples``: the same shuffled order as a full epoch, cut after ``samples`` windows (all, if fewer)."""
+    data = load_forecast_data(DataHandle(uri=prepared_data))
+    cfg = TrialConfig.from_flat({"window": 6, "hidden_size": 4, "batch_size": 128})
+    task = ForecastTask(data, cfg)
+    torch.manual_seed(0)
+    model = task.build(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = task.train_epoch(model, optimizer, cfg, seed=3, device=torch.device("cpu"), samples=samples)
+    n = min(samples, len(task.positions))
+    assert stats.samples == n and stats.steps == -(-n // 128)
+    order = task.positions[torch.randperm(len(task.positions), generator=torch.Generator().manual_seed(3))][:n]
+    model.train()
+    with torch.no_grad():
+        x, y, mask = gather(data.splits["train"], order[:128], window=6, horizon=data.horizon)
+        first = float(masked_mse(model(x), y, mask))
+    if n <= 128:  # one batch: its loss is the epoch's
+        assert stats.loss == pytest.approx(first, rel=1e-6)

@@ -141,6 +141,8 @@ class RunLimits:
     """Early stopping inside a trial: stop after this many epochs without improvement (0: off)."""
     min_delta: float = 0.0
     """Early stopping: an improvement of val/loss smaller than this does not count."""
+    epoch_samples: int = 0
+    """Training samples an epoch draws at random, split evenly over a data-parallel trial's workers (0: all)."""
 
 
 @dataclass(frozen=True, kw_only=True)

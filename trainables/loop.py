@@ -141,6 +141,9 @@ def run_trial(
     training = parallel.wrap(model, device) if parallel is not None else model
     rank = parallel.rank if parallel is not None else 0
     first_epoch = state.epoch + 1
+    # An epoch's samples are the trial's, not each worker's: a data-parallel trial splits them over its workers.
+    world = parallel.world_size if parallel is not None else 1
+    epoch_samples = -(-cfg.limits.epoch_samples // world)
 
     for epoch in range(first_epoch, cfg.limits.max_epochs + 1):
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -148,7 +151,9 @@ def run_trial(
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(cfg, epoch)
         with parallel.uneven(training) if parallel is not None else nullcontext():
-            stats = task.train_epoch(training, optimizer, cfg, seed + 7919 * epoch + 104_729 * rank, device)
+            stats = task.train_epoch(
+                training, optimizer, cfg, seed + 7919 * epoch + 104_729 * rank, device, samples=epoch_samples
+            )
         if parallel is not None:
             stats = parallel.reduce(stats)
         elapsed, train_cpu = time.perf_counter() - started, time.process_time() - cpu_started

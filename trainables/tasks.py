@@ -87,12 +87,21 @@ class ForecastTask:
         return {"window": cfg.window.window, "horizon": self.data.horizon, "dataset": self.data.manifest.name}
 
     def train_epoch(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrialConfig, seed: int, device: torch.device
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        cfg: TrialConfig,
+        seed: int,
+        device: torch.device,
+        samples: int = 0,
     ) -> EpochStats:
+        """One epoch: every training window in a new order, or the first ``samples`` of that order (0: all)."""
         model.train()
         train, positions = self._train_on(device)
         # The permutation is drawn on the host from the seed, so every device sees the same batches.
         shuffle = torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))
+        if samples:
+            shuffle = shuffle[:samples]
         order = positions[shuffle.to(positions.device)]
         total, steps = torch.zeros((), dtype=torch.float64, device=device), 0
         for start in range(0, len(order), cfg.optim.batch_size):
@@ -179,18 +188,30 @@ class ClassifyTask:
         return {"dataset": self.data.manifest.name, "max_length": self.data.manifest.task_params["max_length"]}
 
     def train_epoch(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrialConfig, seed: int, device: torch.device
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        cfg: TrialConfig,
+        seed: int,
+        device: torch.device,
+        samples: int = 0,
     ) -> EpochStats:
+        """One epoch: every document in length-grouped batches of a new order, or batches of that order until
+        ``samples`` documents are seen (0: all)."""
         model.train()
         train = self.data.splits["train"]
-        total, steps = torch.zeros((), dtype=torch.float64, device=device), 0
+        total, steps, seen = torch.zeros((), dtype=torch.float64, device=device), 0, 0
         for idx in length_batches(train.lengths, cfg.optim.batch_size, torch.Generator().manual_seed(seed)):
+            if samples and seen >= samples:
+                break
+            idx = idx[: samples - seen] if samples else idx
             tokens, lengths, labels = train.batch(idx)
             loss = nn.functional.cross_entropy(model(tokens.to(device), lengths), labels.to(device))
             _step(model, optimizer, loss, cfg)
             total += loss.detach().double() * len(idx)
             steps += 1
-        return EpochStats(loss=float(total) / len(train) if len(train) else math.nan, steps=steps, samples=len(train))
+            seen += len(idx)
+        return EpochStats(loss=float(total) / seen if seen else math.nan, steps=steps, samples=seen)
 
     def evaluate(self, model: nn.Module, cfg: TrialConfig, device: torch.device) -> dict[str, float]:
         val = self.data.splits["val"]
