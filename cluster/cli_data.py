@@ -78,6 +78,16 @@ def prepare(
     calendar: Annotated[bool, typer.Option(help="forecast: add calendar sin/cos features.")] = True,
     lags: Annotated[str | None, typer.Option(help="forecast: target lags, e.g. 24,168.")] = None,
     rolling: Annotated[str | None, typer.Option(help="forecast: rolling mean/std windows of the target.")] = None,
+    diffs: Annotated[
+        str | None, typer.Option(help="forecast: numeric columns whose change since the previous row is a feature.")
+    ] = None,
+    increments: Annotated[
+        str | None,
+        typer.Option(
+            help="forecast: running totals whose per-row amount is a feature, as COLUMN[:RESET] (RESET: the "
+            "categorical column whose change restarts the total, e.g. Iws:cbwd; without it, a fall restarts it)."
+        ),
+    ] = None,
     pca: Annotated[int, typer.Option(help="forecast: principal components replacing the other inputs (0: off).")] = 0,
     frequency: Annotated[
         str | None, typer.Option(help="forecast: expected spacing (1h, 1min); gaps become rows.")
@@ -128,6 +138,8 @@ def prepare(
                 calendar,
                 lags,
                 rolling,
+                diffs,
+                increments,
                 pca,
                 frequency,
                 duplicates,
@@ -183,6 +195,8 @@ def _prepare_forecast(
     calendar: bool,
     lags: str | None,
     rolling: str | None,
+    diffs: str | None,
+    increments: str | None,
     pca: int,
     frequency: str | None,
     duplicates: str,
@@ -224,6 +238,10 @@ def _prepare_forecast(
         calendar=calendar,
         lags=_ints(lags, "--lags"),
         rolling=_ints(rolling, "--rolling"),
+        diffs=_csv(diffs),
+        increments=tuple(
+            (col.strip(), reset.strip()) for col, _, reset in (i.partition(":") for i in _csv(increments))
+        ),
         pca=pca,
         frequency=frequency,
         duplicates=cast(Any, duplicates),
@@ -261,11 +279,15 @@ def render_manifest(manifest: Manifest, uri: str) -> None:
     fitted = manifest.preprocessing.get("fitted", {})
     if manifest.task == "forecast":
         cfg = fitted.get("config", {})
+        changes = fitted.get("change_scale", {})
+        scales = ", ".join(f"{name} / {scale:.4g}" for name, scale in changes.items())
         err.print(
             f"target {cfg.get('target')} (horizon {cfg.get('horizon')}), {len(fitted.get('feature_names', []))} "
             f"features: {', '.join(fitted.get('feature_names', []))}\n"
             f"scaler {cfg.get('scaler')} fitted on train; missing values: {cfg.get('missing')} "
-            f"{dict(cfg.get('missing_columns', []))}; source {json.dumps(manifest.source)}",
+            f"{dict(cfg.get('missing_columns', []))}; "
+            + (f"changes divided by their training std: {scales}; " if scales else "")
+            + f"source {json.dumps(manifest.source)}",
             highlight=False,
         )
     else:

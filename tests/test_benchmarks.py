@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from benchmarks.common import DATASETS
 from benchmarks.quality import RUNS, verdict
+from cluster.cli import app
+from cluster.data import BUNDLED_CHANGES, prepare_default
 from cluster.space import param_rules
 from search_spaces import load_space
+from trainables.data.forecast_prep import ForecastPrepConfig
+from trainables.data.manifest import read_manifest
+from trainables.storage import resolve
 
 
 def forecast_summary(test_rmse: float, persistence: float = 20.0) -> dict[str, Any]:
@@ -54,7 +63,29 @@ def test_quality_search_spaces_load_and_match_their_task(name: str) -> None:
     spec = RUNS[name]
     space_path = spec.run[spec.run.index("--space") + 1]
     space = load_space(space_path, param_rules())
-    assert space.task == ("forecast" if name == "beijing" else "classify")
+    assert space.task == ("classify" if "classify" in spec.prepare else "forecast")
     if spec.vectors_from:
         assert "embeddings" in space.params and not any("test" in s for s in spec.vectors_from)
     assert spec.budget_s < spec.limit_s
+
+
+def test_beijing_without_changes_differs_from_the_bundled_preparation_only_in_its_change_features(
+    tmp_path: Path,
+) -> None:
+    """The A/B of the quality runs is fair: same columns, policies, scaling and split; no diffs or increments."""
+    spec = RUNS["beijing-no-changes"]
+    source = DATASETS / spec.sources[0]
+    if not source.exists():
+        pytest.skip(f"{source} not present")
+    out = tmp_path / "plain"
+    done = CliRunner().invoke(app, ["data", "prepare", str(source), "--out", str(out), *spec.prepare])
+    assert done.exit_code == 0, done.output
+    plain = read_manifest(resolve(str(out))).preprocessing["fitted"]
+    bundled = prepare_default(resolve(str(tmp_path / "bundled"))).preprocessing["fitted"]
+    assert ForecastPrepConfig.from_dict(plain["config"]) == replace(
+        ForecastPrepConfig.from_dict(bundled["config"]), diffs=(), increments=()
+    )
+    changes = [n for n in bundled["feature_names"] if n not in plain["feature_names"]]
+    assert changes == ["pm2.5__diff", "DEWP__diff", "TEMP__diff", "PRES__diff", "Iws__step"]
+    assert len(changes) == len(BUNDLED_CHANGES["diffs"]) + len(BUNDLED_CHANGES["increments"])
+    assert plain["centre"] == bundled["centre"] and plain["scale"] == bundled["scale"]

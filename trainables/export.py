@@ -45,17 +45,20 @@ class Forecaster:
 
     @torch.no_grad()
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """Forecast steps 1..``horizon`` after every row that has ``window`` rows of history in ``raw``.
+        """Forecast steps 1..``horizon`` after every row that has ``window`` rows of history in ``raw``, not counting
+        the first ``history_rows`` of ``raw`` (what its lag, rolling and change features read before a row).
 
         Returns one row per origin and step: ``origin`` (last row seen), ``step``, ``target_time`` and ``forecast``
         (original units), ordered by origin, then step.
         """
         frame = transform_frame(raw, self.fitted)
         n = len(frame)
-        if n < self.window:
-            raise ValueError(f"predict: {n} rows given; the model needs at least window = {self.window}")
+        history = self.fitted.config.history_rows
+        if n < self.window + history:
+            extra = f" + {history} rows its lag and change features read first" if history else ""
+            raise ValueError(f"predict: {n} rows given; the model needs at least window = {self.window}{extra}")
         features = torch.from_numpy(frame[self.fitted.feature_names].to_numpy(np.float32, copy=True))
-        ends = torch.arange(self.window - 1, n)
+        ends = torch.arange(history + self.window - 1, n)
         index = ends.unsqueeze(1) - torch.arange(self.window - 1, -1, -1).unsqueeze(0)
         self.model.eval()
         preds = torch.cat([self.model(features[index[i : i + 2048]]) for i in range(0, len(ends), 2048)])

@@ -72,6 +72,15 @@ class ForecastPrepConfig:
     """Extra features: the target ``k`` rows back, for each k (beyond what the window shows, e.g. 168)."""
     rolling: tuple[int, ...] = ()
     """Extra features: mean and standard deviation of the target over the last ``w`` rows, for each w."""
+    diffs: tuple[str, ...] = ()
+    """Extra features: the change since the previous row of each of these numeric columns, divided by the change's
+    standard deviation in training. Scaled by the level's spread, an hour's change of PM2.5 or pressure is a few
+    hundredths of a unit, too small a signal for the network to pick out."""
+    increments: tuple[tuple[str, str], ...] = ()
+    """Extra features from running totals, as (column, reset column) pairs: the amount added since the previous row,
+    or the value itself where the total restarted, which is where the reset column's category changed (Beijing's
+    ``Iws`` is wind speed cumulated since the wind direction last changed) or, with an empty reset column, where the
+    total fell. Divided by the increment's standard deviation in training."""
     pca: int = 0
     """If > 0, replace the non-target numeric inputs by this many principal components fitted on training rows."""
     frequency: str | None = None
@@ -125,6 +134,7 @@ class ForecastPrepConfig:
         for k in (*self.lags, *self.rolling):
             if k < 1:
                 raise ValueError(f"data.lags/rolling: {k} must be >= 1")
+        self._validate_changes()
         if self.pca < 0 or self.pca > max(len(self.numeric) - 1, 0):
             raise ValueError(
                 f"data.pca = {self.pca}: must be between 0 and the number of non-target numeric columns "
@@ -142,6 +152,33 @@ class ForecastPrepConfig:
                     f"data.frequency = {self.frequency!r}: not a fixed pandas offset such as 1h or 1min"
                 ) from None
 
+    def _validate_changes(self) -> None:
+        for col in self.diffs:
+            if col not in self.numeric:
+                raise ValueError(f"data.diffs: {col!r} is not a numeric column; allowed: {', '.join(self.numeric)}")
+        if len(set(self.diffs)) != len(self.diffs):
+            raise ValueError(f"data.diffs = {list(self.diffs)}: a column is named twice")
+        for col, reset in self.increments:
+            if col not in self.numeric:
+                raise ValueError(
+                    f"data.increments: {col!r} is not a numeric column; allowed: {', '.join(self.numeric)}"
+                )
+            if reset and reset not in self.categorical:
+                allowed = ", ".join(self.categorical) or "none declared"
+                raise ValueError(
+                    f"data.increments[{col}]: reset column {reset!r} is not a categorical column ({allowed}); "
+                    "leave it empty to detect a restart where the total falls"
+                )
+        columns = [col for col, _ in self.increments]
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"data.increments: {columns} names a column twice")
+
+    @property
+    def history_rows(self) -> int:
+        """Rows before a row that its lag, rolling and change features read: fewer, and they are filled in."""
+        changes = 1 if self.diffs or self.increments else 0
+        return max(*self.lags, *(w - 1 for w in self.rolling), changes, 0)
+
     @property
     def context_rows(self) -> int:
         """History a val/test target needs: the longest window plus the horizon, and one season for the baseline."""
@@ -158,9 +195,10 @@ class ForecastPrepConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ForecastPrepConfig:
         cfg = dict(raw)
-        for key in ("time_columns", "numeric", "categorical", "split", "lags", "rolling"):
+        for key in ("time_columns", "numeric", "categorical", "split", "lags", "rolling", "diffs"):
             cfg[key] = tuple(cfg.get(key, ()))
-        cfg["missing_columns"] = tuple((str(c), str(p)) for c, p in cfg.get("missing_columns", ()))
+        for key in ("missing_columns", "increments"):
+            cfg[key] = tuple((str(a), str(b)) for a, b in cfg.get(key, ()))
         return cls(**cfg)
 
 
@@ -185,6 +223,8 @@ class FittedPrep:
     """``[k, len(pca_columns)]`` projection fitted on training rows."""
     pca_explained: list[float] = field(default_factory=list)
     """Fraction of variance each component explains on training rows."""
+    change_scale: dict[str, float] = field(default_factory=dict)
+    """Per change feature (``col__diff``, ``col__step``): the standard deviation it is divided by, from training."""
     feature_names: list[str] = field(default_factory=list)
     step_seconds: float = 3600.0
     """Spacing of the series in seconds (median step of the source)."""
@@ -218,6 +258,7 @@ class FittedPrep:
             pca_columns=list(raw.get("pca_columns", [])),
             pca_components=[list(map(float, r)) for r in raw.get("pca_components", [])],
             pca_explained=list(map(float, raw.get("pca_explained", []))),
+            change_scale={k: float(v) for k, v in raw.get("change_scale", {}).items()},
             feature_names=list(raw["feature_names"]),
             step_seconds=float(raw.get("step_seconds", 3600.0)),
         )
@@ -376,6 +417,71 @@ def stream_rows(batches: Iterable[pd.DataFrame], stream: RowStream) -> Iterator[
 # Fitting on training rows
 
 
+def row_changes(values: np.ndarray, previous: float | None) -> np.ndarray:
+    """Each value minus the one before it; NaN for the first row of a series (``previous`` None) and next to gaps."""
+    if not len(values):
+        return values.astype(np.float64)
+    before = np.concatenate([[np.nan if previous is None else previous], values[:-1]])
+    out: np.ndarray = values - before
+    return out
+
+
+def running_increments(values: np.ndarray, previous: float | None, restarted: np.ndarray | None = None) -> np.ndarray:
+    """Per-row amounts of a running total: the rise since the previous row, or the value itself where the total
+    restarted (``restarted``; None: wherever it fell)."""
+    change = row_changes(values, previous)
+    restart = restarted if restarted is not None else change < 0
+    out: np.ndarray = np.where(restart, values, change)
+    return out
+
+
+def category_changed(values: np.ndarray, previous: str | None) -> np.ndarray:
+    """Rows whose category differs from the row before; the first row of a series (``previous`` None) never does."""
+    if not len(values):
+        return np.zeros(0, dtype=bool)
+    before = np.concatenate([[values[0] if previous is None else previous], values[:-1]])
+    changed: np.ndarray = values != before
+    return changed
+
+
+def category_strings(column: pd.Series) -> np.ndarray:
+    """A categorical column as plain strings, a missing category as the empty string."""
+    out: np.ndarray = column.astype("string").fillna("").to_numpy(dtype=object)
+    return out
+
+
+def change_names(cfg: ForecastPrepConfig) -> list[str]:
+    """The change features of a config, in feature order."""
+    return [f"{col}__diff" for col in cfg.diffs] + [f"{col}__step" for col, _ in cfg.increments]
+
+
+class ChangeFeatures:
+    """A config's diffs and increments, unscaled, for ordered batches: the previous row is carried between them."""
+
+    def __init__(self, cfg: ForecastPrepConfig) -> None:
+        self.cfg = cfg
+        self._last: dict[str, float] = {}
+        self._last_category: dict[str, str] = {}
+
+    def push(self, numeric: dict[str, np.ndarray], categories: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``numeric`` and ``categories`` hold this batch's columns; NaN marks a change that is not defined."""
+        cfg = self.cfg
+        out: dict[str, np.ndarray] = {}
+        for col in cfg.diffs:
+            out[f"{col}__diff"] = row_changes(numeric[col], self._last.get(col))
+        for col, reset in cfg.increments:
+            restarted = category_changed(categories[reset], self._last_category.get(reset)) if reset else None
+            out[f"{col}__step"] = running_increments(numeric[col], self._last.get(col), restarted)
+        if not len(next(iter(out.values()), ())):
+            return out  # an empty batch: nothing to carry
+        for col in (*cfg.diffs, *(c for c, _ in cfg.increments)):
+            self._last[col] = float(numeric[col][-1])
+        for _, reset in cfg.increments:
+            if reset:
+                self._last_category[reset] = str(categories[reset][-1])
+        return out
+
+
 @dataclass
 class _Moments:
     """Streaming mean, variance, min, max and a reservoir sample of one column (Welford / Chan)."""
@@ -431,6 +537,8 @@ class Fitter:
         self.categories: dict[str, set[str]] = {c: set() for c in cfg.categorical}
         self.steps: list[np.ndarray] = []
         self._rng = np.random.default_rng(0)
+        self._changes = ChangeFeatures(cfg)
+        self.change_moments = {name: _Moments() for name in change_names(cfg)}
 
     def add(self, rows: pd.DataFrame) -> None:
         train = rows[rows[ROW] < self.train_rows]
@@ -438,11 +546,18 @@ class Fitter:
             return
         if len(self.steps) < 8:
             self.steps.append(np.diff(train[TIME].to_numpy()).astype("timedelta64[ns]").astype(np.int64))
+        numeric: dict[str, np.ndarray] = {}
         for col in self.cfg.numeric:
             values = pd.to_numeric(train[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            numeric[col] = values
             self.moments[col].add(values, self._rng, keep_sample=self.cfg.scaler == "robust")
         for col in self.cfg.categorical:
             self.categories[col].update(str(v) for v in train[col].dropna().unique())
+        if self.change_moments:
+            # Raw values: a change next to a missing observation is NaN and left out of the statistics.
+            categories = {c: category_strings(train[c]) for c in self.cfg.categorical}
+            for name, values in self._changes.push(numeric, categories).items():
+                self.change_moments[name].add(values, self._rng, keep_sample=False)
 
     def fitted(self) -> FittedPrep:
         cfg = self.cfg
@@ -464,6 +579,7 @@ class Fitter:
                 centre[col], scale[col] = 0.0, 1.0
             if not scale[col] > 0:
                 scale[col] = 1.0  # a constant column carries no information; keep it finite
+        change_scale = {name: m.std if m.std > 0 else 1.0 for name, m in self.change_moments.items()}
         steps = np.concatenate(self.steps) if self.steps else np.array([], dtype=np.int64)
         step_seconds = float(np.median(steps)) / 1e9 if steps.size else 3600.0
         indicators = [c for c in cfg.numeric if c == cfg.target or cfg.policy(c) == "mask"]
@@ -476,6 +592,7 @@ class Fitter:
             categories={c: sorted(v) for c, v in self.categories.items()},
             indicators=indicators,
             pca_columns=pca_columns,
+            change_scale=change_scale,
             step_seconds=step_seconds,
         )
         return _with_feature_names(base)
@@ -496,6 +613,7 @@ def _with_feature_names(fitted: FittedPrep) -> FittedPrep:
     names += [f"{cfg.target}__lag{k}" for k in cfg.lags]
     for w in cfg.rolling:
         names += [f"{cfg.target}__mean{w}", f"{cfg.target}__std{w}"]
+    names += change_names(cfg)
     if cfg.calendar:
         names += ["hour_sin", "hour_cos", "dow_sin", "dow_cos", "doy_sin", "doy_cos"]
     return FittedPrep(**{**fitted.__dict__, "feature_names": names})
@@ -545,6 +663,7 @@ class Transformer:
         history = max((*self.cfg.lags, *self.cfg.rolling), default=0)
         self._history = history
         self._tail = np.zeros(0, dtype=np.float64)
+        self._changes = ChangeFeatures(self.cfg)
 
     def push(self, rows: pd.DataFrame) -> pd.DataFrame:
         frame = pd.concat([self._held, rows], ignore_index=True) if len(self._held) else rows.reset_index(drop=True)
@@ -582,6 +701,7 @@ class Transformer:
         frame = frame.reset_index(drop=True)
         cols: dict[str, Any] = {}
         scaled: dict[str, pd.Series] = {}
+        filled_values: dict[str, np.ndarray] = {}
         raw_target = pd.to_numeric(frame[cfg.target], errors="coerce").astype("float64")
         filled_target = None
         for col in cfg.numeric:
@@ -591,6 +711,7 @@ class Transformer:
                 self._carry[col] = float(filled.iloc[-1])
             if col == cfg.target:
                 filled_target = filled
+            filled_values[col] = filled.to_numpy(dtype=np.float64)
             scaled[col] = (filled - fitted.centre[col]) / fitted.scale[col]
         for col in cfg.numeric:
             if col not in fitted.pca_columns or not self.apply_pca:
@@ -621,6 +742,11 @@ class Transformer:
                 cols[f"{cfg.target}__mean{w}"] = roll.mean().to_numpy()[offset:]
                 cols[f"{cfg.target}__std{w}"] = roll.std(ddof=0).fillna(0.0).to_numpy()[offset:]
             self._tail = history[-self._history :]
+        if len(frame) and (cfg.diffs or cfg.increments):
+            categories = {reset: category_strings(frame[reset]) for _, reset in cfg.increments if reset}
+            for name, change in self._changes.push(filled_values, categories).items():
+                # The first row of a series has no change to show: 0, as lags before the start are 0.
+                cols[name] = np.nan_to_num(change / fitted.change_scale[name], nan=0.0)
         if cfg.calendar:
             ts = frame[TIME].dt
             hour = ts.hour.astype("float64") + ts.minute.astype("float64") / 60.0
@@ -673,13 +799,18 @@ __all__ = [
     "TARGET",
     "TARGET_RAW",
     "TIME",
+    "ChangeFeatures",
     "FittedPrep",
     "Fitter",
     "ForecastPrepConfig",
     "RowStream",
     "Transformer",
+    "category_changed",
+    "change_names",
     "drain",
     "fit_pca",
+    "row_changes",
+    "running_increments",
     "split_bounds",
     "stream_rows",
     "transform_frame",
