@@ -175,7 +175,8 @@ class ForecastPrepConfig:
 
     @property
     def history_rows(self) -> int:
-        """Rows before a row that its lag, rolling and change features read: fewer, and they are filled in."""
+        """Rows before a row that its lag, rolling and change features read; a row with fewer before it gets those
+        features filled in (0), which is why ``predict`` forecasts only after this many rows."""
         changes = 1 if self.diffs or self.increments else 0
         return max(*self.lags, *(w - 1 for w in self.rolling), changes, 0)
 
@@ -472,7 +473,7 @@ class ChangeFeatures:
         for col, reset in cfg.increments:
             restarted = category_changed(categories[reset], self._last_category.get(reset)) if reset else None
             out[f"{col}__step"] = running_increments(numeric[col], self._last.get(col), restarted)
-        if not len(next(iter(out.values()), ())):
+        if not any(len(change) for change in out.values()):
             return out  # an empty batch: nothing to carry
         for col in (*cfg.diffs, *(c for c, _ in cfg.increments)):
             self._last[col] = float(numeric[col][-1])
@@ -555,7 +556,7 @@ class Fitter:
             self.categories[col].update(str(v) for v in train[col].dropna().unique())
         if self.change_moments:
             # Raw values: a change next to a missing observation is NaN and left out of the statistics.
-            categories = {c: category_strings(train[c]) for c in self.cfg.categorical}
+            categories = {reset: category_strings(train[reset]) for _, reset in self.cfg.increments if reset}
             for name, values in self._changes.push(numeric, categories).items():
                 self.change_moments[name].add(values, self._rng, keep_sample=False)
 
