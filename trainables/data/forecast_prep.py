@@ -451,9 +451,19 @@ def category_strings(column: pd.Series) -> np.ndarray:
     return out
 
 
+def diff_name(column: str) -> str:
+    """The feature holding a column's change since the previous row."""
+    return f"{column}__diff"
+
+
+def step_name(column: str) -> str:
+    """The feature holding a running total's per-row amount."""
+    return f"{column}__step"
+
+
 def change_names(cfg: ForecastPrepConfig) -> list[str]:
     """The change features of a config, in feature order."""
-    return [f"{col}__diff" for col in cfg.diffs] + [f"{col}__step" for col, _ in cfg.increments]
+    return [diff_name(col) for col in cfg.diffs] + [step_name(col) for col, _ in cfg.increments]
 
 
 class ChangeFeatures:
@@ -469,10 +479,10 @@ class ChangeFeatures:
         cfg = self.cfg
         out: dict[str, np.ndarray] = {}
         for col in cfg.diffs:
-            out[f"{col}__diff"] = row_changes(numeric[col], self._last.get(col))
+            out[diff_name(col)] = row_changes(numeric[col], self._last.get(col))
         for col, reset in cfg.increments:
             restarted = category_changed(categories[reset], self._last_category.get(reset)) if reset else None
-            out[f"{col}__step"] = running_increments(numeric[col], self._last.get(col), restarted)
+            out[step_name(col)] = running_increments(numeric[col], self._last.get(col), restarted)
         if not any(len(change) for change in out.values()):
             return out  # an empty batch: nothing to carry
         for col in (*cfg.diffs, *(c for c, _ in cfg.increments)):
