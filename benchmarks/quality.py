@@ -102,6 +102,10 @@ RUNS: dict[str, QualityRun] = {
             "No",
         ],
     ),
+    # The same run searching the gradient-clipping range of the earlier runs (0.5-2): what tight clipping buys.
+    "beijing-loose-clip": replace(
+        BEIJING, name="beijing-loose-clip", run=[*asha("beijing-loose-clip.yaml", 128, 12), "--search", "tpe"]
+    ),
     "r8": R8,
     # The same run on random embeddings: what the vectors buy.
     "r8-random": replace(R8, name="r8-random", vectors_from=[], vectors_args=[], run=asha("r8.yaml", 16, 8, grace=4)),

@@ -69,6 +69,19 @@ def test_quality_search_spaces_load_and_match_their_task(name: str) -> None:
     assert spec.budget_s < spec.limit_s
 
 
+def test_beijing_loose_clip_differs_from_the_quality_space_only_in_its_clipping_range() -> None:
+    def params(run: str) -> dict[str, Any]:
+        spec = RUNS[run]
+        return dict(load_space(spec.run[spec.run.index("--space") + 1], param_rules()).params)
+
+    tight, loose = params("beijing"), params("beijing-loose-clip")
+    assert tight.keys() == loose.keys()
+    assert [k for k in tight if tight[k] != loose[k]] == ["grad_clip"]
+    assert (tight["grad_clip"].low, tight["grad_clip"].high) == (0.03, 1.0)
+    assert (loose["grad_clip"].low, loose["grad_clip"].high) == (0.5, 2.0)
+    assert RUNS["beijing-loose-clip"].run[2:] == RUNS["beijing"].run[2:], "only the space may differ"
+
+
 def test_beijing_without_changes_differs_from_the_bundled_preparation_only_in_its_change_features(
     tmp_path: Path,
 ) -> None:

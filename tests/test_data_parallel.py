@@ -46,6 +46,7 @@ def test_two_worker_trials_under_asha(ray_local: None, prepared_data: str, tmp_p
         results[result_file.parent.name] = lines
         for r in lines:
             assert r[M.WORKERS] == 2 and r[M.DEVICE] == "cpu"
+            assert 0 < r[M.GRAD_NORM] < float("inf") and 0 <= r[M.CLIPPED] <= 1, "gradient norm reduced over ranks"
             rank0, rank1 = (set(s) for s in r[M.TRAIN_SHARDS])
             assert rank0 and rank1 and not rank0 & rank1, f"ranks read overlapping shards: {r[M.TRAIN_SHARDS]}"
             assert rank0 | rank1 == all_shards

@@ -181,7 +181,7 @@ def test_tensorboard_holds_scalars_and_hparams(asha_run: tuple[Summary, Path, Li
         acc = EventAccumulator(str(run))
         acc.Reload()
         tags = set(acc.Tags()["scalars"])
-        assert {M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_RMSE, M.VAL_MAE, M.LEARNING_RATE} <= tags, tags
+        assert {M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_RMSE, M.VAL_MAE, M.LEARNING_RATE, M.GRAD_NORM, M.CLIPPED} <= tags, tags
         steps = [e.step for e in acc.Scalars(M.VAL_LOSS)]
         assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) <= 4
         assert all(math.isfinite(e.value) for e in acc.Scalars(M.VAL_RMSE))

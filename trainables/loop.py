@@ -167,6 +167,8 @@ def run_trial(
         report = {
             M.EPOCH: epoch,
             M.TRAIN_LOSS: usable_loss(stats.loss),
+            M.GRAD_NORM: usable_loss(stats.grad_norm),
+            M.CLIPPED: stats.clipped,
             **{k: v if k != M.VAL_LOSS else val_loss for k, v in scores.items()},
             M.LEARNING_RATE: optimizer.param_groups[0]["lr"],
             M.SAMPLES_PER_SECOND: stats.samples / elapsed if elapsed > 0 else 0.0,

@@ -14,6 +14,10 @@ VAL_ACCURACY = "val/accuracy"
 """Validation accuracy (classification)."""
 VAL_MACRO_F1 = "val/macro_f1"
 """Validation macro-averaged F1 (classification)."""
+GRAD_NORM = "train/grad_norm"
+"""Mean global gradient norm before clipping over the epoch's steps: compare it with ``grad_clip``."""
+CLIPPED = "train/clipped"
+"""Share of the epoch's steps whose gradient ``grad_clip`` scaled down (0: clipping never bound)."""
 LEARNING_RATE = "train/lr"
 """Learning rate in effect during the epoch (PBT may change it)."""
 EPOCH = "epoch"
@@ -58,11 +62,13 @@ SCHEDULER_METRIC = VAL_LOSS
 SCHEDULER_MODE = "min"
 
 __all__ = [
+    "CLIPPED",
     "DEVICE",
     "EPOCH",
     "EVAL_SECONDS",
     "GPU_MEMORY_CAP",
     "GPU_MEMORY_PEAK",
+    "GRAD_NORM",
     "LEARNING_RATE",
     "NODE_ID",
     "SAMPLES_PER_SECOND",

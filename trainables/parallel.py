@@ -52,13 +52,29 @@ class DataParallel:
         return nullcontext()
 
     def reduce(self, stats: EpochStats) -> EpochStats:
-        """The epoch as one trial saw it: mean loss over all ranks' samples, their samples and steps summed."""
+        """The epoch as one trial saw it: mean loss over all ranks' samples, their samples and steps summed, the
+        gradient norm and clipped share averaged over all ranks' steps."""
         if self.world_size == 1:
             return stats
-        t = torch.tensor([stats.loss * stats.samples, float(stats.samples), float(stats.steps)], dtype=torch.float64)
+        t = torch.tensor(
+            [
+                stats.loss * stats.samples,
+                float(stats.samples),
+                float(stats.steps),
+                stats.grad_norm * stats.steps,
+                stats.clipped * stats.steps,
+            ],
+            dtype=torch.float64,
+        )
         dist.all_reduce(t)
-        samples = int(t[1])
-        return EpochStats(loss=float(t[0]) / samples if samples else float("nan"), steps=int(t[2]), samples=samples)
+        samples, steps = int(t[1]), int(t[2])
+        return EpochStats(
+            loss=float(t[0]) / samples if samples else float("nan"),
+            steps=steps,
+            samples=samples,
+            grad_norm=float(t[3]) / steps if steps else float("nan"),
+            clipped=float(t[4]) / steps if steps else float("nan"),
+        )
 
     def gather(self, value: Any) -> list[Any]:
         if self.world_size == 1:
