@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DATASETS, lstm_tune
+from cluster.summary import exported_scores
 
 SPACES = Path(__file__).resolve().parent / "spaces"
 
@@ -77,7 +78,9 @@ R8 = QualityRun(
 BEIJING = QualityRun(
     name="beijing",
     prepare=[],
-    run=[*asha("beijing.yaml", 128, 12), "--search", "tpe"],
+    # The exported model is the mean forecast of the best 5 trials: on 2026-12-03 the top trials of a run lay
+    # within 0.15 of each other on test, and averaging 5 lowered validation RMSE in all 3 runs measured.
+    run=[*asha("beijing.yaml", 128, 12), "--search", "tpe", "--ensemble", "5"],
     budget_s=1620,
     limit_s=1800,
     bar="test RMSE at least 10% below persistence",
@@ -104,7 +107,9 @@ RUNS: dict[str, QualityRun] = {
     ),
     # The same run searching the gradient-clipping range of the earlier runs (0.5-2): what tight clipping buys.
     "beijing-loose-clip": replace(
-        BEIJING, name="beijing-loose-clip", run=[*asha("beijing-loose-clip.yaml", 128, 12), "--search", "tpe"]
+        BEIJING,
+        name="beijing-loose-clip",
+        run=[*asha("beijing-loose-clip.yaml", 128, 12), "--search", "tpe", "--ensemble", "5"],
     ),
     "r8": R8,
     # The same run on random embeddings: what the vectors buy.
@@ -187,28 +192,32 @@ def run_one(spec: QualityRun, workdir: Path, quick: bool, seed: int = 0) -> dict
 def verdict(summary: dict[str, Any], threshold: float) -> dict[str, Any]:
     """The figures of one run and whether it clears its bar (``threshold``: see :attr:`QualityRun.threshold`)."""
     best = summary["best"]
+    exported = exported_scores(summary)["test"]
     out: dict[str, Any] = {
         "trials": summary["trials"],
         "winning_config": best["config"],
         "best_epoch": best["epoch"],
+        "ensemble": len(summary["ensemble"]["members"]) if summary.get("ensemble") else 1,
     }
     if summary["task"] == "forecast":
         persistence = summary["baselines"]["persistence"]["test"]["rmse"]
-        test = best["test"]["rmse"]
+        test = exported["rmse"]
         gain = 100.0 * (persistence - test) / persistence
         out.update(
             test_rmse=round(test, 3),
+            best_trial_test_rmse=round(best["test"]["rmse"], 3),
             persistence_rmse=round(persistence, 3),
             seasonal_naive_rmse=round(summary["baselines"]["seasonal_naive"]["test"]["rmse"], 3),
             gain_pct=round(gain, 2),
             passed=gain >= threshold,
         )
     else:
-        accuracy = best["test"]["accuracy"]
+        accuracy = exported["accuracy"]
         majority = summary["baselines"]["majority_class"]["test"]["accuracy"]
         out.update(
             test_accuracy=round(accuracy, 4),
-            test_macro_f1=round(best["test"]["macro_f1"], 4),
+            test_macro_f1=round(exported["macro_f1"], 4),
+            best_trial_test_accuracy=round(best["test"]["accuracy"], 4),
             majority_accuracy=round(majority, 4),
             passed=accuracy >= threshold,
         )

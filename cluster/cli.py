@@ -82,6 +82,9 @@ def run(
         int, typer.Option(help="Seconds between uploads of the experiment state and result histories to storage.")
     ] = 60,
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial from its last checkpoint.")] = 3,
+    ensemble: Annotated[
+        int, typer.Option(help="Export the mean of the best N trials (each at its best checkpoint); 1: the best alone.")
+    ] = 1,
     patience: Annotated[int, typer.Option(help="Early stopping in a trial: epochs without improvement (0: off).")] = 0,
     time_budget_s: Annotated[float | None, typer.Option(help="Wall-clock budget of the tuning run, seconds.")] = None,
     min_delta: Annotated[float, typer.Option(help="Early stopping: smallest val/loss improvement that counts.")] = 0.0,
@@ -140,6 +143,7 @@ def run_options(p: dict[str, Any]) -> RunOptions:
             num_to_keep=p["keep_checkpoints"], keep_stopped=p["keep_stopped"], sync_period_s=p["sync_period_s"]
         ),
         max_failures=p["max_failures"],
+        ensemble=p["ensemble"],
         patience=p["patience"],
         min_delta=p["min_delta"],
         epoch_samples=p["epoch_samples"],

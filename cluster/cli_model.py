@@ -44,6 +44,7 @@ def export_best(uri: str, out: str) -> dict[str, object]:
         "target": summary.get("target"),
         "horizon": summary.get("horizon"),
         "best": summary.get("best"),
+        "ensemble": summary.get("ensemble"),
         "baselines": summary.get("baselines"),
     }
     write_bytes_atomic(dest.child("model_card.json"), json.dumps(card, indent=2).encode())
@@ -64,9 +65,15 @@ def export(
         fail(str(exc))
         return
     best = card["best"] if isinstance(card["best"], dict) else {}
-    test = best.get("test", {})
+    ensemble = card.get("ensemble")
+    test = (ensemble if isinstance(ensemble, dict) else best).get("test", {})
     score = f"test accuracy {test['accuracy']:.4f}" if card["task"] == "classify" else f"test RMSE {test['rmse']:.2f}"
-    err.print(f"exported {uri} -> {out} (best trial {best.get('trial_id')}, {score})", highlight=False)
+    what = (
+        f"the best {len(ensemble['members'])} trials"
+        if isinstance(ensemble, dict)
+        else f"best trial {best.get('trial_id')}"
+    )
+    err.print(f"exported {uri} -> {out} ({what}, {score})", highlight=False)
 
 
 def predict(

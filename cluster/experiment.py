@@ -15,6 +15,7 @@ from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, SyncConfig, TuneConfig, Tuner
 from rich.console import Console
 
+from cluster.ensemble import best_checkpoint, top_trials, trial_id
 from cluster.loggers import result_loggers
 from cluster.options import RunOptions
 from cluster.plan import Plan
@@ -22,14 +23,12 @@ from cluster.preflight import Finished, Ready, preflight, preflight_resume
 from cluster.progress import ProgressCallback
 from cluster.retention import RollingRetention, prune_stopped_checkpoints
 from cluster.schedulers import build_scheduler, read_lineage
-from cluster.scoring import baselines_for, majority_baseline, score_checkpoint, score_classifier
+from cluster.scoring import score_classify, score_forecast
 from cluster.space import grid_size, search_algorithm, to_mutations, to_param_space
-from cluster.summary import BestTrial, Scores, Summary, render
+from cluster.summary import BestTrial, Ensemble, EnsembleMember, Scores, Summary, render
 from cluster.worker_groups import WorkerGroupReaper
 from trainables import metrics as M
 from trainables.data.handle import DataHandle
-from trainables.data.loader import load_forecast_data
-from trainables.data.text_loader import load_text_data
 from trainables.export import export_model
 from trainables.storage import write_bytes_atomic
 from trainables.trainable import TrialEnv, classify_trainable, forecast_trainable
@@ -231,31 +230,23 @@ def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task:
         raise RuntimeError(f"every trial failed; first error: {first}")
     finished = sum(1 for r in ok if int(r.metrics.get(M.EPOCH, 0)) >= opts.max_epochs)
     best = results.get_best_result(metric=M.VAL_LOSS, mode="min", scope="all", filter_nan_and_inf=True)
-    checkpoint = best.get_best_checkpoint(M.VAL_LOSS, "min") or best.checkpoint
+    chosen = [(r, *best_checkpoint(r)) for r in top_trials(ok, opts.ensemble, best=best)]
+    checkpoint = chosen[0][1]
     notes: list[str] = []
-    if task == "classify":
-        text = load_text_data(handle, ("train", "val", "test"))
-        with checkpoint.as_directory() as directory:
-            payload, scores = score_classifier(directory, text)
-        baselines = majority_baseline(text)
-        export_model(p.paths.best_model, checkpoint_payload=payload, fitted=text.fitted())
-        dataset, target, horizon = text.manifest.name, "label", 0
-        exported = p.paths.best_model.uri
-    else:
-        data = load_forecast_data(handle, ("train", "val", "test"))
-        with checkpoint.as_directory() as directory:
-            payload, forecast_scores = score_checkpoint(directory, data)
-        scores = {split: Scores.of(forecast_scores[split]) for split in ("val", "test")}
-        export_model(p.paths.best_model, checkpoint_payload=payload, fitted=data.fitted)
-        baselines = baselines_for(data)
-        dataset, target, horizon = data.manifest.name, data.fitted.config.target, data.horizon
-        exported = p.paths.best_model.uri
+    if len(chosen) < opts.ensemble:
+        notes.append(
+            f"ensemble: {len(chosen)} of the {opts.ensemble} trials asked for; the others reported no usable result"
+        )
+    checkpoints = [c for _, c, _ in chosen]
+    scored = score_classify(checkpoints, handle) if task == "classify" else score_forecast(checkpoints, handle)
+    ensemble = _ensemble(chosen, scored.ensemble, task) if scored.ensemble is not None else None
+    export_model(p.paths.best_model, checkpoint_payloads=scored.payloads, fitted=scored.fitted)
     retention = prune_stopped_checkpoints(
         p.paths.root,
         ok,
         max_epochs=opts.max_epochs,
         keep=opts.checkpoints.keep_stopped,
-        protect=checkpoint.path,
+        protect={c.path for _, c, _ in chosen},
         keep_per_trial=opts.checkpoints.num_to_keep,
     )
     fixed = ("max_epochs", "seed", "patience", "min_delta", "epoch_samples")
@@ -264,25 +255,39 @@ def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task:
         task=task,
         scheduler=opts.scheduler.kind,
         search_space=p.space.name,
-        dataset=dataset,
-        target=target,
-        horizon=horizon,
+        dataset=scored.dataset,
+        target=scored.target,
+        horizon=scored.horizon,
         trials={"total": len(results), "finished": finished, "stopped": len(ok) - finished, "errored": len(errored)},
         best=BestTrial(
-            trial_id=best.metrics.get("trial_id", ""),
+            trial_id=trial_id(best),
             config={k: v for k, v in best.config.items() if k not in fixed},
-            epoch=int(payload["state"]["epoch"]),
-            val=scores["val"],
-            test=scores["test"],
+            epoch=int(scored.payloads[0]["state"]["epoch"]),
+            val=scored.best["val"],
+            test=scored.best["test"],
             checkpoint=checkpoint.path,
         ),
-        baselines=baselines,
+        baselines=scored.baselines,
         wall_time_s=wall_time,
         pbt_exploits=len(read_lineage(p.paths.lineage.uri)),
-        exported_model=exported,
+        exported_model=p.paths.best_model.uri,
         checkpoints=retention,
         notes=notes,
+        ensemble=ensemble,
     )
+
+
+def _ensemble(chosen: list[tuple[Any, Any, dict[str, Any]]], scores: dict[str, Scores], task: str) -> Ensemble:
+    def member_val(metrics: dict[str, Any]) -> Scores:
+        if task == "classify":
+            return Scores(accuracy=metrics.get(M.VAL_ACCURACY), macro_f1=metrics.get(M.VAL_MACRO_F1))
+        return Scores(rmse=metrics.get(M.VAL_RMSE), mae=metrics.get(M.VAL_MAE))
+
+    members = [
+        EnsembleMember(trial_id=trial_id(r), epoch=int(m.get(M.EPOCH, 0)), val=member_val(m), checkpoint=c.path)
+        for r, c, m in chosen
+    ]
+    return Ensemble(members=members, val=scores["val"], test=scores["test"])
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from cluster.storage import ExperimentPaths, StorageError, check_readable
+from cluster.summary import exported_scores
 from trainables import metrics as M
 from trainables.storage import Location, exists, read_bytes, resolve
 
@@ -142,8 +143,8 @@ def _best_so_far(frames: dict[str, Any]) -> tuple[str, float | None, str]:
 
 
 def _test_scores(summary: dict[str, Any]) -> dict[str, float | None]:
-    """The best model's test figure and its baseline's from ``best.json``, by task."""
-    test, baselines = summary["best"]["test"], summary["baselines"]
+    """The exported model's test figure (an ensemble's, if the run made one) and its baseline's from ``best.json``."""
+    test, baselines = exported_scores(summary)["test"], summary["baselines"]
     if summary.get("task") == "classify":
         return {
             "test_accuracy": test.get("accuracy"),

@@ -15,6 +15,7 @@ SearchKind = Literal["random", "grid", "tpe"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PBT_MIN_CHECKPOINTS = 3
 MAX_WORKERS_PER_TRIAL = 64
+MAX_ENSEMBLE = 64
 
 
 class OptionError(ValueError):
@@ -183,6 +184,9 @@ class RunOptions:
     epoch_samples: int | None = None
     """Training samples an epoch draws at random (windows, or documents): the unit of progress schedulers and
     checkpoints see, for datasets whose full pass is long. None: every sample, every epoch."""
+    ensemble: int = 1
+    """Trials whose best checkpoints make the exported model: the best K by validation loss, their forecasts (or
+    class probabilities) averaged. 1: the single best trial."""
     max_failures: int = 3
     """Times a trial is retried from its last checkpoint after an error or a lost node."""
     embeddings: str | None = None
@@ -215,6 +219,10 @@ class RunOptions:
             raise OptionError(f"--min-delta = {self.min_delta}: must be >= 0")
         if self.epoch_samples is not None and self.epoch_samples < 1:
             raise OptionError(f"--epoch-samples = {self.epoch_samples}: must be >= 1 (or left out: a full pass)")
+        if not 1 <= self.ensemble <= MAX_ENSEMBLE:
+            raise OptionError(
+                f"--ensemble = {self.ensemble}: must be >= 1 (1: the single best trial) and <= {MAX_ENSEMBLE}"
+            )
         if self.max_failures < 0:
             raise OptionError(f"--max-failures = {self.max_failures}: must be >= 0")
         if self.seed < 0:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from cluster.options import RunOptions
-from cluster.space import check_search, param_rules
+from cluster.options import OptionError, RunOptions
+from cluster.space import check_search, grid_size, param_rules
 from cluster.storage import ExperimentPaths, experiment_paths
 from search_spaces import SearchSpace, SearchSpaceError, load_space
 
@@ -38,6 +38,12 @@ def plan(opts: RunOptions) -> Plan:
     if opts.scheduler.kind == "pbt" and not space.mutations:
         raise SearchSpaceError(f"{space.source}: pbt.mutations: empty; --scheduler pbt needs at least one mutation")
     check_search(space, opts.search)  # e.g. continuous distributions under --search grid
+    trials = opts.num_samples * grid_size(space, opts.search)
+    if opts.ensemble > trials:
+        raise OptionError(
+            f"--ensemble = {opts.ensemble}: more than the {trials} trial(s) this run makes (--num-samples "
+            f"{opts.num_samples} over space {space.name}); must be <= {trials}"
+        )
     name = opts.name or default_name(opts, space)
     return Plan(options=opts, space=space, name=name, paths=experiment_paths(opts.storage, name))
 

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from cluster.schedulers import read_lineage
+from cluster.summary import model_label
 from trainables import metrics as M
 from trainables.storage import Location, read_bytes
 
@@ -158,10 +159,18 @@ def markdown(record: ExperimentRecord, plots: list[str]) -> str:
             "",
             f"Trial `{s['best']['trial_id']}`, checkpoint of epoch {s['best']['epoch']} (lowest validation loss).",
             "",
+        ]
+        e = s.get("ensemble")
+        if e:
+            members = ", ".join(f"`{m['trial_id']}` (epoch {m['epoch']})" for m in e["members"])
+            lines += [f"Exported: the mean of the best {len(e['members'])} trials, {members}.", ""]
+        lines += [
             "| model | " + " | ".join(_score_names(record)) + " |",
             "| --- | " + " | ".join("---:" for _ in _score_names(record)) + " |",
-            f"| best LSTM | {_score_cells(record, s['best']['val'], s['best']['test'])} |",
         ]
+        if e:
+            lines.append(f"| {model_label(s)} | {_score_cells(record, e['val'], e['test'])} |")
+        lines.append(f"| best LSTM | {_score_cells(record, s['best']['val'], s['best']['test'])} |")
         for name, per_split in s["baselines"].items():
             lines.append(f"| {name.replace('_', '-')} | {_score_cells(record, per_split['val'], per_split['test'])} |")
         lines += ["", "| hyperparameter | value |", "| --- | --- |"]

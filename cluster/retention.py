@@ -54,11 +54,11 @@ def prune_stopped_checkpoints(
     *,
     max_epochs: int,
     keep: int,
-    protect: str,
+    protect: set[str],
     keep_per_trial: int | None = None,
 ) -> dict[str, int]:
     """Delete checkpoints of pruned trials, and (``keep_per_trial``) each trial's surplus beyond its best few;
-    never ``protect``, the experiment's best checkpoint. Return what is kept."""
+    never those in ``protect``, the checkpoints of the exported model. Return what is kept."""
     doomed = [
         c for r in stopped_to_prune(results, max_epochs=max_epochs, keep=keep) for c, _ in r.best_checkpoints or []
     ]
@@ -67,7 +67,7 @@ def prune_stopped_checkpoints(
     deleted = 0
     seen: set[str] = set()
     for checkpoint in doomed:
-        if checkpoint.path == protect or checkpoint.path in seen:
+        if checkpoint.path in protect or checkpoint.path in seen:
             continue
         seen.add(checkpoint.path)
         deleted += prune(checkpoint.filesystem, checkpoint.path, reason="after the run")

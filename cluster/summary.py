@@ -46,6 +46,26 @@ class BestTrial:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EnsembleMember:
+    trial_id: str
+    epoch: int
+    """Epoch of the member's checkpoint (its lowest validation loss)."""
+    val: Scores
+    """The member alone, as its trial reported it."""
+    checkpoint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ensemble:
+    """The mean forecast (or mean class probabilities) of the best trials, each at its best checkpoint."""
+
+    members: list[EnsembleMember]
+    """Best first: ``members[0]`` is :attr:`Summary.best`."""
+    val: Scores
+    test: Scores
+
+
+@dataclass(frozen=True, kw_only=True)
 class Summary:
     """What ``lstm-tune run`` prints at the end and writes to ``best.json``."""
 
@@ -69,6 +89,13 @@ class Summary:
     checkpoints: dict[str, int] = field(default_factory=dict)
     """Checkpoint folders kept, their bytes, and how many the retention policy deleted."""
     notes: list[str] = field(default_factory=list)
+    ensemble: Ensemble | None = None
+    """Set when the run averaged several trials (``--ensemble K``, K > 1): that is the exported model."""
+
+    @property
+    def exported(self) -> Ensemble | BestTrial:
+        """What ``best_model`` holds and what the headline scores: the ensemble if there is one, else the best trial."""
+        return self.ensemble if self.ensemble is not None else self.best
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)
@@ -78,13 +105,40 @@ def summary_from_json(data: bytes) -> Summary:
     """Read back a ``best.json``."""
     raw = json.loads(data)
     best = raw["best"]
+    ensemble = raw.get("ensemble")
     return Summary(
         **{
             **raw,
             "best": BestTrial(**{**best, "val": Scores(**best["val"]), "test": Scores(**best["test"])}),
+            "ensemble": _ensemble_from_json(ensemble) if ensemble else None,
             "baselines": {n: {s: Scores(**v) for s, v in b.items()} for n, b in raw["baselines"].items()},
         }
     )
+
+
+def _ensemble_from_json(raw: dict[str, Any]) -> Ensemble:
+    return Ensemble(
+        members=[EnsembleMember(**{**m, "val": Scores(**m["val"])}) for m in raw["members"]],
+        val=Scores(**raw["val"]),
+        test=Scores(**raw["test"]),
+    )
+
+
+def exported_scores(summary: dict[str, Any]) -> dict[str, Any]:
+    """From a ``best.json`` read as plain JSON: the val and test scores of the exported model (the ensemble's when
+    the run made one, else the best trial's)."""
+    ensemble = summary.get("ensemble")
+    chosen = ensemble or summary["best"]
+    return {split: chosen.get(split, {}) for split in ("val", "test")}
+
+
+def model_label(summary: Summary | dict[str, Any]) -> str:
+    """How tables name the exported model."""
+    ensemble = summary.ensemble if isinstance(summary, Summary) else summary.get("ensemble")
+    if ensemble is None:
+        return "best LSTM"
+    members = ensemble.members if isinstance(ensemble, Ensemble) else ensemble["members"]
+    return f"ensemble of the best {len(members)} trials"
 
 
 def _json_default(value: Any) -> Any:
@@ -118,25 +172,35 @@ def render(summary: Summary, console: Console) -> None:
     def cells(per_split: dict[str, Scores]) -> list[str]:
         return [_num(getattr(per_split[split], n)) for split in ("val", "test") for n in names]
 
-    table.add_row(f"best LSTM ({b.trial_id}, epoch {b.epoch})", *cells({"val": b.val, "test": b.test}), style="bold")
+    e = summary.ensemble
+    if e is not None:
+        table.add_row(model_label(summary), *cells({"val": e.val, "test": e.test}), style="bold")
+    best_style = "bold" if e is None else ""
+    table.add_row(
+        f"best LSTM ({b.trial_id}, epoch {b.epoch})", *cells({"val": b.val, "test": b.test}), style=best_style
+    )
     for name, per_split in summary.baselines.items():
         table.add_row(name.replace("_", "-"), *cells(per_split))
     console.print(table)
     t = summary.trials
     if summary.task == "forecast":
         persistence = summary.baselines["persistence"]["test"].rmse or math.nan
-        test_rmse = b.test.rmse or math.nan
+        test_rmse = summary.exported.test.rmse or math.nan
         gain = 100.0 * (persistence - test_rmse) / persistence
         headline = (
             f"target {summary.target} {_ahead(summary.horizon)}, {summary.dataset}; units of the target.\n"
-            f"test RMSE {test_rmse:.2f} vs persistence {persistence:.2f}: {abs(gain):.1f}% {'better' if gain > 0 else 'worse'}"
+            f"{_who(summary)}test RMSE {test_rmse:.2f} vs persistence {persistence:.2f}: "
+            f"{abs(gain):.1f}% {'better' if gain > 0 else 'worse'}"
         )
         if summary.horizon > 1:
-            headline += "\n" + _by_step(b.test, summary.baselines["persistence"]["test"], summary.horizon)
+            headline += "\n" + _by_step(
+                summary.exported.test, summary.baselines["persistence"]["test"], summary.horizon
+            )
     else:
         majority = summary.baselines["majority_class"]["test"].accuracy or math.nan
         headline = (
-            f"{summary.dataset}: test accuracy {b.test.accuracy or math.nan:.4f} vs majority class {majority:.4f}"
+            f"{summary.dataset}: {_who(summary)}test accuracy {summary.exported.test.accuracy or math.nan:.4f} "
+            f"vs majority class {majority:.4f}"
         )
     console.print(
         headline + "\n"
@@ -154,11 +218,19 @@ def render(summary: Summary, console: Console) -> None:
             f"checkpoints kept: {c['kept']} ({c['bytes'] / 1e6:.1f} MB); deleted by retention: {c['deleted']}",
             highlight=False,
         )
+    if e is not None:
+        members = ", ".join(f"{m.trial_id} (epoch {m.epoch})" for m in e.members)
+        console.print(f"ensemble: {members}", highlight=False)
     if summary.exported_model:
         loader = "load_classifier" if summary.task == "classify" else "load_forecaster"
-        console.print(f"best model: {summary.exported_model}  (trainables.{loader})", highlight=False)
+        kind = f"ensemble of {len(e.members)}" if e is not None else "best model"
+        console.print(f"{kind}: {summary.exported_model}  (trainables.{loader})", highlight=False)
     for note in summary.notes:
         console.print(f"note: {note}", style="yellow", highlight=False)
+
+
+def _who(summary: Summary) -> str:
+    return "" if summary.ensemble is None else f"{model_label(summary)}: "
 
 
 def _num(value: float | None) -> str:
@@ -173,8 +245,12 @@ def _fmt(v: Any) -> str:
 
 __all__ = [
     "BestTrial",
+    "Ensemble",
+    "EnsembleMember",
     "Scores",
     "Summary",
+    "exported_scores",
+    "model_label",
     "render",
     "summary_from_json",
 ]

@@ -49,6 +49,14 @@ def test_forecast_bar_is_ten_percent_below_persistence(test_rmse: float, passed:
     assert out["winning_config"] == {"hidden_size": 64} and out["persistence_rmse"] == 20.0
 
 
+def test_an_ensemble_run_is_judged_on_the_exported_ensemble() -> None:
+    summary = forecast_summary(18.2)  # the best trial alone: 9% below persistence
+    summary["ensemble"] = {"members": [{}, {}, {}], "val": {"rmse": 19.0}, "test": {"rmse": 17.9, "mae": 1.0}}
+    out = verdict(summary, RUNS["beijing"].threshold)
+    assert out["passed"] is True and out["test_rmse"] == 17.9 and out["best_trial_test_rmse"] == 18.2
+    assert out["ensemble"] == 3 and "--ensemble" in RUNS["beijing"].run
+
+
 @pytest.mark.parametrize(
     ("run", "accuracy", "passed"),
     [("r8", 0.96, True), ("r8", 0.9599, False), ("20ng", 0.70, True), ("20ng", 0.6999, False)],

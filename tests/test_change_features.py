@@ -24,7 +24,7 @@ from trainables.data.forecast_prep import (
 )
 from trainables.data.loader import DataHandle, load_forecast_data
 from trainables.data.manifest import read_manifest
-from trainables.export import Forecaster
+from trainables.export import Forecaster, ForecastMember
 from trainables.model import LSTMForecaster
 from trainables.storage import resolve
 
@@ -167,7 +167,9 @@ def test_predict_forecasts_only_where_lag_and_change_features_are_exact(tmp_path
     fitted = load_forecast_data(DataHandle(uri=str(tmp_path / "data")), ("train",)).fitted
     torch.manual_seed(0)
     model = LSTMForecaster(ModelConfig(hidden_size=8), n_features=len(fitted.feature_names), target_index=0)
-    forecaster = Forecaster(model=model.eval(), fitted=fitted, window=12, step=pd.Timedelta(hours=1))
+    forecaster = Forecaster(
+        members=[ForecastMember(model=model.eval(), window=12)], fitted=fitted, step=pd.Timedelta(hours=1)
+    )
     rows = raw.iloc[1000:1100].reset_index(drop=True)
     with pytest.raises(ValueError, match=r"35 rows given; the model needs at least window = 12 \+ 24 rows"):
         forecaster.predict(rows.iloc[:35])

@@ -38,16 +38,20 @@ def test_r8_smoke_beats_majority_class(ray_local: None, prepared_r8: str, tmp_pa
         num_samples=2,
         max_epochs=2,
         scheduler=SchedulerOptions(kind="fifo"),
+        ensemble=2,  # both trials: the export, the figures and predict are the mean of their class probabilities
     )
     summary = run_experiment(opts, console=QUIET)
     assert summary.task == "classify" and summary.trials["errored"] == 0
     majority = summary.baselines["majority_class"]["test"].accuracy
     assert majority is not None and 0.45 < majority < 0.55, "R8's majority class (earn) is about half the test set"
-    accuracy = summary.best.test.accuracy
-    assert accuracy is not None and accuracy > majority + 0.3, (
-        f"test accuracy {accuracy:.3f} vs majority {majority:.3f}"
-    )
-    assert summary.best.test.macro_f1 is not None and summary.best.test.macro_f1 > 0.3
+    assert summary.ensemble is not None and summary.ensemble.members[0].trial_id == summary.best.trial_id
+    assert len({m.trial_id for m in summary.ensemble.members}) == 2
+    accuracy = summary.ensemble.test.accuracy
+    for scores in (summary.best.test, summary.ensemble.test):
+        assert scores.accuracy is not None and scores.accuracy > majority + 0.3, (
+            f"test accuracy {scores.accuracy:.3f} vs majority {majority:.3f}"
+        )
+        assert scores.macro_f1 is not None and scores.macro_f1 > 0.3
     run = next((tmp_path / "r8" / "tensorboard").iterdir())
     acc = EventAccumulator(str(run))
     acc.Reload()
@@ -73,7 +77,7 @@ def test_r8_smoke_beats_majority_class(ray_local: None, prepared_r8: str, tmp_pa
     done = runner.invoke(app, ["export", str(tmp_path / "r8"), "--out", str(out)])
     assert done.exit_code == 0, done.output
     card = json.loads((out / "model_card.json").read_text())
-    assert card["task"] == "classify" and card["best"]["test"]["accuracy"] == pytest.approx(accuracy)
+    assert card["task"] == "classify" and card["ensemble"]["test"]["accuracy"] == pytest.approx(accuracy)
     preds = tmp_path / "labels.csv"
     test_csv = SHARED_DATASETS / "reuters-r8-test.csv.xz"
     done = runner.invoke(app, ["predict", str(out), str(test_csv), "--out", str(preds)])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.summary import BestTrial, Scores, Summary
+from tests.helpers import forecast_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,21 +88,7 @@ def test_bad_input_is_answered_before_torch_and_ray_load(tmp_path: Path) -> None
     finished = tmp_path / "done"
     finished.mkdir()
     (finished / "tuner.pkl").write_bytes(b"")  # only its presence counts for a finished experiment
-    scores = Scores(rmse=18.5, mae=10.0)
-    best = BestTrial(trial_id="t0", config={"lr": 0.001}, epoch=3, val=scores, test=scores, checkpoint="c")
-    summary = Summary(
-        experiment=str(finished),
-        task="forecast",
-        scheduler="asha",
-        search_space="forecast-small",
-        dataset="beijing-pm25",
-        target="pm2.5",
-        horizon=1,
-        trials={"total": 1, "finished": 1, "stopped": 0, "errored": 0},
-        best=best,
-        baselines={"persistence": {"val": Scores(rmse=20.0, mae=11.0), "test": Scores(rmse=20.17, mae=11.0)}},
-        wall_time_s=1.0,
-    )
+    summary = forecast_summary(str(finished))
     (finished / "best.json").write_text(summary.to_json())
     code = f"""
 import sys
@@ -115,6 +101,8 @@ cases = (
     (["run", "--space", {str(bad)!r}], 2, "params.lr: low = 1 must be < high = 0.1"),
     (["run", "--search", "grid"], 2, "--search grid needs choice"),
     (["run", "--search", "tpe", "--scheduler", "pbt"], 2, "--search = 'tpe' with --scheduler pbt"),
+    (["run", "--ensemble", "0"], 2, "--ensemble = 0: must be >= 1"),
+    (["run", "--num-samples", "4", "--ensemble", "5"], 2, "--ensemble = 5: more than the 4 trial(s)"),
     (["run", "--data", {str(tmp_path / "nope")!r}, "--storage", {str(tmp_path / "runs")!r}], 2, "no manifest"),
     (["resume", {str(tmp_path / "nope")!r}], 2, "no Tune experiment state (tuner.pkl) to resume"),
     (["resume", {str(finished)!r}], 0, "test RMSE 18.50 vs persistence 20.17"),

@@ -86,6 +86,7 @@ def asha_run(
         max_epochs=4,
         scheduler=SchedulerOptions(kind="asha", grace_period=1, reduction_factor=2),
         checkpoints=CheckpointOptions(num_to_keep=3, keep_stopped=1),
+        ensemble=3,  # the export (and predict) is the mean forecast of the best 3 trials
     )
     with LiveWatcher(storage / "asha") as watcher:
         summary = run_experiment(opts, console=QUIET)
@@ -116,12 +117,30 @@ def test_asha_stops_trials_and_beats_persistence(asha_run: tuple[Summary, Path, 
     best = json.loads((exp / "best.json").read_text())
     assert best["best"]["test"]["rmse"] == pytest.approx(summary.best.test.rmse)
     assert Path(summary.best.checkpoint).is_dir(), "the best checkpoint must still exist after retention"
-    # Retention: of the trials ASHA stopped, only the best one keeps checkpoints; every trial keeps at most its 3
-    # best; pruned folders hold only the marker.
+    # The ensemble: the best trial first, then the next two by validation loss, each at its best epoch.
+    assert summary.ensemble is not None
+    members = summary.ensemble.members
+    assert members[0].trial_id == summary.best.trial_id and members[0].checkpoint == summary.best.checkpoint
+    assert len({m.trial_id for m in members}) == 3
+    best_val, last_epoch = {}, {}
+    for f in exp.glob("forecast_trainable_*/result.json"):
+        lines = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        best_val[lines[0]["trial_id"]] = min(line[M.VAL_RMSE] for line in lines)
+        last_epoch[lines[0]["trial_id"]] = max(line[M.EPOCH] for line in lines)
+    ranked = sorted(best_val, key=best_val.__getitem__)
+    assert [m.trial_id for m in members] == ranked[:3], f"members are not the best 3 by val RMSE: {best_val}"
+    assert [m.val.rmse for m in members] == pytest.approx([best_val[m.trial_id] for m in members])
+    assert best["ensemble"]["test"]["rmse"] == pytest.approx(summary.ensemble.test.rmse)
+    assert summary.ensemble.test.rmse < persistence, f"ensemble {summary.ensemble.test.rmse:.2f} >= {persistence:.2f}"
+    # Retention: of the trials ASHA stopped, only the best one keeps checkpoints, and the ensemble's members keep
+    # the checkpoint they were taken from; every trial keeps at most its 3 best; pruned folders hold only the marker.
     trial_dirs = [d for d in exp.glob("forecast_trainable_*") if d.is_dir()]
     states = {d: list(d.glob("checkpoint_*/trial_state.pt")) for d in trial_dirs}
-    stopped = summary.trials["stopped"]
-    assert sum(1 for d in trial_dirs if not states[d]) == max(0, stopped - 1)
+    for m in members:
+        assert Path(m.checkpoint, "trial_state.pt").is_file(), f"member {m.trial_id}'s checkpoint was pruned"
+    stopped = [t for t in ranked if last_epoch[t] < 4]
+    kept = set(stopped[:1]) | {m.trial_id for m in members}
+    assert sum(1 for d in trial_dirs if not states[d]) == len([t for t in stopped if t not in kept])
     assert max(len(v) for v in states.values()) <= 3
     assert summary.checkpoints["kept"] == sum(len(v) for v in states.values())
     assert summary.checkpoints["bytes"] == sum(f.stat().st_size for v in states.values() for f in v) > 0
@@ -145,13 +164,13 @@ def test_experiments_show_and_list_a_finished_forecaster(asha_run: tuple[Summary
     assert info["status"] == "finished" and info["metric"] == M.VAL_RMSE
     assert info["trials"] == {"TERMINATED": 6} and info["retries"] == {}
     assert info["best_val"] == info["best_val_rmse"] == pytest.approx(min(reported))
-    assert info["test_rmse"] == pytest.approx(summary.best.test.rmse)
+    assert info["test_rmse"] == pytest.approx(summary.exported.test.rmse), "the exported model's (the ensemble's)"
     persistence = summary.baselines["persistence"]["test"].rmse
     assert info["persistence_test_rmse"] == pytest.approx(persistence) and info["test_accuracy"] is None
     text = CliRunner().invoke(app, ["experiments", "show", str(exp)]).output
     assert f"best so far: val RMSE {min(reported):.2f}" in text and f"vs persistence {persistence:.2f}" in text, text
     listed = CliRunner().invoke(app, ["experiments", "list", str(exp.parent)]).output
-    assert "asha" in listed and f"{summary.best.test.rmse:.2f} RMSE" in listed, listed
+    assert "asha" in listed and f"{summary.exported.test.rmse:.2f} RMSE" in listed, listed
 
 
 def test_pbt_exploits_are_recorded_with_real_trial_ids(pbt_run: tuple[Summary, Path]) -> None:
@@ -286,7 +305,8 @@ def test_exported_model_reproduces_test_score_from_raw_rows(
     scored = merged[(merged["target_time"] >= start) & merged["pm2.5"].notna()]
     assert len(scored) > 6000
     rmse = float(np.sqrt(np.mean((scored["forecast"] - scored["pm2.5"]) ** 2)))
-    assert rmse == pytest.approx(summary.best.test.rmse, rel=1e-4)
+    assert summary.ensemble is not None and len(forecaster.members) == 3
+    assert rmse == pytest.approx(summary.ensemble.test.rmse, rel=1e-4), "predict is the mean of the 3 members"
 
     # The same through the CLI: export to a new folder, predict from the bundled raw CSV file.
     runner = CliRunner()
@@ -294,7 +314,7 @@ def test_exported_model_reproduces_test_score_from_raw_rows(
     done = runner.invoke(app, ["export", str(exp), "--out", str(out)])
     assert done.exit_code == 0, done.output
     card = json.loads((out / "model_card.json").read_text())
-    assert card["best"]["test"]["rmse"] == pytest.approx(summary.best.test.rmse)
+    assert card["ensemble"]["test"]["rmse"] == pytest.approx(summary.ensemble.test.rmse)
     again = runner.invoke(app, ["export", str(exp), "--out", str(out)])
     assert again.exit_code == 2 and "not empty" in again.output
     preds = exp.parent / "preds.csv"

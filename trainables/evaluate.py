@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,8 +90,33 @@ def evaluate_model(
     target_scale: float,
     device: torch.device | None = None,
 ) -> ForecastScores:
+    return evaluate_ensemble(
+        [(model, window)],
+        arrays,
+        horizon=horizon,
+        target_centre=target_centre,
+        target_scale=target_scale,
+        device=device,
+    )
+
+
+def evaluate_ensemble(
+    members: Sequence[tuple[nn.Module, int]],
+    arrays: SeriesArrays,
+    *,
+    horizon: int,
+    target_centre: float,
+    target_scale: float,
+    device: torch.device | None = None,
+) -> ForecastScores:
+    """Score the mean forecast of ``members`` (each a model and the window it reads). Every member forecasts the
+    targets that the longest window can reach, so all are scored on the same rows (one member: the model itself)."""
+    if not members:
+        raise ValueError("evaluation: an ensemble needs at least one member")
+    window = max(w for _, w in members)
     positions = target_positions(arrays, window=window, horizon=horizon)
-    pred = predict_scaled(model, arrays, positions, window=window, horizon=horizon, device=device)
+    preds = [predict_scaled(m, arrays, positions, window=w, horizon=horizon, device=device) for m, w in members]
+    pred = torch.stack(preds).mean(dim=0) if len(preds) > 1 else preds[0]
     rows = target_rows(positions, horizon)
     mask = target_mask(arrays, rows)
     scaled_mse = float(masked_mse(pred, arrays.target[rows], mask)) if len(positions) else math.nan
@@ -120,6 +146,7 @@ def baseline_scores(arrays: SeriesArrays, *, horizon: int, season_steps: int) ->
 __all__ = [
     "ForecastScores",
     "baseline_scores",
+    "evaluate_ensemble",
     "evaluate_model",
     "masked_mse",
     "predict_scaled",

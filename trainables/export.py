@@ -22,20 +22,28 @@ from trainables.data.text_loader import TextSplit
 from trainables.data.text_prep import FittedText, TextPrepConfig
 from trainables.model import LSTMClassifier, LSTMForecaster, classifier_from_info, forecaster_from_info
 from trainables.storage import Location, read_bytes, write_bytes_atomic
-from trainables.tasks import predict_logits
+from trainables.tasks import mean_probabilities
 
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2
+"""2: a list of members (one trial's model, or an ensemble of several); 1: one model (still read)."""
 MODEL_FILE = "model.pt"
 PREP_FILE = "preprocessing.json"
 
 
-@dataclass
-class Forecaster:
-    """A trained model with the preprocessing it was trained behind."""
+@dataclass(frozen=True)
+class ForecastMember:
+    """One trained forecaster and the window it reads."""
 
     model: LSTMForecaster
-    fitted: FittedPrep
     window: int
+
+
+@dataclass
+class Forecaster:
+    """Trained models with the preprocessing they were trained behind; several members forecast their mean."""
+
+    members: list[ForecastMember]
+    fitted: FittedPrep
     step: pd.Timedelta
     """Spacing of the series (one hour for Beijing PM2.5)."""
 
@@ -43,13 +51,18 @@ class Forecaster:
     def horizon(self) -> int:
         return self.fitted.config.horizon
 
+    @property
+    def window(self) -> int:
+        """Rows of history a forecast needs: the longest member window."""
+        return max(m.window for m in self.members)
+
     @torch.no_grad()
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
         """Forecast steps 1..``horizon`` after every row that has ``window`` rows of history in ``raw``, not counting
         the first ``history_rows`` of ``raw`` (what its lag, rolling and change features read before a row).
 
         Returns one row per origin and step: ``origin`` (last row seen), ``step``, ``target_time`` and ``forecast``
-        (original units), ordered by origin, then step.
+        (original units, the members' mean), ordered by origin, then step.
         """
         frame = transform_frame(raw, self.fitted)
         n = len(frame)
@@ -58,10 +71,9 @@ class Forecaster:
             extra = f" + {history} rows its lag and change features read first" if history else ""
             raise ValueError(f"predict: {n} rows given; the model needs at least window = {self.window}{extra}")
         features = torch.from_numpy(frame[self.fitted.feature_names].to_numpy(np.float32, copy=True))
+        # Every member forecasts from the same origins: those the longest window can reach.
         ends = torch.arange(history + self.window - 1, n)
-        index = ends.unsqueeze(1) - torch.arange(self.window - 1, -1, -1).unsqueeze(0)
-        self.model.eval()
-        preds = torch.cat([self.model(features[index[i : i + 2048]]) for i in range(0, len(ends), 2048)])
+        preds = torch.stack([_member_forecasts(m, features, ends) for m in self.members]).mean(dim=0)
         origin = np.repeat(frame[TIME].to_numpy()[ends.numpy()], self.horizon)
         step = np.tile(np.arange(1, self.horizon + 1), len(ends))
         return pd.DataFrame(
@@ -74,38 +86,49 @@ class Forecaster:
         )
 
 
+def _member_forecasts(member: ForecastMember, features: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Scaled forecasts ``[len(ends), horizon]`` of one member from windows ending at ``ends``."""
+    index = ends.unsqueeze(1) - torch.arange(member.window - 1, -1, -1).unsqueeze(0)
+    member.model.eval()
+    return torch.cat([member.model(features[index[i : i + 2048]]) for i in range(0, len(ends), 2048)])
+
+
 @dataclass
 class Classifier:
-    """A trained text classifier with the tokenizer and vocabulary it was trained behind."""
+    """Trained text classifiers with the tokenizer and vocabulary they were trained behind; several members vote
+    by their mean class probabilities."""
 
-    model: LSTMClassifier
+    models: list[LSTMClassifier]
     fitted: FittedText
 
     @torch.no_grad()
     def predict(self, texts: list[str], batch_size: int = 256) -> pd.DataFrame:
-        """One row per document: ``label`` (the class name) and ``confidence`` (its softmax probability)."""
+        """One row per document: ``label`` (the class name) and ``confidence`` (its mean softmax probability)."""
         encoder = self.fitted.encoder()
         sequences = [encoder.encode(t) for t in texts]
         lengths = torch.tensor([len(seq) for seq in sequences], dtype=torch.long)
         split = TextSplit(tokens=sequences, lengths=lengths, labels=torch.zeros(len(sequences), dtype=torch.long))
-        logits = predict_logits(self.model, split, len(self.fitted.labels), torch.device("cpu"), batch_size)
-        probs = torch.softmax(logits, dim=1)
+        probs = mean_probabilities(self.models, split, len(self.fitted.labels), torch.device("cpu"), batch_size)
         confidence, index = probs.max(dim=1)
         return pd.DataFrame(
             {"label": [self.fitted.labels[i] for i in index.tolist()], "confidence": confidence.double().numpy()}
         )
 
 
-def export_model(dest: Location, *, checkpoint_payload: dict[str, Any], fitted: FittedPrep | FittedText) -> None:
-    """Write ``model.pt`` (tensors and plain data only) and ``preprocessing.json`` under ``dest``: the fitted
-    scalers and encoders of a forecaster, or the tokenizer, vocabulary and labels of a classifier."""
+def export_model(dest: Location, *, checkpoint_payloads: list[dict[str, Any]], fitted: FittedPrep | FittedText) -> None:
+    """Write ``model.pt`` (tensors and plain data only: one entry per member, the best first) and
+    ``preprocessing.json`` under ``dest``: the fitted scalers and encoders of a forecaster, or the tokenizer,
+    vocabulary and labels of a classifier."""
     import io
 
+    if not checkpoint_payloads:
+        raise ValueError("export: no checkpoint to export")
     payload = {
         "format_version": EXPORT_FORMAT_VERSION,
-        "model": checkpoint_payload["model"],
-        "model_info": checkpoint_payload["model_config"],
-        "data_info": checkpoint_payload["data_info"],
+        "members": [
+            {"model": p["model"], "model_info": p["model_config"], "data_info": p["data_info"]}
+            for p in checkpoint_payloads
+        ],
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -118,7 +141,8 @@ def export_model(dest: Location, *, checkpoint_payload: dict[str, Any], fitted: 
     write_bytes_atomic(dest.child(PREP_FILE), json.dumps(prep, indent=2).encode())
 
 
-def _load_payload(uri: str | Location) -> tuple[Location, dict[str, Any], dict[str, Any]]:
+def _load_payload(uri: str | Location) -> tuple[Location, list[dict[str, Any]], dict[str, Any]]:
+    """The folder, its members (format 1's single model as one member) and its preprocessing."""
     import io
 
     from trainables.storage import resolve
@@ -130,52 +154,64 @@ def _load_payload(uri: str | Location) -> tuple[Location, dict[str, Any], dict[s
         raise CheckpointError(f"{loc.uri}: no {MODEL_FILE}; is this a best_model folder?") from None
     except Exception as exc:  # the unpickler's refusal types vary; any failure here means "not safe/valid"
         raise CheckpointError(f"{loc.child(MODEL_FILE).uri} refused or unreadable: {exc}") from None
-    if payload.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise CheckpointError(f"{loc.uri}: export format {payload.get('format_version')!r} is not supported")
+    version = payload.get("format_version") if isinstance(payload, dict) else None
+    if version == 1:
+        members = [{k: payload[k] for k in ("model", "model_info", "data_info")}]
+    elif version == EXPORT_FORMAT_VERSION and payload.get("members"):
+        members = list(payload["members"])
+    else:
+        raise CheckpointError(
+            f"{loc.uri}: export format {version!r} is not supported (this lstm-tune reads 1 and {EXPORT_FORMAT_VERSION})"
+        )
     prep = json.loads(read_bytes(loc.child(PREP_FILE)).decode())
-    return loc, payload, prep
+    return loc, members, prep
 
 
-def model_task(payload: dict[str, Any]) -> str:
-    return str(payload["model_info"].get("task", "forecast"))
+def model_task(members: list[dict[str, Any]]) -> str:
+    return str(members[0]["model_info"].get("task", "forecast"))
 
 
 def load_forecaster(uri: str | Location) -> Forecaster:
     """Load an exported forecasting model folder (local path or ``s3://``) written by ``lstm-tune run``."""
-    loc, payload, prep = _load_payload(uri)
-    if model_task(payload) != "forecast":
-        raise CheckpointError(f"{loc.uri}: a {model_task(payload)} model; load it with load_classifier")
+    loc, members, prep = _load_payload(uri)
+    if model_task(members) != "forecast":
+        raise CheckpointError(f"{loc.uri}: a {model_task(members)} model; load it with load_classifier")
     fitted = FittedPrep.from_dict(prep["fitted"])
-    info = payload["model_info"]
-    model = forecaster_from_info(info)
-    model.load_state_dict(payload["model"])
-    model.eval()
-    return Forecaster(
-        model=model,
-        fitted=fitted,
-        window=int(payload["data_info"]["window"]),
-        step=pd.Timedelta(seconds=fitted.step_seconds),
-    )
+    loaded = []
+    for member in members:
+        model = forecaster_from_info(member["model_info"])
+        model.load_state_dict(member["model"])
+        loaded.append(ForecastMember(model=model.eval(), window=int(member["data_info"]["window"])))
+    return Forecaster(members=loaded, fitted=fitted, step=pd.Timedelta(seconds=fitted.step_seconds))
 
 
 def load_classifier(uri: str | Location) -> Classifier:
     """Load an exported text classifier folder (local path or ``s3://``) written by ``lstm-tune run``."""
-    loc, payload, prep = _load_payload(uri)
-    if model_task(payload) != "classify":
-        raise CheckpointError(f"{loc.uri}: a {model_task(payload)} model; load it with load_forecaster")
+    loc, members, prep = _load_payload(uri)
+    if model_task(members) != "classify":
+        raise CheckpointError(f"{loc.uri}: a {model_task(members)} model; load it with load_forecaster")
     text = prep["text"]
     fitted = FittedText(config=TextPrepConfig(**text["config"]), vocab=list(text["vocab"]), labels=list(text["labels"]))
-    info = payload["model_info"]
-    model = classifier_from_info(info)
-    model.load_state_dict(payload["model"])
-    model.eval()
-    return Classifier(model=model, fitted=fitted)
+    models = []
+    for member in members:
+        model = classifier_from_info(member["model_info"])
+        model.load_state_dict(member["model"])
+        models.append(model.eval())
+    return Classifier(models=models, fitted=fitted)
 
 
 def load_model(uri: str | Location) -> Forecaster | Classifier:
     """Either kind of exported model, by what its ``model.pt`` says it is."""
-    loc, payload, _ = _load_payload(uri)
-    return load_classifier(loc) if model_task(payload) == "classify" else load_forecaster(loc)
+    loc, members, _ = _load_payload(uri)
+    return load_classifier(loc) if model_task(members) == "classify" else load_forecaster(loc)
 
 
-__all__ = ["Classifier", "Forecaster", "export_model", "load_classifier", "load_forecaster", "load_model"]
+__all__ = [
+    "Classifier",
+    "ForecastMember",
+    "Forecaster",
+    "export_model",
+    "load_classifier",
+    "load_forecaster",
+    "load_model",
+]

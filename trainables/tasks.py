@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -170,7 +171,8 @@ class ForecastTask:
 
 
 def classification_scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Accuracy and macro-F1 (classes absent from both truth and prediction are left out of the mean)."""
+    """Accuracy and macro-F1 of the argmax of ``logits`` (or of probabilities; classes absent from both truth and
+    prediction are left out of the mean)."""
     pred = logits.argmax(dim=1)
     accuracy = float((pred == labels).float().mean()) if len(labels) else math.nan
     f1s = []
@@ -197,6 +199,16 @@ def predict_logits(
         out[idx] = model(tokens.to(device), lengths).float().cpu()
     model.train(was_training)
     return out
+
+
+def mean_probabilities(
+    models: Sequence[nn.Module], split: TextSplit, num_classes: int, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    """``[documents, classes]``: the members' softmax probabilities, averaged (one member: its own)."""
+    if not models:
+        raise ValueError("classification: an ensemble needs at least one member")
+    probs = [torch.softmax(predict_logits(m, split, num_classes, device, batch_size), dim=1) for m in models]
+    return torch.stack(probs).mean(dim=0) if len(probs) > 1 else probs[0]
 
 
 class ClassifyTask:
@@ -276,6 +288,7 @@ __all__ = [
     "StepResult",
     "Task",
     "classification_scores",
+    "mean_probabilities",
     "predict_logits",
     "task_for",
 ]
