@@ -70,7 +70,9 @@ class ExperimentInfo:
         if self.test_rmse is not None and self.persistence_test_rmse is not None:
             return f"best model test RMSE {self.test_rmse:.2f} vs persistence {self.persistence_test_rmse:.2f}"
         if self.test_accuracy is not None and self.majority_test_accuracy is not None:
-            return f"best model test accuracy {self.test_accuracy:.4f} vs majority class {self.majority_test_accuracy:.4f}"
+            return (
+                f"best model test accuracy {self.test_accuracy:.4f} vs majority class {self.majority_test_accuracy:.4f}"
+            )
         return None
 
 

@@ -17,10 +17,17 @@ import torch
 from cluster.retention import checkpoint_usage, prune
 from tests.helpers import DirSession
 from trainables import metrics as M
-from trainables.checkpoint import PRUNED_FILE, CheckpointError, CheckpointPruned, load_checkpoint
+from trainables.checkpoint import (
+    ADOPTED,
+    PRUNED_FILE,
+    CheckpointError,
+    CheckpointPruned,
+    TrainState,
+    load_checkpoint,
+)
 from trainables.config import ModelConfig, TrialConfig
 from trainables.data.loader import DataHandle, load_forecast_data
-from trainables.loop import apply_hyperparameters, run_trial
+from trainables.loop import apply_hyperparameters, run_trial, trial_done
 from trainables.model import build_model
 from trainables.ray_api import Checkpoint
 from trainables.restore import restore_state
@@ -115,6 +122,53 @@ def test_pbt_restore_applies_mutated_hyperparameters(prepared_data: str, tmp_pat
     )
 
 
+class AdoptedSession(DirSession):
+    """Restores as :func:`trainables.restore.restore_state` does from a checkpoint found in storage, not from Tune."""
+
+    def restore(self) -> dict[str, Any] | None:
+        payload = super().restore()
+        return None if payload is None else {**payload, ADOPTED: True}
+
+
+def test_a_finished_trial_restored_from_storage_reports_its_final_result_again(
+    prepared_data: str, tmp_path: Path
+) -> None:
+    """A driver killed after a trial wrote its last checkpoint but before Tune took that result: on resume the trial
+    has nothing to train, and without a new report Tune ends it on an older result, counted as stopped early."""
+    done = train(prepared_data, tmp_path / "done", {**BASE, "max_epochs": 2})
+    last = done.reports[-1]
+    assert load_checkpoint(str(tmp_path / "done" / "epoch-2"))["report"][M.VAL_LOSS] == last[M.VAL_LOSS]
+    flat = {**BASE, "max_epochs": 2}
+    data = load_forecast_data(DataHandle(uri=prepared_data))
+    cfg = TrialConfig.from_flat(flat)
+
+    adopted = AdoptedSession(str(tmp_path / "adopted"), resume_from=str(tmp_path / "done" / "epoch-2"))
+    state = run_trial(cfg, data, adopted, device=torch.device("cpu"), extra_metrics={M.NODE_ID: "new-node"})
+    (replay,) = adopted.reports
+    assert state.epoch == 2 and replay[M.EPOCH] == 2 and replay[M.REPLAYED] == 1
+    assert replay[M.VAL_LOSS] == last[M.VAL_LOSS] and replay[M.TRAIN_LOSS] == last[M.TRAIN_LOSS]
+    assert replay[M.NODE_ID] == "new-node", "where the result was published now, not where it was trained"
+    assert replay[M.WALL_CLOCK] >= last[M.WALL_CLOCK]
+    again = load_checkpoint(str(tmp_path / "adopted" / "epoch-2"))
+    assert again["state"] == load_checkpoint(str(tmp_path / "done" / "epoch-2"))["state"]
+
+    # Tune handed the checkpoint itself (it holds that result already, e.g. a PBT donor's): nothing is published.
+    given = DirSession(str(tmp_path / "given"), resume_from=str(tmp_path / "done" / "epoch-2"))
+    assert run_trial(cfg, data, given, device=torch.device("cpu")).epoch == 2 and given.reports == []
+    # Adopted with budget left (the killed driver's trial was mid-run): it trains on, nothing is replayed.
+    more = AdoptedSession(str(tmp_path / "more"), resume_from=str(tmp_path / "done" / "epoch-2"))
+    run_trial(TrialConfig.from_flat({**flat, "max_epochs": 3}), data, more, device=torch.device("cpu"))
+    assert [r[M.EPOCH] for r in more.reports] == [3] and M.REPLAYED not in more.reports[0]
+
+
+def test_trial_done_counts_budget_and_patience() -> None:
+    cfg = TrialConfig.from_flat({**BASE, "max_epochs": 4, "patience": 2})
+    assert not trial_done(TrainState(epoch=3, bad_epochs=1), cfg)
+    assert trial_done(TrainState(epoch=4), cfg)
+    assert trial_done(TrainState(epoch=2, bad_epochs=2), cfg), "early stopping ran out of patience"
+    assert not trial_done(TrainState(epoch=2, bad_epochs=9), TrialConfig.from_flat({**BASE, "max_epochs": 4}))
+
+
 class _Payload:
     def __reduce__(self) -> tuple[Any, ...]:
         return (os.system, (f"touch {MARKER}",))
@@ -157,6 +211,8 @@ def test_restore_follows_pruned_and_stale_checkpoints(tmp_path: Path) -> None:
 
     def epoch_of(given: Path | None, where: Location | None = own) -> int | None:
         state = restore_state(Checkpoint.from_directory(str(given)) if given else None, where)
+        if state is not None:  # marked when found in storage rather than handed by Tune intact
+            assert state.get(ADOPTED, False) == (given is None or (given / PRUNED_FILE).exists()), given
         return None if state is None else int(state["state"]["epoch"])
 
     # An intact checkpoint is used as Tune gives it, even when newer ones exist (a trial on a lost node may have

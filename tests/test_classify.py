@@ -64,7 +64,9 @@ def test_r8_smoke_beats_majority_class(ray_local: None, prepared_r8: str, tmp_pa
     info = json.loads(shown.output)
     assert info["status"] == "finished" and info["metric"] == M.VAL_ACCURACY and info["best_val_rmse"] is None
     assert info["best_val"] >= (summary.best.val.accuracy or 1.0) - 1e-9
-    assert info["test_accuracy"] == pytest.approx(accuracy) and info["majority_test_accuracy"] == pytest.approx(majority)
+    assert info["test_accuracy"] == pytest.approx(accuracy) and info["majority_test_accuracy"] == pytest.approx(
+        majority
+    )
     assert info["retries"] == {}
     text = runner.invoke(app, ["experiments", "show", str(tmp_path / "r8")]).output
     assert f"best model test accuracy {accuracy:.4f} vs majority class {majority:.4f}" in text, text

@@ -8,14 +8,16 @@ import io
 import json
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ray import tune
 from ray.tune import Checkpoint, FailureConfig, RunConfig, Tuner
 
-from cluster.loggers import CsvResults, JsonResults, result_loggers
+from cluster.loggers import CsvResults, JsonResults, last_csv_epoch, last_json_epoch, result_loggers
 from tests.s3server import S3Server
+from trainables import metrics as M
 from trainables.storage import read_bytes, resolve, write_bytes_atomic
 
 EXPERIMENTS = "s3://lt-exp/history"
@@ -107,3 +109,36 @@ def test_the_same_driver_keeps_its_own_history(ray_local: None, s3_server: S3Ser
     logger.log_trial_result(4, trial, {"epoch": 4})
     logger.log_trial_end(trial)
     assert open(os.path.join(trial.local_path, "progress.csv")).read().split() == ["epoch", "1", "2", "3", "4"]
+
+
+@pytest.mark.ray
+def test_a_replayed_result_the_history_holds_is_not_logged_twice(ray_local: None, s3_server: S3Server) -> None:
+    """A finished trial restored from a checkpoint Tune never saw publishes its final result again
+    (``trainables.loop``): the history gets it once, whether the killed driver had logged it or not."""
+    trial = stored_trial("replayed")
+    folder = trial.local_path
+    with open(os.path.join(folder, "result.json"), "w") as f:
+        f.write('{"epoch": 1}\n{"epoch": 2}\n')
+    with open(os.path.join(folder, "progress.csv"), "w") as f:
+        f.write("epoch,replayed\n1,\n2,\n")
+    assert last_json_epoch(Path(folder, "result.json")) == 2 and last_csv_epoch(Path(folder, "progress.csv")) == 2
+    loggers = [JsonResults(), CsvResults()]
+    for logger in loggers:
+        logger.log_trial_result(3, trial, {"epoch": 2, M.REPLAYED: 1})  # logged before the kill: skipped
+        logger.log_trial_result(3, trial, {"epoch": 3, M.REPLAYED: 1})  # never logged: kept
+        logger.log_trial_result(4, trial, {"epoch": 3})  # not a replay (a PBT clone may repeat epochs): kept
+        logger.log_trial_end(trial)
+    epochs = [json.loads(line)["epoch"] for line in open(os.path.join(folder, "result.json")).read().splitlines()]
+    assert epochs == [1, 2, 3, 3]
+    with open(os.path.join(folder, "progress.csv"), newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 3]
+
+
+def test_last_epoch_of_missing_empty_and_odd_histories(tmp_path: Path) -> None:
+    assert last_json_epoch(tmp_path / "none.json") is None and last_csv_epoch(tmp_path / "none.csv") is None
+    (tmp_path / "empty.json").write_text("\n")
+    (tmp_path / "header.csv").write_text("epoch\n")
+    (tmp_path / "noepoch.json").write_text('{"loss": 1.0}\n')
+    (tmp_path / "torn.json").write_text('{"epoch": 1}\n{"epo')
+    assert last_json_epoch(tmp_path / "empty.json") is None and last_csv_epoch(tmp_path / "header.csv") is None
+    assert last_json_epoch(tmp_path / "noepoch.json") is None and last_json_epoch(tmp_path / "torn.json") is None

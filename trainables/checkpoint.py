@@ -17,6 +17,9 @@ import torch
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "trial_state.pt"
+ADOPTED = "adopted"
+"""Set (True) by :mod:`trainables.restore` in a payload it found in storage rather than got from Tune: a checkpoint
+whose result Tune may never have received."""
 PRUNED_FILE = "pruned.json"
 """Left in a checkpoint folder whose state retention deleted. The folder stays because Tune's experiment state may
 still name it as a trial's latest checkpoint, and Tune refuses to restore from a path that no longer exists."""
@@ -52,8 +55,13 @@ def save_checkpoint(
     state: TrainState,
     model_config: dict[str, Any],
     data_info: dict[str, Any],
+    report: dict[str, Any] | None = None,
 ) -> str:
-    """Write one checkpoint file into ``directory`` and return its path."""
+    """Write one checkpoint file into ``directory`` and return its path.
+
+    ``report`` is the result published with it, kept so a trial restored from this checkpoint with nothing left to
+    train can publish its final result again (:func:`trainables.loop.run_trial`).
+    """
     payload = {
         "format_version": FORMAT_VERSION,
         "model": model.state_dict(),
@@ -62,6 +70,7 @@ def save_checkpoint(
         "model_config": dict(model_config),
         "data_info": dict(data_info),
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        "report": dict(report or {}),
     }
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, CHECKPOINT_FILE)
@@ -105,6 +114,7 @@ def _as_tuple(value: Any) -> Any:
 
 
 __all__ = [
+    "ADOPTED",
     "CHECKPOINT_FILE",
     "FORMAT_VERSION",
     "PRUNED_FILE",

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from trainables import metrics as M
-from trainables.checkpoint import TrainState, restore_rng, save_checkpoint
+from trainables.checkpoint import ADOPTED, TrainState, restore_rng, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData
@@ -145,6 +145,15 @@ def run_trial(
     world = parallel.world_size if parallel is not None else 1
     epoch_samples = -(-cfg.limits.epoch_samples // world)
 
+    if payload is not None and payload.get(ADOPTED) and payload.get("report") and trial_done(state, cfg):
+        # A checkpoint found in storage, not handed by Tune, with nothing left to train: its trial wrote it and was
+        # cut off (a killed driver) before Tune took its result. Publish that result again, or Tune ends the trial on
+        # an older one and counts it as stopped early.
+        replay = {**payload["report"], **(extra_metrics or {}), M.WALL_CLOCK: time.time(), M.REPLAYED: 1}
+        if parallel is None or parallel.reports:
+            _report(session, replay, model, optimizer, state, model_info, data_info)
+        return state
+
     for epoch in range(first_epoch, cfg.limits.max_epochs + 1):
         started, cpu_started = time.perf_counter(), time.process_time()
         startup_metrics = startup.metrics(started) if startup is not None and epoch == first_epoch else {}
@@ -183,21 +192,39 @@ def run_trial(
             logger.log({**report, **schedule_scalars(cfg.to_flat())}, epoch)
         report[M.WALL_CLOCK] = time.time()  # after TensorBoard: a Unix time is no curve to plot
         if parallel is None or parallel.reports:
-            with tempfile.TemporaryDirectory(prefix="lstm-tune-ckpt-") as ckpt_dir:
-                save_checkpoint(
-                    ckpt_dir,
-                    model=model,
-                    optimizer=optimizer,
-                    state=state,
-                    model_config=model_info,
-                    data_info=data_info,
-                )
-                session.report(report, ckpt_dir)
+            _report(session, report, model, optimizer, state, model_info, data_info)
         if not math.isfinite(stats.loss):
             break  # diverged: reported as +inf so schedulers rank it last; more epochs cannot help
-        if cfg.limits.patience and state.bad_epochs >= cfg.limits.patience:
+        if trial_done(state, cfg):
             break  # early stopping inside the trial, alongside whatever the scheduler decides
     return state
+
+
+def trial_done(state: TrainState, cfg: TrialConfig) -> bool:
+    """Whether a trial in ``state`` has no epoch left: its budget is spent, or early stopping ran out of patience."""
+    return state.epoch >= cfg.limits.max_epochs or bool(cfg.limits.patience and state.bad_epochs >= cfg.limits.patience)
+
+
+def _report(
+    session: TrialSession,
+    report: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    model_info: dict[str, Any],
+    data_info: dict[str, Any],
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="lstm-tune-ckpt-") as ckpt_dir:
+        save_checkpoint(
+            ckpt_dir,
+            model=model,
+            optimizer=optimizer,
+            state=state,
+            model_config=model_info,
+            data_info=data_info,
+            report=report,
+        )
+        session.report(report, ckpt_dir)
 
 
 __all__ = [
@@ -207,6 +234,7 @@ __all__ = [
     "early_stopping",
     "epoch_lr",
     "run_trial",
+    "trial_done",
     "trial_seed",
     "usable_loss",
 ]

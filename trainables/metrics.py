@@ -43,6 +43,9 @@ STARTUP_BUILD = "startup/build_s"
 STARTUP_TOTAL = "startup/total_s"
 """Process, data and build together: what the trial cost before it trained at all."""
 STARTUP_METRICS = (STARTUP_PROCESS, STARTUP_DATA, STARTUP_BUILD, STARTUP_TOTAL)
+REPLAYED = "replayed"
+"""Present (1) only in a result published a second time: a trial restored from a checkpoint Tune never saw, with no
+epoch left to train, publishes that checkpoint's result again; result histories that already hold it skip it."""
 NODE_ID = "node_id"
 """Ray node the epoch ran on."""
 DEVICE = "device"
@@ -71,6 +74,7 @@ __all__ = [
     "GRAD_NORM",
     "LEARNING_RATE",
     "NODE_ID",
+    "REPLAYED",
     "SAMPLES_PER_SECOND",
     "SCHEDULER_METRIC",
     "SCHEDULER_MODE",

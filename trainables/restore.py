@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from trainables.checkpoint import CHECKPOINT_FILE, CheckpointError, CheckpointPruned, load_checkpoint
+from trainables.checkpoint import ADOPTED, CHECKPOINT_FILE, CheckpointError, CheckpointPruned, load_checkpoint
 from trainables.ray_api import Checkpoint
 from trainables.storage import Location
 
@@ -43,7 +43,7 @@ def restore_state(checkpoint: Checkpoint | None, own: Location | None) -> dict[s
     keep writing checkpoints Tune never accepted (seen here), and those must not be adopted.
     """
     if checkpoint is None:
-        return _newest_in(own) if own is not None else None
+        return _adopted(_newest_in(own)) if own is not None else None
     try:
         with checkpoint.as_directory() as directory:
             return load_checkpoint(directory)
@@ -52,7 +52,11 @@ def restore_state(checkpoint: Checkpoint | None, own: Location | None) -> dict[s
         state = _newest_in(Location(uri=folder, fs=checkpoint.filesystem, path=folder))
         if state is None:
             raise CheckpointError(f"checkpoint {checkpoint.path} was pruned and no newer one exists") from None
-        return state
+        return _adopted(state)
+
+
+def _adopted(payload: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if payload is None else {**payload, ADOPTED: True}
 
 
 def _parent(path: str) -> str:
