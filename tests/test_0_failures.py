@@ -26,6 +26,9 @@ pytestmark = pytest.mark.cluster
 LAUNCHER = REPO / "deploy" / "ray-cluster" / "local.yaml"
 """The layout the tests start with `ray start`: the local launcher config's (head with no CPUs, two 1-CPU workers)."""
 STORAGE = "s3://lt-exp/failures"
+EPOCH_SAMPLES = "6144"
+"""A fifth of a full pass (about 2 s an epoch instead of 10 on a 1-CPU node): the failures hit trials mid-run all the
+same, and the module fits CI's time."""
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,10 @@ def start_driver(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     out = open(tmp_path / "driver.out", "w")
     err = open(tmp_path / "driver.err", "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "run", "--storage", STORAGE, "--scheduler", "fifo", "--json", *args],
+        [
+            *(sys.executable, "-m", "cluster.cli", "run", "--storage", STORAGE, "--scheduler", "fifo", "--json"),
+            *("--epoch-samples", EPOCH_SAMPLES, *args),
+        ],
         stdout=out,
         stderr=err,
         text=True,
