@@ -14,6 +14,7 @@ from benchmarks.common import Curve, best_so_far, spread, target_for
 from benchmarks.cpu_share import account
 from benchmarks.suite import summary_markdown
 from benchmarks.tuning import BEIJING, analyse
+from tests.conftest import SHARED_DATASETS
 from trainables import metrics as M
 
 
@@ -150,6 +151,9 @@ def test_overhead_parts_smoke(ray_local: None, prepared_data: str, tmp_path: Pat
     assert rows[0]["errors"] == 0 and rows[0]["wall_s"] >= rows[0]["ideal_s"] and lines
 
 
+@pytest.mark.skipif(
+    not (SHARED_DATASETS / "household_power_minute.csv.xz").exists(), reason="../shared/datasets not present"
+)
 def test_scaling_smoke(tmp_path: Path) -> None:
     from benchmarks.scaling import measure
 
