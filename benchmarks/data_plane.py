@@ -56,7 +56,7 @@ def measure(*, quick: bool, repeats: int) -> dict[str, Any]:
 
 
 def prepare(quick: bool) -> tuple[str, float]:
-    from cluster.data import bundled_beijing_path, prepare_forecast
+    from cluster.prep.data import bundled_beijing_path, prepare_forecast
     from trainables.data.forecast_prep import ForecastPrepConfig
     from trainables.storage import resolve
 
@@ -122,8 +122,8 @@ def bytes_per_experiment(uri: str, trial_counts: list[int]) -> list[dict[str, An
     import ray
     from rich.console import Console
 
-    from cluster.experiment import run_experiment
-    from cluster.options import RunOptions, SchedulerOptions
+    from cluster.api.launch import run_experiment
+    from cluster.plan.options import RunOptions, SchedulerOptions
     from trainables.data.cache import ShardCache
     from trainables.data.manifest import read_manifest
     from trainables.storage import resolve
@@ -181,7 +181,7 @@ def run(server: Any, *, quick: bool, repeats: int) -> dict[str, Any]:
     # Trials read the bundled-size dataset so the experiments stay short; bytes scale the same way.
     small_uri = uri
     if not quick:
-        from cluster.data import bundled_beijing_path, prepare_forecast
+        from cluster.prep.data import bundled_beijing_path, prepare_forecast
         from trainables.data.forecast_prep import ForecastPrepConfig
         from trainables.storage import resolve
 

@@ -52,7 +52,7 @@ def suggest(trial: Any, spec: ParamSpec, kind: str) -> Any:
 
 
 def sample_config(trial: Any, space: SearchSpace) -> dict[str, Any]:
-    from cluster.space import param_rules
+    from cluster.plan.space import param_rules
 
     rules = param_rules()
     return {name: suggest(trial, spec, rules[name].kind) for name, spec in space.params.items()}
@@ -89,7 +89,7 @@ def worker(rank: int, args: argparse.Namespace) -> None:
     import optuna
     import torch
 
-    from cluster.space import param_rules
+    from cluster.plan.space import param_rules
     from search_spaces import load_space
     from trainables.config import TrialConfig
     from trainables.data.loader import DataHandle, load_forecast_data

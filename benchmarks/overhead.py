@@ -90,8 +90,8 @@ def tune_trial(data_uri: str, fixed: dict[str, Any], epochs: int, workdir: Path)
     from rich.console import Console
 
     from benchmarks.common import read_experiment_results
-    from cluster.experiment import run_experiment
-    from cluster.options import RunOptions, SchedulerOptions
+    from cluster.api.launch import run_experiment
+    from cluster.plan.options import RunOptions, SchedulerOptions
     from trainables import metrics as M
 
     name = f"overhead-{fixed['hidden_size']}-{int(time.time() * 1000)}"

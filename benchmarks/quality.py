@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DATASETS, lstm_tune
-from cluster.summary import exported_scores
+from cluster.results.summary import exported_scores
 
 SPACES = Path(__file__).resolve().parent / "spaces"
 

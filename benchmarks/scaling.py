@@ -67,7 +67,7 @@ def one(source: Path, dest: Path) -> dict[str, Any]:
     import torch
 
     from benchmarks.common import RecordingSession
-    from cluster.data import prepare_forecast
+    from cluster.prep.data import prepare_forecast
     from trainables.config import TrialConfig
     from trainables.data.loader import DataHandle, load_forecast_data
     from trainables.loop import run_trial

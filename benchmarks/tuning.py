@@ -71,7 +71,7 @@ def prepare(spec: TuningSet, workdir: Path) -> Path:
             lstm_tune(["data", "prepare", train, "--test-source", test, "--out", str(out), *spec.prepare]), "prepare"
         )
     else:
-        from cluster.data import prepare_default
+        from cluster.prep.data import prepare_default
         from trainables.storage import resolve
 
         prepare_default(resolve(str(out)))

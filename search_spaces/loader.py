@@ -53,11 +53,52 @@ def resolve_space_path(name_or_path: str) -> Path:
     return path
 
 
-def load_space(name_or_path: str, rules: Mapping[str, ParamRule]) -> SearchSpace:
-    """Read, merge (``extends``) and validate a search space against the trainable's parameter rules."""
-    path = resolve_space_path(name_or_path)
+def load_space(space: str | Mapping[str, Any], rules: Mapping[str, ParamRule]) -> SearchSpace:
+    """Read, merge (``extends``) and validate a search space against the trainable's parameter rules.
+
+    ``space`` is a preset name, a YAML file, or a mapping in the files' schema (a Python dict: the same keys, the same
+    checks; its ``extends`` names a preset or a YAML path)."""
+    if isinstance(space, Mapping):
+        return _from_mapping(space, rules)
+    path = resolve_space_path(space)
     raw = _read_merged(path, depth=0)
-    where = path.name
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.stem
+    return _validated(raw, rules, where=path.name, name=stem, source=str(path))
+
+
+DICT_SPACE_NAME = "custom"
+"""The name of a search space given as a mapping (its source reads ``<dict>``)."""
+
+
+def _from_mapping(space: Mapping[str, Any], rules: Mapping[str, ParamRule]) -> SearchSpace:
+    data = dict(space)
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise SearchSpaceError(_unknown("space", str(key), str(key), TOP_LEVEL_KEYS))
+    base_name = data.pop("extends", None)
+    if base_name is not None:
+        if not isinstance(base_name, str):
+            raise SearchSpaceError(f"space: extends = {base_name!r}: must be a preset name or a path")
+        try:
+            base = _read_merged(resolve_space_path(base_name), depth=1)
+        except SearchSpaceError:
+            raise SearchSpaceError(
+                f"space: extends = {base_name!r}: no such preset or file; presets: {', '.join(preset_names())}"
+            ) from None
+        data = _merge(base, data)
+    return _validated(data, rules, where="space", name=DICT_SPACE_NAME, source="<dict>")
+
+
+def space_yaml(space: str | Mapping[str, Any]) -> str:
+    """The text an experiment records to rebuild its space on resume: the file as written, or the mapping as YAML."""
+    if isinstance(space, Mapping):
+        return yaml.safe_dump(dict(space), sort_keys=False)
+    return resolve_space_path(space).read_text(encoding="utf-8")
+
+
+def _validated(
+    raw: Mapping[str, Any], rules: Mapping[str, ParamRule], *, where: str, name: str, source: str
+) -> SearchSpace:
     task = raw.get("task")
     if not isinstance(task, str) or not task:
         raise SearchSpaceError(f"{where}: task = {task!r}: must be a non-empty string such as 'forecast'")
@@ -71,10 +112,7 @@ def load_space(name_or_path: str, rules: Mapping[str, ParamRule]) -> SearchSpace
         str(name): _parse_spec(where, f"params.{name}", str(name), spec, rules) for name, spec in params_raw.items()
     }
     mutations = _parse_mutations(where, raw.get("pbt"), params, rules)
-    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.stem
-    return SearchSpace(
-        name=stem, source=str(path), task=task, description=description, params=params, mutations=mutations
-    )
+    return SearchSpace(name=name, source=source, task=task, description=description, params=params, mutations=mutations)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -112,11 +150,18 @@ def _read_merged(path: Path, depth: int) -> dict[str, Any]:
         raise SearchSpaceError(
             f"{path.name}: extends = {base_name!r}: no such preset or file; presets: {', '.join(preset_names())}"
         ) from None
-    base = _read_merged(resolved, depth + 1)
+    return _merge(_read_merged(resolved, depth + 1), data)
+
+
+def _merge(base: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The child's params and mutations override the parent's key by key; other keys replace the parent's."""
     merged = {**base, **{k: v for k, v in data.items() if k not in ("params", "pbt")}}
     merged["params"] = {**(base.get("params") or {}), **(data.get("params") or {})}
-    base_mut = (base.get("pbt") or {}).get("mutations") or {}
-    child_mut = (data.get("pbt") or {}).get("mutations") or {}
+    base_pbt, child_pbt = base.get("pbt") or {}, data.get("pbt") or {}
+    if not isinstance(base_pbt, Mapping) or not isinstance(child_pbt, Mapping):
+        return merged  # validation names the malformed pbt section
+    base_mut = base_pbt.get("mutations") or {}
+    child_mut = child_pbt.get("mutations") or {}
     if base_mut or child_mut:
         merged["pbt"] = {"mutations": {**base_mut, **child_mut}}
     return merged

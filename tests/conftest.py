@@ -42,7 +42,7 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture(scope="session")
 def prepared_data(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The bundled Beijing PM2.5 data, prepared once for the whole session (read-only for tests)."""
-    from cluster.data import prepare_default
+    from cluster.prep.data import prepare_default
     from trainables.storage import resolve
 
     root = tmp_path_factory.mktemp("prepared") / "beijing"
@@ -53,7 +53,7 @@ def prepared_data(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def prepared_r8(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Reuters R8 from ../shared/datasets, tokenised (first 100 tokens, 5,000 words) once for the session."""
-    from cluster.data_text import prepare_classify
+    from cluster.prep.text import prepare_classify
     from trainables.data.text_prep import TextPrepConfig
     from trainables.storage import resolve
 
@@ -85,6 +85,24 @@ def ray_local() -> Iterator[None]:
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+SERVICE_FIXTURES = frozenset({"ray_local", "s3_server"})
+"""A test that uses one of these starts a real service: an integration test."""
+INTEGRATION_MARKS = ("ray", "cluster", "integration")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test is ``unit`` (fast, no Ray, no S3 server, no subprocess of the tool) unless it is marked ray,
+    cluster or integration or uses a service fixture; ``pytest -m unit`` is the developer's loop. The multi-node
+    failure tests run first, whatever their file names, while the machine's cores are the cluster's alone."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if uses & SERVICE_FIXTURES and not item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
+        if not any(item.get_closest_marker(m) for m in INTEGRATION_MARKS):
+            item.add_marker(pytest.mark.unit)
+    items.sort(key=lambda item: 0 if item.get_closest_marker("cluster") else 1)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import os
 import shutil
 from typing import Any
 
-from cluster.summary import BestTrial, Ensemble, Scores, Summary
+from cluster.results.summary import BestTrial, Ensemble, Scores, Summary
 from trainables.checkpoint import load_checkpoint
 
 

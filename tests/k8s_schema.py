@@ -133,7 +133,7 @@ def as_pod_template(name: str, template: dict[str, Any]) -> dict[str, Any]:
 
 def validate(obj: dict[str, Any]) -> list[str]:
     """Every schema error of one object; a Ray object's pod templates are checked as PodTemplates too."""
-    from cluster.k8s import pod_templates
+    from cluster.remote.k8s import pod_templates
 
     if obj["kind"] in CRD_FILES:
         errors = validate_ray(obj)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cluster.retention import prune
+from cluster.tune.retention import prune
 from tests.conftest import REPO
 from tests.raycluster import LocalCluster
 from tests.s3server import S3Server

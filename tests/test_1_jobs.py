@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cluster.jobs import DEFAULT_EXCLUDES, Submission, check_package, dashboard_address, scan_package
-from cluster.options import OptionError
+from cluster.plan.options import OptionError
+from cluster.remote.jobs import DEFAULT_EXCLUDES, Submission, check_package, dashboard_address, scan_package
 from tests.conftest import REPO
 from tests.raycluster import LocalCluster
 from tests.s3server import S3Server

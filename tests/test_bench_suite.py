@@ -114,7 +114,7 @@ def test_optuna_suggestions_follow_the_search_space_file() -> None:
     import optuna
 
     from benchmarks.optuna_driver import sample_config
-    from cluster.space import param_rules
+    from cluster.plan.space import param_rules
     from search_spaces import load_space
 
     space = load_space("forecast-small", param_rules())
@@ -126,6 +126,7 @@ def test_optuna_suggestions_follow_the_search_space_file() -> None:
         assert set(config) == set(space.params)
 
 
+@pytest.mark.integration
 def test_optuna_driver_runs_the_trial_code_until_its_deadline(prepared_data: str, tmp_path: Path) -> None:
     from benchmarks.tuning import run_optuna
 
@@ -151,6 +152,7 @@ def test_overhead_parts_smoke(ray_local: None, prepared_data: str, tmp_path: Pat
     assert rows[0]["errors"] == 0 and rows[0]["wall_s"] >= rows[0]["ideal_s"] and lines
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(
     not (SHARED_DATASETS / "household_power_minute.csv.xz").exists(), reason="../shared/datasets not present"
 )

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from benchmarks.common import DATASETS
 from benchmarks.quality import RUNS, verdict
 from cluster.cli import app
-from cluster.data import BUNDLED_CHANGES, prepare_default
-from cluster.space import param_rules
+from cluster.plan.space import param_rules
+from cluster.prep.data import BUNDLED_CHANGES, prepare_default
 from search_spaces import load_space
 from trainables.data.forecast_prep import ForecastPrepConfig
 from trainables.data.manifest import read_manifest

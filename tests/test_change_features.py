@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from cluster.data import bundled_beijing_csv, prepare_forecast, read_csv_bytes
+from cluster.prep.data import bundled_beijing_csv, prepare_forecast, read_csv_bytes
 from trainables.config import ModelConfig
 from trainables.data.forecast_prep import (
     ChangeFeatures,

@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from cluster.retention import checkpoint_usage, prune
+from cluster.tune.retention import checkpoint_usage, prune
 from tests.helpers import DirSession
 from trainables import metrics as M
 from trainables.checkpoint import (
@@ -58,6 +58,7 @@ def train(data_uri: str, root: Path, flat: dict[str, Any], resume_from: str | No
     return session
 
 
+@pytest.mark.integration
 def test_resume_in_new_process_matches_uninterrupted(prepared_data: str, tmp_path: Path) -> None:
     straight = train(prepared_data, tmp_path / "straight", {**BASE, "max_epochs": 3})
     first = train(prepared_data, tmp_path / "first", {**BASE, "max_epochs": 2})
@@ -288,6 +289,7 @@ def test_epochs_report_their_timing_and_the_first_one_the_start_up(prepared_data
     assert M.TRAIN_SECONDS in logger.tags and M.STARTUP_TOTAL in logger.tags and M.WALL_CLOCK not in logger.tags
 
 
+@pytest.mark.integration
 def test_process_age_counts_from_the_process_start() -> None:
     code = "import time; time.sleep(1.0); from trainables.trainable import process_age_s; print(process_age_s())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

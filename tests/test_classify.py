@@ -12,9 +12,9 @@ from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
+from cluster.api.launch import run_experiment
 from cluster.cli import app
-from cluster.experiment import run_experiment
-from cluster.options import RunOptions, SchedulerOptions
+from cluster.plan.options import RunOptions, SchedulerOptions
 from search_spaces import SearchSpaceError
 from tests.conftest import SHARED_DATASETS
 from trainables import metrics as M

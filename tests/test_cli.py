@@ -110,7 +110,7 @@ cases = (
 for args, code, needle in cases:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == code and needle in result.output, (args, result.exit_code, result.output)
-print(",".join(m for m in ("torch", "ray", "pandas", "cluster.experiment") if m in sys.modules) or "none")
+print(",".join(m for m in ("torch", "ray", "pandas", "cluster.api.launch") if m in sys.modules) or "none")
 """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -118,6 +118,7 @@ print(",".join(m for m in ("torch", "ray", "pandas", "cluster.experiment") if m 
     assert proc.stdout.strip() == "none", f"loaded before answering: {proc.stdout.strip()}"
 
 
+@pytest.mark.integration
 def test_tensorboard_goes_when_the_command_is_terminated(tmp_path: Path) -> None:
     """SIGTERM (kill, a container's stop) to ``lstm-tune tensorboard`` stops its TensorBoard server too; Python's
     default would exit at once and leave the server running (CI once found four left over)."""
@@ -153,7 +154,7 @@ def test_user_errors_are_value_errors() -> None:
     """The CLI catches ValueError for all of them (naming the classes would import torch): hold them to it."""
     import importlib
 
-    from cluster.cli_common import USER_ERROR_CLASSES
+    from cluster.cli.common import USER_ERROR_CLASSES
 
     for dotted in USER_ERROR_CLASSES:
         module, _, name = dotted.rpartition(".")
@@ -216,7 +217,7 @@ def test_best_so_far_by_task_and_before_any_report() -> None:
     """The figure ``experiments show`` leads with: lowest val RMSE, highest val accuracy, or none reported yet."""
     import pandas as pd
 
-    from cluster.experiments import ExperimentInfo, _best_so_far
+    from cluster.results.experiments import ExperimentInfo, _best_so_far
     from trainables import metrics as M
 
     forecast = {"a": pd.DataFrame({M.VAL_RMSE: [30.0, 21.5]}), "b": pd.DataFrame({M.VAL_RMSE: [25.0, float("nan")]})}

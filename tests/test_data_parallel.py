@@ -10,8 +10,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from cluster.experiment import run_experiment
-from cluster.options import ResourceOptions, RunOptions, SchedulerOptions
+from cluster.api.launch import run_experiment
+from cluster.plan.options import ResourceOptions, RunOptions, SchedulerOptions
 from tests.helpers import DirSession
 from trainables import metrics as M
 from trainables.config import TrialConfig

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cluster.data import bundled_beijing_csv, bundled_beijing_path, prepare_forecast, read_csv_bytes
+from cluster.prep.data import bundled_beijing_csv, bundled_beijing_path, prepare_forecast, read_csv_bytes
 from tests.conftest import SHARED_DATASETS
 from trainables.data.forecast_prep import ForecastPrepConfig
 from trainables.data.loader import DataHandle, load_forecast_data

@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow.fs as pafs
 import pytest
 
-from cluster.progress import ProgressState
-from cluster.retention import _Seen, best_loss, rolling_surplus, stopped_to_prune
+from cluster.tune.progress import ProgressState
+from cluster.tune.retention import _Seen, best_loss, rolling_surplus, stopped_to_prune
 from trainables import metrics as M
 from trainables.loop import usable_loss
 from trainables.restore import newest_written
@@ -115,7 +115,7 @@ def test_shards_for_rank_are_disjoint_and_complete() -> None:
 
 
 def test_surplus_keeps_the_best_few() -> None:
-    from cluster.retention import surplus
+    from cluster.tune.retention import surplus
 
     items = [
         ("c1", {M.VAL_LOSS: 0.5}),

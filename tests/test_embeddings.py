@@ -12,8 +12,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from cluster.experiment import run_experiment
-from cluster.options import RunOptions
+from cluster.api.launch import run_experiment
+from cluster.plan.options import RunOptions
 from search_spaces import SearchSpaceError
 from tests.helpers import DirSession
 from trainables.config import TrialConfig

@@ -17,12 +17,12 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from cluster.data import bundled_beijing_csv, read_csv_bytes
-from cluster.ensemble import best_checkpoint, top_trials
-from cluster.options import OptionError, RunOptions
-from cluster.plan import plan
-from cluster.scoring import score_forecasters
-from cluster.summary import Ensemble, EnsembleMember, Scores, exported_scores, render, summary_from_json
+from cluster.plan.options import OptionError, RunOptions
+from cluster.plan.planning import plan
+from cluster.prep.data import bundled_beijing_csv, read_csv_bytes
+from cluster.results.ensemble import best_checkpoint, top_trials
+from cluster.results.scoring import score_forecasters
+from cluster.results.summary import Ensemble, EnsembleMember, Scores, exported_scores, render, summary_from_json
 from tests.helpers import forecast_summary
 from trainables import metrics as M
 from trainables.checkpoint import CheckpointError

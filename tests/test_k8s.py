@@ -14,8 +14,8 @@ import yaml
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from cluster.k8s import build, cluster_spec, default_root, overlay_dir, pod_templates, render
-from cluster.k8s_rules import RULES, check_objects
+from cluster.remote.k8s import build, cluster_spec, default_root, overlay_dir, pod_templates, render
+from cluster.remote.k8s_rules import RULES, check_objects
 from tests.k8s_schema import CRDS, apply_defaults, crd_schema, kustomize, validate, validate_builtin
 
 OVERLAYS = ("base", "cpu-dev", "gpu")
@@ -32,6 +32,7 @@ def rendered(overlay: str = "gpu", *pairs: str) -> dict[str, dict[str, Any]]:
     return {o["kind"]: o for o in render(overlay, [STORAGE, *pairs])}
 
 
+@pytest.mark.integration  # kubectl kustomize in a subprocess per overlay
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_renderer_builds_what_kubectl_kustomize_builds(overlay: str) -> None:
     ours = by_key(build(overlay_dir(default_root(), overlay)))

@@ -240,8 +240,8 @@ def test_early_stopping_stops_a_trial(prepared_data: str, tmp_path: Path) -> Non
 def test_decoder_trial_forecasts_six_hours_and_its_checkpoint_scores_every_step(tmp_path: Path) -> None:
     """A 6-hour dataset through the training loop with the decoder head: val/rmse covers all steps, the
     checkpoint reloads into the same model (summary path), and error grows with the step as it should."""
-    from cluster.data import prepare_default
-    from cluster.scoring import baselines_for, score_checkpoint
+    from cluster.prep.data import prepare_default
+    from cluster.results.scoring import baselines_for, score_checkpoint
     from trainables.storage import resolve
 
     root = tmp_path / "beijing-6h"
@@ -265,8 +265,8 @@ def test_decoder_trial_forecasts_six_hours_and_its_checkpoint_scores_every_step(
 def test_ordinal_codes_become_embeddings_and_a_trial_trains_on_them(tmp_path: Path) -> None:
     """Categorical codes go through nn.Embedding (one row per code) instead of entering the LSTM as numbers; the
     checkpoint reloads into the same model and scores what the trial reported."""
-    from cluster.data import bundled_beijing_path, prepare_forecast
-    from cluster.scoring import score_checkpoint
+    from cluster.prep.data import bundled_beijing_path, prepare_forecast
+    from cluster.results.scoring import score_checkpoint
     from trainables.data.forecast_prep import ForecastPrepConfig
     from trainables.storage import resolve
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cluster.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
+from cluster.plan.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
 
 
 def run_opts(**kw: Any) -> RunOptions:

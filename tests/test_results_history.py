@@ -15,7 +15,7 @@ import pytest
 from ray import tune
 from ray.tune import Checkpoint, FailureConfig, RunConfig, Tuner
 
-from cluster.loggers import CsvResults, JsonResults, last_csv_epoch, last_json_epoch, result_loggers
+from cluster.tune.loggers import CsvResults, JsonResults, last_csv_epoch, last_json_epoch, result_loggers
 from tests.s3server import S3Server
 from trainables import metrics as M
 from trainables.storage import read_bytes, resolve, write_bytes_atomic

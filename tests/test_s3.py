@@ -23,12 +23,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from cluster.api.launch import run_experiment
 from cluster.cli import app
-from cluster.data import bundled_beijing_path, prepare_forecast
-from cluster.data_text import prepare_classify
-from cluster.experiment import run_experiment
-from cluster.options import RunOptions, SchedulerOptions
-from cluster.storage import StorageError, check_readable
+from cluster.plan.options import RunOptions, SchedulerOptions
+from cluster.plan.storage import StorageError, check_readable
+from cluster.prep.data import bundled_beijing_path, prepare_forecast
+from cluster.prep.text import prepare_classify
 from tests.conftest import REPO, SHARED_DATASETS
 from tests.s3server import S3Server, free_port
 from trainables.data.cache import ShardCache, ShardError
@@ -196,6 +196,7 @@ def assert_clear_failure(proc: subprocess.CompletedProcess[str], needle: str) ->
     assert len(lines) == 1 and needle in lines[0], lines
 
 
+@pytest.mark.integration  # waits out the client's retries against a closed endpoint
 def test_first_contact_tries_three_times_then_names_the_endpoint() -> None:
     """A command's first storage check gives up after 3 tries (a closed endpoint answers in about a second); the
     work after it keeps 6. Counted as connections to a loopback server that hangs up on every one."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.space import param_rules, to_mutations, to_param_space
+from cluster.plan.space import param_rules, to_mutations, to_param_space
 from search_spaces import SearchSpaceError, load_space, preset_names
 
 RULES = param_rules()

@@ -18,11 +18,11 @@ from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
+from cluster.api.launch import run_experiment
 from cluster.cli import app
-from cluster.data import bundled_beijing_csv, bundled_beijing_path, read_csv_bytes
-from cluster.experiment import run_experiment
-from cluster.options import CheckpointOptions, RunOptions, SchedulerOptions
-from cluster.summary import Summary
+from cluster.plan.options import CheckpointOptions, RunOptions, SchedulerOptions
+from cluster.prep.data import bundled_beijing_csv, bundled_beijing_path, read_csv_bytes
+from cluster.results.summary import Summary
 from trainables import metrics as M
 from trainables.data.manifest import read_manifest
 from trainables.export import load_forecaster

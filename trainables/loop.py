@@ -29,7 +29,7 @@ from trainables.tasks import task_for
 from trainables.tensorboard import TrialLogger, schedule_scalars
 
 if TYPE_CHECKING:
-    from trainables.parallel import DataParallel
+    from trainables.ddp import DataParallel
 
 
 class TrialSession(Protocol):

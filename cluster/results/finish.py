@@ -1,0 +1,97 @@
+"""The end of a run: the best trials' checkpoints scored on the test split beside the baselines, the model exported,
+checkpoints pruned, and ``best.json`` written last."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cluster.plan.planning import Plan
+from cluster.plan.storage import read_events
+from cluster.results.ensemble import best_checkpoint, top_trials, trial_id
+from cluster.results.scoring import score_classify, score_forecast
+from cluster.results.summary import BestTrial, Ensemble, EnsembleMember, Scores, Summary
+from cluster.tune.retention import prune_stopped_checkpoints
+from trainables import metrics as M
+from trainables.data.handle import DataHandle
+from trainables.export import export_model
+from trainables.storage import write_bytes_atomic
+
+
+def finish(p: Plan, results: Any, handle: DataHandle, task: str, started: float) -> Summary:
+    """Score, export, prune, and write ``best.json`` (its presence marks the experiment finished)."""
+    summary = summarize(p, results, handle, time.monotonic() - started, task)
+    write_bytes_atomic(p.paths.best_json, summary.to_json().encode())
+    return summary
+
+
+def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task: str = "forecast") -> Summary:
+    opts = p.options
+    ok = [r for r in results if r.error is None and r.metrics]
+    errored = [r for r in results if r.error is not None]
+    if not ok:
+        first = errored[0].error if errored else "no trial reported a result"
+        raise RuntimeError(f"every trial failed; first error: {first}")
+    finished = sum(1 for r in ok if int(r.metrics.get(M.EPOCH, 0)) >= opts.max_epochs)
+    best = results.get_best_result(metric=M.VAL_LOSS, mode="min", scope="all", filter_nan_and_inf=True)
+    chosen = [(r, *best_checkpoint(r)) for r in top_trials(ok, opts.ensemble, best=best)]
+    checkpoint = chosen[0][1]
+    notes: list[str] = []
+    if len(chosen) < opts.ensemble:
+        notes.append(
+            f"ensemble: {len(chosen)} of the {opts.ensemble} trials asked for; the others reported no usable result"
+        )
+    checkpoints = [c for _, c, _ in chosen]
+    scored = score_classify(checkpoints, handle) if task == "classify" else score_forecast(checkpoints, handle)
+    ensemble = _ensemble(chosen, scored.ensemble, task) if scored.ensemble is not None else None
+    export_model(p.paths.best_model, checkpoint_payloads=scored.payloads, fitted=scored.fitted)
+    retention = prune_stopped_checkpoints(
+        p.paths.root,
+        ok,
+        max_epochs=opts.max_epochs,
+        keep=opts.checkpoints.keep_stopped,
+        protect={c.path for _, c, _ in chosen},
+        keep_per_trial=opts.checkpoints.num_to_keep,
+    )
+    fixed = ("max_epochs", "seed", "patience", "min_delta", "epoch_samples")
+    return Summary(
+        experiment=p.paths.root.uri,
+        task=task,
+        scheduler=opts.scheduler.kind,
+        search_space=p.space.name,
+        dataset=scored.dataset,
+        target=scored.target,
+        horizon=scored.horizon,
+        trials={"total": len(results), "finished": finished, "stopped": len(ok) - finished, "errored": len(errored)},
+        best=BestTrial(
+            trial_id=trial_id(best),
+            config={k: v for k, v in best.config.items() if k not in fixed},
+            epoch=int(scored.payloads[0]["state"]["epoch"]),
+            val=scored.best["val"],
+            test=scored.best["test"],
+            checkpoint=checkpoint.path,
+        ),
+        baselines=scored.baselines,
+        wall_time_s=wall_time,
+        pbt_exploits=len(read_events(p.paths.lineage.uri)),
+        exported_model=p.paths.best_model.uri,
+        checkpoints=retention,
+        notes=notes,
+        ensemble=ensemble,
+    )
+
+
+def _ensemble(chosen: list[tuple[Any, Any, dict[str, Any]]], scores: dict[str, Scores], task: str) -> Ensemble:
+    def member_val(metrics: dict[str, Any]) -> Scores:
+        if task == "classify":
+            return Scores(accuracy=metrics.get(M.VAL_ACCURACY), macro_f1=metrics.get(M.VAL_MACRO_F1))
+        return Scores(rmse=metrics.get(M.VAL_RMSE), mae=metrics.get(M.VAL_MAE))
+
+    members = [
+        EnsembleMember(trial_id=trial_id(r), epoch=int(m.get(M.EPOCH, 0)), val=member_val(m), checkpoint=c.path)
+        for r, c, m in chosen
+    ]
+    return Ensemble(members=members, val=scores["val"], test=scores["test"])
+
+
+__all__ = ["finish", "summarize"]

@@ -1,0 +1,166 @@
+"""After ``fit``: the chosen checkpoints (the best trial, or an ensemble of the best few) scored on validation and
+test, and the naive baselines on the same targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+from cluster.results.summary import Scores
+from trainables.checkpoint import load_checkpoint
+from trainables.data.handle import DataHandle
+from trainables.data.loader import ForecastData, load_forecast_data
+from trainables.data.text_loader import TextData, load_text_data
+from trainables.evaluate import ForecastScores, baseline_scores, evaluate_ensemble
+from trainables.model import LSTMClassifier, LSTMForecaster, classifier_from_info, forecaster_from_info
+from trainables.tasks import classification_scores, mean_probabilities
+
+
+def load_forecast_member(checkpoint_dir: str) -> tuple[dict[str, Any], LSTMForecaster, int]:
+    """A checkpoint (loaded safely): its payload, the model it holds and the window it reads."""
+    payload = load_checkpoint(checkpoint_dir)
+    model = forecaster_from_info(payload["model_config"])
+    model.load_state_dict(payload["model"])
+    return payload, model, int(payload["data_info"]["window"])
+
+
+def score_forecasters(members: list[tuple[LSTMForecaster, int]], data: ForecastData) -> dict[str, ForecastScores]:
+    """The members' mean forecast (one member: the model alone) scored on val and test."""
+    target = data.fitted.config.target
+    return {
+        split: evaluate_ensemble(
+            members,
+            data.splits[split],
+            horizon=data.horizon,
+            target_centre=data.fitted.centre[target],
+            target_scale=data.fitted.scale[target],
+            device=torch.device("cpu"),
+        )
+        for split in ("val", "test")
+    }
+
+
+def score_checkpoint(checkpoint_dir: str, data: ForecastData) -> tuple[dict[str, Any], dict[str, ForecastScores]]:
+    """Load a checkpoint (safely) and score it on val and test; returns the payload and the scores."""
+    payload, model, window = load_forecast_member(checkpoint_dir)
+    return payload, score_forecasters([(model, window)], data)
+
+
+def load_classify_member(checkpoint_dir: str) -> tuple[dict[str, Any], LSTMClassifier]:
+    payload = load_checkpoint(checkpoint_dir)
+    model = classifier_from_info(payload["model_config"])
+    model.load_state_dict(payload["model"])
+    return payload, model
+
+
+def score_classifiers(models: list[LSTMClassifier], data: TextData) -> dict[str, Scores]:
+    """The members' mean class probabilities (one member: the model alone) scored on val and test."""
+    scores = {}
+    for split in ("val", "test"):
+        part = data.splits[split]
+        probs = mean_probabilities(models, part, data.num_classes, torch.device("cpu"))
+        s = classification_scores(probs, part.labels, data.num_classes)
+        scores[split] = Scores(accuracy=s["accuracy"], macro_f1=s["macro_f1"])
+    return scores
+
+
+def majority_baseline(data: TextData) -> dict[str, dict[str, Scores]]:
+    """Always predicting the most frequent training class, scored like the model."""
+    labels = data.manifest.preprocessing["fitted"]["labels"]
+    majority = labels.index(data.manifest.task_params["majority_label"])
+    out = {}
+    for split in ("val", "test"):
+        truth = data.splits[split].labels
+        logits = torch.zeros(len(truth), data.num_classes)
+        logits[:, majority] = 1.0
+        s = classification_scores(logits, truth, data.num_classes)
+        out[split] = Scores(accuracy=s["accuracy"], macro_f1=s["macro_f1"])
+    return {"majority_class": out}
+
+
+def baselines_for(data: ForecastData) -> dict[str, dict[str, Scores]]:
+    season = int(data.manifest.task_params["season_steps"])
+    per_split = {s: baseline_scores(data.splits[s], horizon=data.horizon, season_steps=season) for s in ("val", "test")}
+    return {name: {s: Scores.of(per_split[s][name]) for s in per_split} for name in per_split["val"]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scored:
+    """The chosen checkpoints scored on val and test, with the baselines of the same targets."""
+
+    payloads: list[dict[str, Any]]
+    """The checkpoints' contents, best first (what the export holds)."""
+    best: dict[str, Scores]
+    """The best trial alone."""
+    ensemble: dict[str, Scores] | None
+    """All of them averaged (None with a single checkpoint)."""
+    baselines: dict[str, dict[str, Scores]]
+    fitted: Any
+    """The dataset's fitted preprocessing (exported with the model)."""
+    dataset: str
+    target: str
+    horizon: int
+
+
+def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
+    """Forecaster checkpoints (Tune's, best first): the best alone, all of them averaged, and the baselines."""
+    data = load_forecast_data(handle, ("train", "val", "test"))
+    loaded = [_in_dir(c, load_forecast_member) for c in checkpoints]
+    members = [(model, window) for _, model, window in loaded]
+
+    def scores(of: list[Any]) -> dict[str, Scores]:
+        return {split: Scores.of(s) for split, s in score_forecasters(of, data).items()}
+
+    return Scored(
+        payloads=[payload for payload, _, _ in loaded],
+        best=scores(members[:1]),
+        ensemble=scores(members) if len(members) > 1 else None,
+        baselines=baselines_for(data),
+        fitted=data.fitted,
+        dataset=data.manifest.name,
+        target=data.fitted.config.target,
+        horizon=data.horizon,
+    )
+
+
+def score_classify(checkpoints: list[Any], handle: DataHandle) -> Scored:
+    """Classifier checkpoints (Tune's, best first): the best alone, all of them averaged, and the majority class."""
+    text = load_text_data(handle, ("train", "val", "test"))
+    loaded = [_in_dir(c, load_classify_member) for c in checkpoints]
+    models = [model for _, model in loaded]
+    return Scored(
+        payloads=[payload for payload, _ in loaded],
+        best=score_classifiers(models[:1], text),
+        ensemble=score_classifiers(models, text) if len(models) > 1 else None,
+        baselines=majority_baseline(text),
+        fitted=text.fitted(),
+        dataset=text.manifest.name,
+        target="label",
+        horizon=0,
+    )
+
+
+T = TypeVar("T")
+
+
+def _in_dir(checkpoint: Any, load: Callable[[str], T]) -> T:
+    """``load`` applied to a Tune checkpoint's local directory (fetched first when it lives in S3)."""
+    with checkpoint.as_directory() as directory:
+        return load(directory)
+
+
+__all__ = [
+    "Scored",
+    "baselines_for",
+    "load_classify_member",
+    "load_forecast_member",
+    "majority_baseline",
+    "score_checkpoint",
+    "score_classifiers",
+    "score_classify",
+    "score_forecast",
+    "score_forecasters",
+]
