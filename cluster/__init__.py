@@ -4,6 +4,7 @@
 >>> result = cluster.run(num_samples=8, scheduler="asha", storage="./runs", name="pm25")
 >>> result.summary.best.test.rmse, result.trials(), result.history()
 >>> result.model.predict(raw_rows)
+>>> cluster.extend("runs/pm25", num_samples=8)       # more trials, same folder; the summary covers all of them
 
 The names below load on first use (PEP 562): ``import cluster`` stays light, and a call checks its input before torch
 and Ray are imported. Subpackages, in the order data flows (each imports only those before it): ``plan``, ``prep``,
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from trainables.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from cluster.api.calls import export, list_experiments, load_experiment, load_model, resume, run
+    from cluster.api.calls import export, extend, list_experiments, load_experiment, load_model, resume, run
     from cluster.api.result import ExperimentResult
     from cluster.plan.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
     from cluster.plan.storage import StorageError
@@ -34,6 +35,7 @@ _HOME = {
     "list_experiments": "cluster.api.calls",
     "load_model": "cluster.api.calls",
     "export": "cluster.api.calls",
+    "extend": "cluster.api.calls",
     "prepare": "cluster.prep.prepare",
     "inspect": "cluster.prep.prepare",
     "ExperimentResult": "cluster.api.result",
@@ -70,6 +72,7 @@ __all__ = [
     "StorageError",
     "Summary",
     "export",
+    "extend",
     "inspect",
     "list_experiments",
     "load_experiment",

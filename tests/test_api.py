@@ -214,3 +214,91 @@ def test_the_example_script_equals_the_cli_for_the_same_options(tmp_path: Path) 
     assert summary["best"]["test"]["rmse"] == pytest.approx(api["test_rmse"], rel=1e-9)
     assert summary["baselines"]["persistence"]["test"]["rmse"] == pytest.approx(api["persistence_test_rmse"], rel=1e-9)
     assert summary["best"]["trial_id"].split("_")[1] == api["best_trial"].split("_")[1]
+
+
+def _finished_copy(legacy_experiment: Path, **record_options: object) -> Path:
+    """The legacy fixture marked finished (a best.json), its recorded options changed as given."""
+    (legacy_experiment / "best.json").write_text("{}")
+    if record_options:
+        record_file = legacy_experiment / "lstm_tune.json"
+        record = json.loads(record_file.read_text())
+        record["options"].update(record_options)
+        record_file.write_text(json.dumps(record))
+    return legacy_experiment
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "record", "error", "match"),
+    [
+        ({}, {}, cluster.OptionError, r"give --num-samples N .* or --time-budget-s T"),
+        ({"num_samples": 0}, {}, cluster.OptionError, r"--num-samples = 0: must be >= 1"),
+        ({"time_budget_s": -5.0}, {}, cluster.OptionError, r"--time-budget-s = -5.0: must be > 0"),
+        ({"num_samples": 2}, {"search": "grid"}, cluster.OptionError, r"--search grid already ran every point"),
+    ],
+)
+def test_extend_refuses_before_anything_changes(
+    legacy_experiment: Path, kwargs: dict[str, object], record: dict[str, object], error: type, match: str
+) -> None:
+    root = _finished_copy(legacy_experiment, **record)
+    before = (root / "lstm_tune.json").read_text()
+    with pytest.raises(error, match=match):
+        cluster.extend(str(root), **kwargs)  # type: ignore[arg-type]
+    assert (root / "best.json").exists() and (root / "lstm_tune.json").read_text() == before
+    assert not any(p.name.startswith("extend-") for p in root.iterdir())
+
+
+def test_extend_refuses_an_unfinished_or_missing_experiment(legacy_experiment: Path, tmp_path: Path) -> None:
+    with pytest.raises(cluster.OptionError, match="not finished; `lstm-tune resume` it first"):
+        cluster.extend(str(legacy_experiment), num_samples=2)
+    with pytest.raises(cluster.StorageError, match="no Tune experiment state"):
+        cluster.extend(str(tmp_path), num_samples=2)
+
+
+def test_the_warm_start_is_the_tpe_samplers_history() -> None:
+    from ray import tune
+
+    from cluster.plan.space import round_seed, search_algorithm, warm_start
+
+    space = load_space(SPACE, param_rules())
+    finished = [
+        ({"hidden_size": 16, "lr": 0.002, "seed": 0}, 0.31),
+        ({"hidden_size": 32, "lr": 0.004, "seed": 0}, 0.27),
+        ({"hidden_size": 32, "lr": 0.003}, float("nan")),  # diverged: not history
+        ({"lr": 0.003}, 0.5),  # lacks a sampled parameter
+    ]
+    warm = warm_start(space, finished)
+    assert warm.points == [{"hidden_size": 16, "lr": 0.002}, {"hidden_size": 32, "lr": 0.004}]
+    assert warm.rewards == [0.31, 0.27]
+    searcher = search_algorithm("tpe", round_seed(0, 1), None, warm)
+    param_space = {"hidden_size": tune.choice([16, 32]), "lr": tune.loguniform(1e-3, 1e-2), "seed": 0}
+    assert searcher.set_search_properties("val/loss", "min", param_space)
+    told = searcher._ot_study.trials  # Optuna's own record of what the sampler has seen
+    assert [t.params for t in told] == warm.points and [t.value for t in told] == warm.rewards
+    assert len({round_seed(7, k) for k in range(5)}) == 5
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("search", ["tpe", "random"])
+def test_extend_adds_trials_the_searcher_was_told_of_and_the_summary_covers_all(tmp_path: Path, search: str) -> None:
+    small = {"max_epochs": 2, "epoch_samples": 1024, "storage": str(tmp_path), "scheduler": "fifo"}
+    first = cluster.run(name="ext", num_samples=3, search=search, **small)
+    assert first.summary is not None and first.summary.trials["total"] == 3
+    old = first.trials()
+    last_loss = first.history().groupby("trial_id")["val/loss"].last()  # read now: the folder grows below
+
+    grown = cluster.extend(first.uri, num_samples=2)
+    assert grown.summary is not None and grown.summary.trials["total"] == 5
+    trials = grown.trials()
+    assert list(trials["round"]) == [0, 0, 0, 1, 1] and set(trials["state"]) == {"finished"}
+    assert grown.best.val.rmse == pytest.approx(trials["best_val_rmse"].min(), rel=1e-6)
+    assert grown.summary.best.val.rmse <= first.summary.best.val.rmse
+    assert any("trials from 2 runs" in n for n in grown.summary.notes)
+
+    warm = json.loads((tmp_path / "ext" / "extend-1" / "warm_start.json").read_text())
+    assert warm["searcher"] == search and warm["trials"] == 3
+    assert sorted(warm["rewards"]) == pytest.approx(sorted(last_loss))
+    old_lrs = set(old["config.lr"])
+    new_lrs = set(trials[trials["round"] == 1]["config.lr"])
+    assert not old_lrs & new_lrs, "the new round proposed an earlier trial's configuration again"
+    assert len(grown.history()) == 10
+    assert cluster.load_experiment(first.uri).summary == grown.summary

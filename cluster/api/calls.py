@@ -80,6 +80,28 @@ def resume(
     return _launch(preflight_resume(uri, console, address=address), console, on_progress)
 
 
+def extend(
+    uri: str,
+    *,
+    num_samples: int | None = None,
+    time_budget_s: float | None = None,
+    address: str | None = None,
+    progress: bool | Console = False,
+    on_progress: ProgressHook | None = None,
+) -> ExperimentResult:
+    """More trials for a finished experiment, in the same folder: ``num_samples`` more, or as many as fit in
+    ``time_budget_s`` seconds (or both: whichever ends first). The new round's searcher is warm-started from every
+    earlier trial that reported (TPE counts them as its own history; random search draws from a fresh seed, so it
+    does not propose them again), and the summary, the ensemble and the exported model are recomputed over all
+    trials. Each round's Tune experiment is the folder ``extend-N``; an interrupted extension is finished by
+    :func:`resume`."""
+    from cluster.api.preflight import preflight_extend
+
+    console = _console(progress)
+    ready = preflight_extend(uri, console, num_samples=num_samples, time_budget_s=time_budget_s, address=address)
+    return _launch(ready, console, on_progress)
+
+
 def load_experiment(uri: str) -> ExperimentResult:
     """An experiment already in storage, finished or not, without running anything."""
     return ExperimentResult.open(uri)
@@ -111,6 +133,7 @@ def export(uri: str, out: str) -> dict[str, object]:
 
 __all__ = [
     "export",
+    "extend",
     "list_experiments",
     "load_experiment",
     "load_model",

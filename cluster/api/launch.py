@@ -3,17 +3,23 @@ resuming an experiment."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from typing import Any
 
 from rich.console import Console
 
-from cluster.api.preflight import Finished, Ready, preflight, preflight_resume
+from cluster.api.preflight import Finished, Ready, preflight, preflight_extend, preflight_resume
 from cluster.plan.options import RunOptions
-from cluster.plan.space import grid_size
+from cluster.plan.planning import Plan
+from cluster.plan.space import WarmStart, grid_size, warm_start
+from cluster.plan.storage import WARM_START_FILE
 from cluster.results.finish import finish
 from cluster.results.summary import Summary, render
 from cluster.tune.progress import ProgressCallback, ProgressHook, restored_output
-from cluster.tune.tuner import build_tuner, cluster_capacity, ray_session, restore_tuner, trial_env
+from cluster.tune.tuner import build_tuner, cluster_capacity, ray_session, restore_tuner, round_results, trial_env
+from trainables import metrics as M
+from trainables.storage import resolve, write_bytes_atomic
 
 
 def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_if_exists: bool = False) -> Summary:
@@ -30,12 +36,13 @@ def resume_experiment(uri: str, console: Console | None = None, *, address: str 
 
 
 def launch(ready: Ready | Finished, console: Console, hook: ProgressHook | None = None) -> Summary:
-    """Tune what :func:`~cluster.api.preflight.preflight` or :func:`~cluster.api.preflight.preflight_resume` checked;
+    """Tune what :func:`~cluster.api.preflight.preflight` (or ``preflight_resume``, ``preflight_extend``) checked;
     progress lines go to ``console`` and every trial event to ``hook``."""
     if isinstance(ready, Finished):
         return ready.show(console)
     p, handle, task, opts = ready.plan, ready.data, ready.task, ready.plan.options
     with ray_session(opts.address):
+        previous = [round_results(resolve(uri), p, handle, task) for uri in ready.previous]
         if ready.resuming:
             with restored_output(console, hook):
                 tuner = restore_tuner(p, handle, task, console)
@@ -46,17 +53,64 @@ def launch(ready: Ready | Finished, console: Console, hook: ProgressHook | None 
                 opts, resources=replace(opts.resources, max_concurrent_trials=opts.resources.concurrency(*capacity))
             )
             p = replace(p, options=opts)
+            warm = _warm_start(p, previous) if previous else None
             progress = ProgressCallback(console, max_epochs=opts.max_epochs, hook=hook)
-            tuner = build_tuner(p, trial_env(p, handle), progress, task)
-            n = opts.num_samples * grid_size(p.space, opts.search)
-            console.print(
-                f"tuning {n} trial(s) of {p.space.name} with {opts.scheduler.kind}, up to {opts.max_epochs} epochs "
-                f"each; experiment {p.paths.root.uri}",
-                highlight=False,
-            )
-        summary = finish(p, tuner.fit(), handle, task, ready.started)
+            tuner = build_tuner(p, trial_env(p, handle), progress, task, warm)
+            console.print(_starting(p, previous, warm), highlight=False)
+        summary = finish(p, [*previous, tuner.fit()], handle, task, ready.started)
     render(summary, console)
     return summary
 
 
-__all__ = ["launch", "resume_experiment", "run_experiment"]
+def _warm_start(p: Plan, previous: list[Any]) -> WarmStart:
+    """Every earlier trial that reported, as the new round's searcher history; recorded in the round's folder."""
+    finished = [
+        (dict(r.config), (r.metrics or {}).get(M.SCHEDULER_METRIC))
+        for grid in previous
+        for r in grid
+        if r.error is None
+    ]
+    warm = warm_start(p.space, finished)
+    record: dict[str, Any] = {
+        "searcher": p.options.search,
+        "trials": len(warm.points),
+        "points": warm.points,
+        "rewards": warm.rewards,
+    }
+    if p.options.search != "tpe":
+        record["note"] = "random search is not told of earlier trials; a fresh seed keeps it from repeating them"
+    write_bytes_atomic(p.tune_root.child(WARM_START_FILE), json.dumps(record, indent=2).encode())
+    return warm
+
+
+def _starting(p: Plan, previous: list[Any], warm: WarmStart | None) -> str:
+    opts = p.options
+    if not previous:
+        n = opts.num_samples * grid_size(p.space, opts.search)
+        return (
+            f"tuning {n} trial(s) of {p.space.name} with {opts.scheduler.kind}, up to {opts.max_epochs} epochs "
+            f"each; experiment {p.paths.root.uri}"
+        )
+    before = sum(len(grid) for grid in previous)
+    budget = f"up to {opts.time_budget_s:g} s" if opts.time_budget_s else f"{opts.num_samples} more trial(s)"
+    told = (
+        f"; {opts.search} search told of {len(warm.points)} earlier trial(s)" if warm and opts.search == "tpe" else ""
+    )
+    return f"extending {p.paths.root.uri} ({before} trial(s) so far) in {p.round}: {budget}{told}"
+
+
+def extend_experiment(
+    uri: str,
+    console: Console | None = None,
+    *,
+    num_samples: int | None = None,
+    time_budget_s: float | None = None,
+    address: str | None = None,
+) -> Summary:
+    """More trials for a finished experiment, in its folder; the summary then covers every trial."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    ready = preflight_extend(uri, console, num_samples=num_samples, time_budget_s=time_budget_s, address=address)
+    return launch(ready, console)
+
+
+__all__ = ["extend_experiment", "launch", "resume_experiment", "run_experiment"]

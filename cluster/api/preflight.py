@@ -19,7 +19,16 @@ from rich.console import Console
 from cluster.plan.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
 from cluster.plan.planning import Plan, plan
 from cluster.plan.space import param_rules
-from cluster.plan.storage import RUN_FILE, ExperimentPaths, StorageError, check_readable, is_experiment, probe
+from cluster.plan.storage import (
+    EXTENSION_PREFIX,
+    RUN_FILE,
+    ExperimentPaths,
+    StorageError,
+    check_readable,
+    is_experiment,
+    probe,
+    round_roots,
+)
 from cluster.results.summary import Summary, render, summary_from_json
 from search_spaces import SearchSpace, SearchSpaceError, load_space, space_yaml
 from trainables.config import ModelConfig
@@ -42,6 +51,9 @@ class Ready:
     """``time.monotonic()`` at the start of the command (the summary's wall time counts from here)."""
     resuming: bool = False
     """The experiment exists and Tune restores it; otherwise it is new."""
+    previous: tuple[str, ...] = ()
+    """Earlier rounds of the experiment (its first run, earlier extensions), finished: their trials join the
+    summary, and TPE is told of them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,14 +221,78 @@ def _resume(
     if state == "missing":
         raise StorageError(f"{root.uri}: no Tune experiment state (tuner.pkl) to resume")
     record = load_run_record(root)
+    extensions = record.get("extensions", [])
     opts = replace(options_from_dict(record["options"]), address=address)
+    folder = None
+    if extensions:  # an extension round was interrupted: it is the one to finish
+        last = extensions[-1]
+        folder = str(last["folder"])
+        opts = replace(opts, num_samples=int(last["num_samples"]), time_budget_s=last["time_budget_s"])
+    p = _recorded_plan(paths, record, opts, folder)
+    handle, task = prepare_data(p, console)
+    previous = tuple(r.uri for r in round_roots(root) if r.uri != p.tune_root.uri)
+    resuming = is_experiment(p.tune_root)  # False: killed before Tune started the round; it starts afresh
+    return Ready(plan=p, data=handle, task=task, started=started, resuming=resuming, previous=previous)
+
+
+def _recorded_plan(paths: ExperimentPaths, record: dict[str, Any], opts: RunOptions, folder: str | None) -> Plan:
+    """The plan of an existing experiment, from its run record (the space as it was recorded, not as it is now)."""
     space_file = Path(tempfile.mkdtemp(prefix="lstm-tune-space-")) / "space.yaml"
     space_file.write_text(record["space_yaml"], encoding="utf-8")
-    p = Plan(
-        options=opts, space=load_space(str(space_file), param_rules()), name=root.path.rsplit("/", 1)[-1], paths=paths
-    )
+    space = load_space(str(space_file), param_rules())
+    return Plan(options=opts, space=space, name=paths.root.path.rsplit("/", 1)[-1], paths=paths, round=folder)
+
+
+EXTEND_BUDGET_SAMPLES = 100_000
+"""Trials an extension may start when only a time budget is given: the budget, not this count, ends the round."""
+
+
+def preflight_extend(
+    uri: str,
+    console: Console,
+    *,
+    num_samples: int | None,
+    time_budget_s: float | None,
+    address: str | None,
+) -> Ready:
+    """Check a finished experiment for another round of trials in the same folder, record the round, and mark the
+    experiment unfinished until the round's summary is written (a killed extension is finished by ``resume``)."""
+    started = time.monotonic()
+    root = resolve(uri)
+    check_readable(root, "extend")
+    paths = ExperimentPaths(root=root)
+    state = experiment_state(paths)
+    if state == "missing":
+        raise StorageError(f"{root.uri}: no Tune experiment state (tuner.pkl) to extend")
+    if state == "incomplete":
+        raise OptionError(f"extend {root.uri}: the experiment is not finished; `lstm-tune resume` it first")
+    if num_samples is None and time_budget_s is None:
+        raise OptionError("extend: give --num-samples N (more trials) or --time-budget-s T (seconds), or both")
+    record = load_run_record(root)
+    base = replace(options_from_dict(record["options"]), address=address)
+    if base.search == "grid":
+        raise OptionError(
+            f"extend {root.uri}: --search grid already ran every point of its grid; extend a random or tpe experiment"
+        )
+    samples = num_samples if num_samples is not None else EXTEND_BUDGET_SAMPLES
+    opts = replace(base, num_samples=samples, time_budget_s=time_budget_s)
+    opts.validate()  # --num-samples >= 1, --time-budget-s > 0, named as on the command line
+    extensions = list(record.get("extensions", []))
+    folder = f"{EXTENSION_PREFIX}{len(extensions) + 1}"
+    p = _recorded_plan(paths, record, opts, folder)
     handle, task = prepare_data(p, console)
-    return Ready(plan=p, data=handle, task=task, started=started, resuming=True)
+    previous = tuple(r.uri for r in round_roots(root))
+    extensions.append(
+        {
+            "folder": folder,
+            "num_samples": opts.num_samples,
+            "time_budget_s": time_budget_s,
+            "created": datetime.now(timezone.utc).isoformat(),
+        }
+    )
+    write_bytes_atomic(paths.run_record, json.dumps({**record, "extensions": extensions}, indent=2).encode())
+    root.fs.delete_file(paths.best_json.path)  # unfinished until this round's summary is written
+    return Ready(plan=p, data=handle, task=task, started=started, previous=previous)
 
 
 __all__ = [
@@ -231,6 +307,7 @@ __all__ = [
     "options_from_dict",
     "options_to_dict",
     "preflight",
+    "preflight_extend",
     "preflight_resume",
     "prepare_data",
 ]

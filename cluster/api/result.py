@@ -109,7 +109,8 @@ class ExperimentResult:
         return load_model(self.paths.best_model)
 
     def trials(self) -> pd.DataFrame:
-        """One row per trial: ``trial_id``, ``state`` (finished, stopped, errored, running, paused, pending),
+        """One row per trial: ``trial_id``, ``round`` (0: the first run, k: the k-th ``extend``), ``state``
+        (finished, stopped, errored, running, paused, pending),
         ``epochs``, the best validation figure and its epoch, ``restarts``, training seconds, then one
         ``config.<name>`` column per hyperparameter."""
         import pandas as pd
@@ -129,6 +130,7 @@ class ExperimentResult:
             best_at = (max if higher else min)(range(len(values)), key=values.__getitem__) if values else None
             row: dict[str, Any] = {
                 "trial_id": state.trial_id,
+                "round": state.round,
                 "state": _state(state.status, epochs, record.max_epochs),
                 "epochs": epochs,
                 label: values[best_at] if best_at is not None else math.nan,

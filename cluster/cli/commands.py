@@ -14,7 +14,7 @@ from cluster.cli.data import data_app
 from cluster.cli.jobs import jobs_app, submit
 from cluster.cli.k8s import k8s_app
 from cluster.cli.model import export, predict
-from cluster.cli.run import resume, run
+from cluster.cli.run import extend, resume, run
 from search_spaces import SearchSpaceError, preset_names
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ app.command()(export)
 app.command()(predict)
 app.command()(run)
 app.command()(resume)
+app.command()(extend)
 
 
 @experiments_app.command("list")

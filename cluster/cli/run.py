@@ -134,4 +134,25 @@ def resume(
     _tune(lambda: resume_api(uri, address=address, progress=err), json_out)
 
 
-__all__ = ["parse_run_args", "parse_run_options", "resume", "run", "run_options"]
+def extend(
+    uri: Annotated[str, typer.Argument(help="A finished experiment (<storage>/<name>, local or s3://).")],
+    num_samples: Annotated[int | None, typer.Option(help="More trials to run.")] = None,
+    time_budget_s: Annotated[
+        float | None, typer.Option(help="Seconds for the new trials (with --num-samples: whichever ends first).")
+    ] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Run more trials for a finished experiment in its folder: the searcher is told of every earlier trial (TPE
+    counts them as history; random search does not repeat them), and the summary and model cover all trials."""
+    from cluster.api.calls import extend as extend_api
+
+    set_endpoint(s3_endpoint)
+    _tune(
+        lambda: extend_api(uri, num_samples=num_samples, time_budget_s=time_budget_s, address=address, progress=err),
+        json_out,
+    )
+
+
+__all__ = ["extend", "parse_run_args", "parse_run_options", "resume", "run", "run_options"]

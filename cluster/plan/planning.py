@@ -13,6 +13,7 @@ from cluster.plan.options import OptionError, RunOptions
 from cluster.plan.space import check_search, grid_size, param_rules
 from cluster.plan.storage import ExperimentPaths, experiment_paths
 from search_spaces import SearchSpace, SearchSpaceError, load_space
+from trainables.storage import Location
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +24,13 @@ class Plan:
     space: SearchSpace
     name: str
     paths: ExperimentPaths
+    round: str | None = None
+    """An ``extend`` round's folder (``extend-2``) that this run's Tune experiment lives in; None: the first run."""
+
+    @property
+    def tune_root(self) -> Location:
+        """Where this run's Tune experiment is: the experiment folder, or its extension round's folder."""
+        return self.paths.root.child(self.round) if self.round else self.paths.root
 
 
 def default_name(opts: RunOptions, space: SearchSpace) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from cluster.plan.options import SearchKind
@@ -93,9 +95,44 @@ def to_mutations(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
-def search_algorithm(search: SearchKind, seed: int, max_concurrent: int | None) -> Any:
+@dataclass(frozen=True, kw_only=True)
+class WarmStart:
+    """Finished trials a new round's searcher is told of before it proposes anything (``extend``)."""
+
+    points: list[dict[str, Any]]
+    """Each trial's values of the space's sampled parameters."""
+    rewards: list[float]
+    """Each trial's last reported scheduler metric (what the searcher would have been told when it ended)."""
+
+
+def sampled_names(space: SearchSpace) -> list[str]:
+    """The parameters a searcher samples (constants are not part of its space)."""
+    return [name for name, spec in space.params.items() if spec.distribution != "constant"]
+
+
+def warm_start(space: SearchSpace, finished: list[tuple[dict[str, Any], Any]]) -> WarmStart:
+    """(config, last metric) of earlier trials as a searcher's history: trials without a finite metric, or whose
+    config lacks a sampled parameter, are left out."""
+    names = sampled_names(space)
+    points, rewards = [], []
+    for config, reward in finished:
+        if not (isinstance(reward, (int, float)) and math.isfinite(reward)) or any(n not in config for n in names):
+            continue
+        points.append({n: config[n] for n in names})
+        rewards.append(float(reward))
+    return WarmStart(points=points, rewards=rewards)
+
+
+def round_seed(seed: int, round_number: int) -> int:
+    """The searcher's seed in extension round ``round_number`` (0: the first run): a different stream of draws, so
+    random search does not propose the earlier rounds' configurations again."""
+    return seed if round_number == 0 else (seed + 1_000_003 * round_number) % 2**31
+
+
+def search_algorithm(search: SearchKind, seed: int, max_concurrent: int | None, warm: WarmStart | None = None) -> Any:
     """Who proposes the next configuration: Tune's random/grid generator, or Optuna's TPE sampler (model-based: after
-    its first 10 random trials it samples where finished trials scored well)."""
+    its first 10 trials it samples where finished trials scored well). ``warm``: earlier trials TPE counts as its own
+    history (random search ignores it: a fresh seed keeps it from repeating them)."""
     if search != "tpe":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -107,7 +144,12 @@ def search_algorithm(search: SearchKind, seed: int, max_concurrent: int | None) 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # constant_liar: trials still running count as scored badly, so concurrent trials are not proposed alike.
-    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
+    has_history = warm is not None and bool(warm.points)
+    searcher = OptunaSearch(
+        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        points_to_evaluate=warm.points if warm is not None and has_history else None,
+        evaluated_rewards=warm.rewards if warm is not None and has_history else None,
+    )
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
 
 
@@ -120,4 +162,15 @@ def grid_size(space: SearchSpace, search: SearchKind) -> int:
     return size
 
 
-__all__ = ["check_search", "grid_size", "param_rules", "search_algorithm", "to_mutations", "to_param_space"]
+__all__ = [
+    "WarmStart",
+    "check_search",
+    "grid_size",
+    "param_rules",
+    "round_seed",
+    "sampled_names",
+    "search_algorithm",
+    "to_mutations",
+    "to_param_space",
+    "warm_start",
+]

@@ -41,6 +41,10 @@ TENSORBOARD_DIR = "tensorboard"
 DATA_DIR = "data"
 RESULT_FILE = "result.json"
 """Tune's per-trial result history (JSON Lines), inside each trial's folder."""
+EXTENSION_PREFIX = "extend-"
+"""``extend-1``, ``extend-2``, ...: the Tune experiment of each ``lstm-tune extend`` round, inside the experiment."""
+WARM_START_FILE = "warm_start.json"
+"""In an extension round's folder: the finished trials its searcher was told of before it proposed anything."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +100,26 @@ def is_experiment(loc: Location) -> bool:
     return exists(loc.child(TUNER_STATE))
 
 
+def extension_number(folder: str) -> int | None:
+    """``extend-3`` -> 3; None for any other folder name."""
+    if not folder.startswith(EXTENSION_PREFIX):
+        return None
+    number = folder[len(EXTENSION_PREFIX) :]
+    return int(number) if number.isdigit() and int(number) > 0 else None
+
+
+def round_roots(root: Location) -> list[Location]:
+    """Every Tune experiment of an lstm-tune experiment, oldest first: its first run (``root``), then each extension
+    round that Tune has started."""
+    infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=False, allow_not_found=True))
+    rounds = sorted(
+        (n, info.base_name)
+        for info in infos
+        if info.type == pafs.FileType.Directory and (n := extension_number(info.base_name)) is not None
+    )
+    return [root, *(root.child(name) for _, name in rounds if is_experiment(root.child(name)))]
+
+
 def experiment_paths(storage: str, name: str, endpoint: str | None = None) -> ExperimentPaths:
     return ExperimentPaths(root=resolve(storage, endpoint=endpoint).child(name))
 
@@ -141,17 +165,21 @@ __all__ = [
     "BEST_JSON",
     "BEST_MODEL",
     "DATA_DIR",
+    "EXTENSION_PREFIX",
     "LINEAGE_FILE",
     "RESULT_FILE",
     "RUNGS_FILE",
     "RUN_FILE",
     "TENSORBOARD_DIR",
     "TUNER_STATE",
+    "WARM_START_FILE",
     "ExperimentPaths",
     "StorageError",
     "check_readable",
     "experiment_paths",
+    "extension_number",
     "is_experiment",
     "probe",
     "read_events",
+    "round_roots",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from cluster.plan.storage import RESULT_FILE, ExperimentPaths, read_events
+from cluster.plan.storage import RESULT_FILE, ExperimentPaths, read_events, round_roots
 from trainables import metrics as M
 from trainables.storage import Location, read_bytes
 
@@ -21,6 +21,8 @@ class TrialHistory:
 
     trial_id: str
     results: list[dict[str, Any]]
+    round: int = 0
+    """0: the experiment's first run; k: its k-th ``extend``."""
 
     @property
     def epochs(self) -> int:
@@ -81,19 +83,7 @@ def read_experiment(root: Location) -> ExperimentRecord:
         summary: dict[str, Any] | None = json.loads(read_bytes(ExperimentPaths(root=root).best_json))
     except FileNotFoundError:
         summary = None
-    infos = root.fs.get_file_info(pafs.FileSelector(root.path, allow_not_found=True))
-    trials = []
-    for info in infos:
-        if info.type != pafs.FileType.Directory:
-            continue
-        try:
-            text = read_bytes(root.child(info.base_name, RESULT_FILE)).decode()
-        except FileNotFoundError:
-            continue
-        results = [json.loads(line) for line in text.splitlines() if line.strip()]
-        if results:
-            trials.append(TrialHistory(trial_id=str(results[0].get("trial_id", info.base_name)), results=results))
-    trials.sort(key=lambda t: t.trial_id)
+    trials = [t for number, tune_root in enumerate(round_roots(root)) for t in _histories(tune_root, number)]
     opts = options.get("options", options)
     sched = opts.get("scheduler")
     scheduler = str(sched.get("kind", "?")) if isinstance(sched, dict) else "?"
@@ -108,6 +98,24 @@ def read_experiment(root: Location) -> ExperimentRecord:
         exploits=read_events(ExperimentPaths(root=root).lineage.uri),
         rungs=read_events(ExperimentPaths(root=root).rungs.uri),
     )
+
+
+def _histories(tune_root: Location, number: int) -> list[TrialHistory]:
+    """The result histories of one round's trials (each trial folder's ``result.json``), by trial id."""
+    infos = tune_root.fs.get_file_info(pafs.FileSelector(tune_root.path, allow_not_found=True))
+    trials = []
+    for info in infos:
+        if info.type != pafs.FileType.Directory:
+            continue
+        try:
+            text = read_bytes(tune_root.child(info.base_name, RESULT_FILE)).decode()
+        except FileNotFoundError:
+            continue
+        results = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if results:
+            trial = str(results[0].get("trial_id", info.base_name))
+            trials.append(TrialHistory(trial_id=trial, results=results, round=number))
+    return sorted(trials, key=lambda t: t.trial_id)
 
 
 def _task_of(trials: list[TrialHistory]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from cluster.plan.storage import ExperimentPaths, StorageError, check_readable, is_experiment
+from cluster.plan.storage import ExperimentPaths, StorageError, check_readable, is_experiment, round_roots
 from cluster.results.summary import exported_scores
 from trainables import metrics as M
 from trainables.storage import Location, exists, read_bytes, resolve
@@ -86,6 +86,15 @@ class TrialState:
     restarts: int
     """Times Tune restarted it from a checkpoint after a failure."""
     config: dict[str, Any]
+    round: int = 0
+    """0: the experiment's first run; k: its k-th ``extend``."""
+
+
+def _analyses(loc: Location) -> list[Any]:
+    """Tune's analysis of each round of the experiment: its first run, then each extension."""
+    if not is_experiment(loc):
+        raise StorageError(f"{loc.uri}: no experiment here (tuner.pkl missing)")
+    return [_analysis(r) for r in round_roots(loc)]
 
 
 def _analysis(loc: Location) -> Any:
@@ -109,27 +118,30 @@ def _analysis(loc: Location) -> Any:
 
 def trial_states(loc: Location) -> list[TrialState]:
     """Every trial of an experiment in storage, by trial id (reads Tune's state; starts no Ray instance)."""
-    return sorted(
-        (
-            TrialState(
-                trial_id=t.trial_id, status=t.status, restarts=int(t.num_failures or 0), config=dict(t.config or {})
-            )
-            for t in _analysis(loc).trials
-        ),
-        key=lambda s: s.trial_id,
-    )
+    return [
+        TrialState(
+            trial_id=t.trial_id,
+            status=t.status,
+            restarts=int(t.num_failures or 0),
+            config=dict(t.config or {}),
+            round=number,
+        )
+        for number, analysis in enumerate(_analyses(loc))
+        for t in sorted(analysis.trials, key=lambda t: t.trial_id)
+    ]
 
 
 def describe(loc: Location) -> ExperimentInfo:
     """Read an experiment's state from storage without starting Ray."""
-    analysis = _analysis(loc)
+    analyses = _analyses(loc)
     counts: dict[str, int] = {}
     retries: dict[str, int] = {}
-    for trial in analysis.trials:
+    for trial in (t for a in analyses for t in a.trials):
         counts[trial.status] = counts.get(trial.status, 0) + 1
         if trial.num_failures:
             retries[trial.trial_id] = int(trial.num_failures)
-    metric, best, best_trial = _best_so_far(analysis.trial_dataframes)
+    frames = {trial: frame for a in analyses for trial, frame in a.trial_dataframes.items()}
+    metric, best, best_trial = _best_so_far(frames)
     paths = ExperimentPaths(root=loc)
     status = "incomplete"
     scores: dict[str, float | None] = {}

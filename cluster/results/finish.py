@@ -3,6 +3,7 @@ checkpoints pruned, and ``best.json`` written last."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -18,25 +19,52 @@ from trainables.export import export_model
 from trainables.storage import write_bytes_atomic
 
 
-def finish(p: Plan, results: Any, handle: DataHandle, task: str, started: float) -> Summary:
-    """Score, export, prune, and write ``best.json`` (its presence marks the experiment finished)."""
-    summary = summarize(p, results, handle, time.monotonic() - started, task)
+def finish(p: Plan, rounds: list[Any], handle: DataHandle, task: str, started: float) -> Summary:
+    """Score, export, prune, and write ``best.json`` (its presence marks the experiment finished). ``rounds``: the
+    ResultGrid of the experiment's first run and of each ``extend`` after it, oldest first."""
+    summary = summarize(p, rounds, handle, time.monotonic() - started, task)
     write_bytes_atomic(p.paths.best_json, summary.to_json().encode())
     return summary
 
 
-def summarize(p: Plan, results: Any, handle: DataHandle, wall_time: float, task: str = "forecast") -> Summary:
+def best_result(rounds: list[Any]) -> Any:
+    """The trial with the lowest validation loss it ever reported, over every round (Tune's own choice within each
+    round: ``get_best_result(scope="all")``; between rounds the lower loss, the older round on a tie)."""
+    candidates = []
+    for grid in rounds:
+        try:
+            candidates.append(grid.get_best_result(metric=M.VAL_LOSS, mode="min", scope="all", filter_nan_and_inf=True))
+        except RuntimeError:  # a round where no trial reported a finite loss
+            continue
+    if not candidates:
+        raise RuntimeError("every trial failed; no trial reported a finite validation loss")
+    return min(candidates, key=_lowest_loss)
+
+
+def _lowest_loss(result: Any) -> float:
+    frame = result.metrics_dataframe
+    if frame is None or M.VAL_LOSS not in frame:
+        return math.inf
+    values = [float(v) for v in frame[M.VAL_LOSS] if isinstance(v, (int, float)) and math.isfinite(v)]
+    return min(values) if values else math.inf
+
+
+def summarize(p: Plan, rounds: list[Any], handle: DataHandle, wall_time: float, task: str = "forecast") -> Summary:
     opts = p.options
+    results = [r for grid in rounds for r in grid]
     ok = [r for r in results if r.error is None and r.metrics]
     errored = [r for r in results if r.error is not None]
     if not ok:
         first = errored[0].error if errored else "no trial reported a result"
         raise RuntimeError(f"every trial failed; first error: {first}")
     finished = sum(1 for r in ok if int(r.metrics.get(M.EPOCH, 0)) >= opts.max_epochs)
-    best = results.get_best_result(metric=M.VAL_LOSS, mode="min", scope="all", filter_nan_and_inf=True)
+    best = best_result(rounds)
     chosen = [(r, *best_checkpoint(r)) for r in top_trials(ok, opts.ensemble, best=best)]
     checkpoint = chosen[0][1]
     notes: list[str] = []
+    if len(rounds) > 1:
+        sizes = ", ".join(str(len(grid)) for grid in rounds)
+        notes.append(f"trials from {len(rounds)} runs (the first, then each extend): {sizes}; wall time is the last's")
     if len(chosen) < opts.ensemble:
         notes.append(
             f"ensemble: {len(chosen)} of the {opts.ensemble} trials asked for; the others reported no usable result"
@@ -94,4 +122,4 @@ def _ensemble(chosen: list[tuple[Any, Any, dict[str, Any]]], scores: dict[str, S
     return Ensemble(members=members, val=scores["val"], test=scores["test"])
 
 
-__all__ = ["finish", "summarize"]
+__all__ = ["best_result", "finish", "summarize"]

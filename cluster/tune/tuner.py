@@ -16,7 +16,8 @@ from rich.console import Console
 
 from cluster.plan.options import RunOptions
 from cluster.plan.planning import Plan
-from cluster.plan.space import search_algorithm, to_mutations, to_param_space
+from cluster.plan.space import WarmStart, round_seed, search_algorithm, to_mutations, to_param_space
+from cluster.plan.storage import extension_number
 from cluster.tune.loggers import result_loggers
 from cluster.tune.progress import ProgressCallback
 from cluster.tune.retention import RollingRetention
@@ -24,6 +25,7 @@ from cluster.tune.schedulers import build_scheduler
 from cluster.tune.worker_groups import WorkerGroupReaper
 from trainables import metrics as M
 from trainables.data.handle import DataHandle
+from trainables.storage import Location
 from trainables.trainable import TrialEnv, classify_trainable, forecast_trainable
 
 
@@ -81,8 +83,10 @@ def trainable_for(opts: RunOptions, env: TrialEnv, task: str) -> Any:
     )
 
 
-def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -> Tuner:
+def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str, warm: WarmStart | None = None) -> Tuner:
+    """A new Tune experiment at ``p.tune_root``; ``warm``: earlier rounds' trials for the searcher (``extend``)."""
     opts = p.options
+    round_number = extension_number(p.round) if p.round else 0
     param_space = {
         **to_param_space(p.space, opts.search),
         "max_epochs": opts.max_epochs,
@@ -101,7 +105,8 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
         tensorboard_uri=p.paths.tensorboard.uri,
     )
     root = p.paths.root
-    storage_path, _, _ = root.path.rpartition("/")
+    # Tune writes <storage_path>/<name>: the experiment itself, or an extension round's folder inside it.
+    storage_path, _, name = p.tune_root.path.rpartition("/")
     # Tune would add a tensorboardX logger that writes HParams only at trial end; trials write their own.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Our progress lines and summary replace Tune's own console tables.
@@ -115,13 +120,15 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str) -
             scheduler=scheduler,
             num_samples=opts.num_samples,
             time_budget_s=opts.time_budget_s,
-            search_alg=search_algorithm(opts.search, opts.seed, opts.resources.max_concurrent_trials),
+            search_alg=search_algorithm(
+                opts.search, round_seed(opts.seed, round_number or 0), opts.resources.max_concurrent_trials, warm
+            ),
             # Reused workers keep their process, imports and the loaded dataset between trials. Not for data-parallel
             # trials: a second TorchTrainer run in a reused trial process never got its workers (seen here).
             reuse_actors=opts.resources.reuse_workers and opts.resources.workers_per_trial == 1,
         ),
         run_config=RunConfig(
-            name=p.name,
+            name=name,
             storage_path=storage_path,
             storage_filesystem=None if root.is_local else root.fs,
             checkpoint_config=CheckpointConfig(
@@ -156,7 +163,7 @@ def trial_env(p: Plan, handle: DataHandle) -> TrialEnv:
 
 
 def restore_tuner(p: Plan, handle: DataHandle, task: str, console: Console) -> Tuner:
-    root = p.paths.root
+    root = p.tune_root
     console.print(f"resuming {root.uri}", highlight=False)
     return Tuner.restore(
         root.uri if root.is_local else root.path,
@@ -167,12 +174,23 @@ def restore_tuner(p: Plan, handle: DataHandle, task: str, console: Console) -> T
     )
 
 
+def round_results(root: Location, p: Plan, handle: DataHandle, task: str) -> Any:
+    """The ResultGrid of a finished round of the experiment (its first run, or an extension), read from storage."""
+    tuner = Tuner.restore(
+        root.uri if root.is_local else root.path,
+        trainable=trainable_for(p.options, trial_env(p, handle), task),
+        storage_filesystem=None if root.is_local else root.fs,
+    )
+    return tuner.get_results()
+
+
 __all__ = [
     "build_tuner",
     "cluster_capacity",
     "connect",
     "ray_session",
     "restore_tuner",
+    "round_results",
     "trainable_for",
     "trial_env",
 ]
