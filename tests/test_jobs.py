@@ -19,7 +19,7 @@ from cluster.remote.jobs import DEFAULT_EXCLUDES, Submission, check_package, das
 from tests.conftest import REPO
 from tests.raycluster import LocalCluster
 from tests.s3server import S3Server
-from tests.test_0_failures import keys, run_cli, trial_results
+from tests.test_failures import keys, run_cli, trial_results
 
 pytestmark = pytest.mark.cluster
 LAUNCHER = REPO / "deploy" / "ray-cluster" / "local.yaml"
