@@ -41,6 +41,10 @@ TENSORBOARD_DIR = "tensorboard"
 DATA_DIR = "data"
 RESULT_FILE = "result.json"
 """Tune's per-trial result history (JSON Lines), inside each trial's folder."""
+PROGRESS_FILE = "progress.csv"
+"""The same history as CSV, beside it."""
+MODEL_CARD = "model_card.json"
+"""What ``export`` writes beside the model: the experiment, task, scores and baselines."""
 EXTENSION_PREFIX = "extend-"
 """``extend-1``, ``extend-2``, ...: the Tune experiment of each ``lstm-tune extend`` round, inside the experiment."""
 WARM_START_FILE = "warm_start.json"
@@ -167,6 +171,8 @@ __all__ = [
     "DATA_DIR",
     "EXTENSION_PREFIX",
     "LINEAGE_FILE",
+    "MODEL_CARD",
+    "PROGRESS_FILE",
     "RESULT_FILE",
     "RUNGS_FILE",
     "RUN_FILE",

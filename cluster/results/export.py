@@ -14,7 +14,7 @@ def export_best(uri: str, out: str) -> dict[str, object]:
     """Copy a finished experiment's best model (weights + fitted preprocessing) and its summary to ``out``."""
     import pyarrow.fs as pafs
 
-    from cluster.plan.storage import ExperimentPaths, StorageError
+    from cluster.plan.storage import MODEL_CARD, ExperimentPaths, StorageError
     from trainables.storage import read_bytes, resolve, write_bytes_atomic
 
     root = resolve(uri)
@@ -43,7 +43,7 @@ def export_best(uri: str, out: str) -> dict[str, object]:
         "ensemble": summary.get("ensemble"),
         "baselines": summary.get("baselines"),
     }
-    write_bytes_atomic(dest.child("model_card.json"), json.dumps(card, indent=2).encode())
+    write_bytes_atomic(dest.child(MODEL_CARD), json.dumps(card, indent=2).encode())
     return card
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.fs as pafs
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback
 
+from cluster.plan.storage import PROGRESS_FILE, RESULT_FILE
 from trainables import metrics as M
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class _KeepDriverHistory(LoggerCallback):
 class JsonResults(_KeepDriverHistory, JsonLoggerCallback):
     """``result.json``: one JSON object per reported result."""
 
-    file_name = "result.json"
+    file_name = RESULT_FILE
 
     def _last_epoch(self, path: Path) -> int | None:
         return last_json_epoch(path)
@@ -98,7 +99,7 @@ class JsonResults(_KeepDriverHistory, JsonLoggerCallback):
 class CsvResults(_KeepDriverHistory, CSVLoggerCallback):
     """``progress.csv``: one row per reported result."""
 
-    file_name = "progress.csv"
+    file_name = PROGRESS_FILE
 
     def _last_epoch(self, path: Path) -> int | None:
         return last_csv_epoch(path)
