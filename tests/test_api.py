@@ -112,6 +112,21 @@ def test_import_cluster_loads_neither_torch_nor_ray() -> None:
     assert out.stdout.strip() == "none", f"import cluster loaded {out.stdout.strip()}"
 
 
+def test_a_report_reads_an_experiment_without_torch_or_ray(legacy_experiment: Path, tmp_path: Path) -> None:
+    """``lstm-tune report`` and ``ExperimentResult.history()`` read JSON files; loading Ray for that cost seconds."""
+    code = (
+        "import sys; from pathlib import Path; from cluster.report.writer import read_experiment, write_report; "
+        "from trainables.storage import resolve; "
+        f"write_report(read_experiment(resolve({str(legacy_experiment)!r})), Path({str(tmp_path / 'report')!r})); "
+        "import cluster; cluster.load_experiment(" + repr(str(legacy_experiment)) + ").history(); "
+        "print(','.join(m for m in ('torch', 'ray') if m in sys.modules) or 'none')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "none", f"the report loaded {out.stdout.strip()}"
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
 def test_every_public_name_resolves_and_is_documented() -> None:
     for name in cluster.__all__:
         obj = getattr(cluster, name)

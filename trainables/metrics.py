@@ -64,6 +64,10 @@ TRAIN_SHARDS = "train_shards"
 SCHEDULER_METRIC = VAL_LOSS
 SCHEDULER_MODE = "min"
 
+SCHEDULE_KEYS = ("lr", "weight_decay", "l1", "grad_clip", "dropout", "input_dropout")
+"""Hyperparameters PBT may change: logged every epoch as ``schedule/<name>`` so the schedule is a line."""
+
+
 __all__ = [
     "CLIPPED",
     "DEVICE",
@@ -78,6 +82,7 @@ __all__ = [
     "SAMPLES_PER_SECOND",
     "SCHEDULER_METRIC",
     "SCHEDULER_MODE",
+    "SCHEDULE_KEYS",
     "STARTUP_BUILD",
     "STARTUP_DATA",
     "STARTUP_METRICS",

@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from trainables.metrics import SCHEDULE_KEYS
 from trainables.storage import Location
 
 HParamValue = int | float | str | bool
@@ -106,10 +107,6 @@ def write_text_event(dest: Location, run_name: str, tag: str, text: str, step: i
         except OSError as exc:
             # The JSON Lines record is the source of truth; a lost TensorBoard copy must not stop the experiment.
             warnings.warn(f"TensorBoard text event to {target.uri} failed: {exc}", stacklevel=2)
-
-
-SCHEDULE_KEYS = ("lr", "weight_decay", "l1", "grad_clip", "dropout", "input_dropout")
-"""Hyperparameters PBT may change: logged every epoch as ``schedule/<name>`` so the schedule is a line."""
 
 
 def schedule_scalars(config: Mapping[str, Any]) -> dict[str, float]:

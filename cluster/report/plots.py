@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from trainables.tensorboard import SCHEDULE_KEYS
+from trainables.metrics import SCHEDULE_KEYS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
