@@ -317,3 +317,21 @@ def test_extend_adds_trials_the_searcher_was_told_of_and_the_summary_covers_all(
     assert not old_lrs & new_lrs, "the new round proposed an earlier trial's configuration again"
     assert len(grown.history()) == 10
     assert cluster.load_experiment(first.uri).summary == grown.summary
+
+
+def test_the_cli_shells_take_exactly_the_apis_options() -> None:
+    """`data prepare` passes its parameters to cluster.prepare by name, and `run` to RunOptions: a parameter added on
+    one side only would be dropped or refused, so the names must agree."""
+    import inspect
+
+    from cluster.cli import data as cli_data
+    from cluster.cli import run as cli_run
+    from cluster.plan.options import flat_option_names
+
+    cli_prepare = set(inspect.signature(cli_data.prepare).parameters) - set(cli_data.CLI_ONLY)
+    api_prepare = {n for n, p in inspect.signature(cluster.prepare).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert cli_prepare == api_prepare, (
+        f"only in the CLI: {cli_prepare - api_prepare}; only in the API: {api_prepare - cli_prepare}"
+    )
+    cli_options = set(inspect.signature(cli_run.run).parameters) - set(cli_run.CLI_ONLY)
+    assert cli_options == set(flat_option_names()), cli_options ^ set(flat_option_names())

@@ -20,6 +20,10 @@ data_app = typer.Typer(
 )
 
 
+CLI_ONLY = ("source", "out", "s3_endpoint", "json_out")
+"""``data prepare`` parameters that are not :func:`cluster.prepare` options."""
+
+
 @data_app.command("prepare")
 def prepare(
     source: Annotated[str, typer.Argument(help="CSV (.csv, .csv.xz/.gz/.bz2), Parquet or JSON Lines; path or s3://")],
@@ -81,6 +85,7 @@ def prepare(
 ) -> None:
     """Prepare SOURCE once into Parquet shards + manifest.json at --out, fitted on the training split only."""
 
+    params = dict(locals())  # first: the parameters alone, by the names cluster.prepare takes
     set_endpoint(s3_endpoint)
     started = time.monotonic()
     try:
@@ -88,46 +93,8 @@ def prepare(
         from trainables.storage import resolve
 
         dest = resolve(out)
-        manifest = prepare_dataset(
-            source,
-            dest,
-            task=task,
-            name=name,
-            overwrite=overwrite,
-            shard_rows=shard_rows,
-            split=split,
-            time_columns=time_columns,
-            time_format=time_format,
-            target=target,
-            features=features,
-            categorical=categorical,
-            categorical_encoding=categorical_encoding,
-            exclude=exclude,
-            missing=missing,
-            missing_column=missing_column,
-            scaler=scaler,
-            calendar=calendar,
-            lags=lags,
-            rolling=rolling,
-            diffs=diffs,
-            increments=increments,
-            pca=pca,
-            frequency=frequency,
-            duplicates=duplicates,
-            horizon=horizon,
-            season_length=season_length,
-            max_window=max_window,
-            text_column=text_column,
-            label_column=label_column,
-            test_source=test_source,
-            lowercase=lowercase,
-            token_pattern=token_pattern,
-            min_freq=min_freq,
-            max_vocab=max_vocab,
-            max_length=max_length,
-            val_fraction=val_fraction,
-            seed=seed,
-        )
+        options = {k: v for k, v in params.items() if k not in CLI_ONLY}
+        manifest = prepare_dataset(source, dest, **options)
     except user_errors() as exc:
         fail(str(exc))
         return
