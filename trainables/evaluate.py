@@ -120,7 +120,7 @@ def evaluate_ensemble(
     rows = target_rows(positions, horizon)
     mask = target_mask(arrays, rows)
     scaled_mse = float(masked_mse(pred, arrays.target[rows], mask)) if len(positions) else math.nan
-    pred_raw = pred.double().numpy() * target_scale + target_centre
+    pred_raw = arrays.unscale(pred.double().numpy(), rows.numpy(), target_centre, target_scale)
     return scores_from_errors(pred_raw - arrays.target_raw[rows.numpy()], mask.numpy(), scaled_mse)
 
 

@@ -15,7 +15,7 @@ USER_ERROR_CLASSES = (
     "search_spaces.loader.SearchSpaceError",
     "cluster.plan.storage.StorageError",
     "cluster.prep.sources.SourceError",
-    "cluster.prep.data.DatasetExistsError",
+    "cluster.prep.output.DatasetExistsError",
     "cluster.remote.k8s.ManifestError",
     "trainables.checkpoint.CheckpointError",
     "trainables.data.cache.ShardError",

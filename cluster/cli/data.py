@@ -33,6 +33,13 @@ def prepare(
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset already at --out.")] = False,
     shard_rows: Annotated[int, typer.Option(help="Rows per Parquet shard.")] = 8192,
     s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
+    series_column: Annotated[
+        list[str] | None,
+        typer.Option(help="forecast: a column naming the series (repeatable: the combination names one); a panel."),
+    ] = None,
+    scale_per_series: Annotated[
+        bool, typer.Option(help="forecast, panels: scale each series by its own training rows.")
+    ] = True,
     time_columns: Annotated[str | None, typer.Option(help="forecast: time column, or columns to assemble it.")] = None,
     time_format: Annotated[
         str | None, typer.Option(help="forecast: strftime format of the joined time columns.")

@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 
 from cluster.plan.storage import probe
+from cluster.prep.output import DatasetExistsError, remove_written
+from cluster.prep.panel import prepare_panel
 from cluster.prep.sources import DEFAULT_BATCH_ROWS, iter_batches
 from trainables.data.forecast_prep import (
     CONTEXT,
@@ -48,14 +50,10 @@ from trainables.data.manifest import (
     write_manifest,
 )
 from trainables.data.shards import write_shard
-from trainables.storage import Location, exists, remove_if_empty
+from trainables.storage import Location, exists
 
 DEFAULT_DATASET = "beijing-pm25"
 DEFAULT_SHARD_ROWS = 8192
-
-
-class DatasetExistsError(ValueError):
-    """The output URI already holds a prepared dataset."""
 
 
 def bundled_beijing_path() -> str:
@@ -164,6 +162,10 @@ def prepare_forecast(
     probe(dest)
     if exists(dest.child(MANIFEST_NAME)) and not overwrite:
         raise DatasetExistsError(f"{dest.uri} already holds a prepared dataset; use --overwrite to replace it")
+    if cfg.is_panel:
+        return prepare_panel(
+            source, cfg, dest, name=name, source_info=source_info, shard_rows=shard_rows, batch_rows=batch_rows
+        )
 
     counting = RowStream(cfg)
     n = 0
@@ -258,21 +260,9 @@ def prepare_forecast(
         )
         write_manifest(dest, manifest)
     except BaseException:
-        _remove(dest, [s for sink in sinks.values() for s in sink.written])
+        remove_written(dest, [s for sink in sinks.values() for s in sink.written])
         raise
     return manifest
-
-
-def _remove(dest: Location, shards: list[ShardInfo]) -> None:
-    """Delete what a failed preparation wrote (best effort: the original error is what matters)."""
-    for shard in shards:
-        try:
-            dest.fs.delete_file(dest.child(shard.path).path)
-        except OSError:
-            pass
-    for split in SPLITS:
-        remove_if_empty(dest.child(split))
-    remove_if_empty(dest)
 
 
 BUNDLED_CHANGES: dict[str, Any] = {

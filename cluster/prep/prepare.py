@@ -85,6 +85,8 @@ def prepare(
     shard_rows: int = 8192,
     split: str | Sequence[float] | None = None,
     # forecasting
+    series_column: Names = None,
+    scale_per_series: bool = True,
     time_columns: Names = None,
     time_format: str | None = None,
     target: str | None = None,
@@ -122,7 +124,9 @@ def prepare(
     ``manifest.json`` at ``out``, every fitted parameter fitted on the training split only.
 
     Options are those of ``lstm-tune data prepare`` (``--time-columns`` is ``time_columns``); bad values raise a
-    ``ValueError`` naming the option, before anything is written.
+    ``ValueError`` naming the option, before anything is written. ``series_column`` makes a panel: one series per
+    combination of those columns, split at shared cut-off times, each scaled by its own training rows
+    (``scale_per_series``), shards holding whole series.
     """
     from trainables.storage import Location, resolve
 
@@ -159,7 +163,8 @@ def prepare(
     if not target:
         raise ValueError("--target: required for --task forecast (the column to forecast)")
     cats = _names(categorical)
-    numeric = _names(features) or infer_numeric(source, {*times, *cats, *_names(exclude)})
+    series = _names(series_column)
+    numeric = _names(features) or infer_numeric(source, {*times, *cats, *series, *_names(exclude)})
     if target not in numeric:
         numeric = (target, *numeric)
     optional: dict[str, Any] = {"split": _fractions(split, "--split")} if split else {}
@@ -186,6 +191,8 @@ def prepare(
         horizon=horizon,
         season_length=season_length,
         max_window=max_window,
+        series=series,
+        scale_per_series=scale_per_series,
         **optional,
     )
     return prepare_forecast(source, cfg, dest, name=dataset, shard_rows=shard_rows, overwrite=overwrite)

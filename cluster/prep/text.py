@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from cluster.plan.storage import probe
-from cluster.prep.data import DatasetExistsError, _remove
+from cluster.prep.output import DatasetExistsError, remove_written
 from cluster.prep.sources import read_all
 from trainables.data.manifest import (
     FORMAT_VERSION,
@@ -129,7 +129,7 @@ def prepare_classify(
         )
         write_manifest(dest, manifest)
     except BaseException:
-        _remove(dest, written)
+        remove_written(dest, written)
         raise
     return manifest
 

@@ -31,8 +31,12 @@ from trainables.data.prep_config import (
     OBSERVED,
     ROBUST_SAMPLE,
     ROW,
+    SERIES,
+    SERIES_KEY_SEPARATOR,
     TARGET,
+    TARGET_CENTRE,
     TARGET_RAW,
+    TARGET_SCALE,
     TIME,
     DuplicatePolicy,
     FittedPrep,
@@ -43,7 +47,7 @@ from trainables.data.prep_config import (
     step_of,
 )
 from trainables.data.prep_fit import Fitter, fit_pca
-from trainables.data.prep_rows import RowStream, drain, stream_rows
+from trainables.data.prep_rows import RowStream, drain, parse_time, stream_rows
 from trainables.data.prep_transform import Transformer, split_bounds, transform_frame, unscale_target
 
 __all__ = [
@@ -54,8 +58,12 @@ __all__ = [
     "OBSERVED",
     "ROBUST_SAMPLE",
     "ROW",
+    "SERIES",
+    "SERIES_KEY_SEPARATOR",
     "TARGET",
+    "TARGET_CENTRE",
     "TARGET_RAW",
+    "TARGET_SCALE",
     "TIME",
     "ChangeFeatures",
     "DuplicatePolicy",
@@ -73,6 +81,7 @@ __all__ = [
     "diff_name",
     "drain",
     "fit_pca",
+    "parse_time",
     "row_changes",
     "running_increments",
     "split_bounds",

@@ -16,7 +16,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 
-Role = Literal["time", "feature", "target", "target_raw", "observed", "context"]
+Role = Literal[
+    "time", "feature", "target", "target_raw", "observed", "context", "series", "target_centre", "target_scale"
+]
 Split = Literal["train", "val", "test"]
 
 
@@ -42,6 +44,9 @@ class ShardInfo:
     rows: int
     bytes: int
     sha256: str
+    series: tuple[str, ...] = ()
+    """Panels: the keys of the series whose rows the shard holds (whole series, unless one alone is larger than a
+    shard: then its rows continue in the next shard)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +104,14 @@ class Manifest:
             )
         try:
             splits = {
-                name: SplitInfo(**{**s, "shards": tuple(ShardInfo(**sh) for sh in s["shards"])})
+                name: SplitInfo(
+                    **{
+                        **s,
+                        "shards": tuple(
+                            ShardInfo(**{**sh, "series": tuple(sh.get("series", ()))}) for sh in s["shards"]
+                        ),
+                    }
+                )
                 for name, s in raw["splits"].items()
             }
             return cls(

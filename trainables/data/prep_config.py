@@ -15,6 +15,13 @@ TARGET = "__target__"
 TARGET_RAW = "__target_raw__"
 OBSERVED = "__observed__"
 CONTEXT = "__context__"
+SERIES = "__series__"
+"""Panels: the series a row belongs to, as an integer code (the manifest maps codes to keys)."""
+TARGET_CENTRE = "__target_centre__"
+TARGET_SCALE = "__target_scale__"
+"""Panels: per row, what turns the scaled target back into units (``scaled * scale + centre``); each series has its
+own when it is scaled per series."""
+SERIES_KEY_SEPARATOR = "|"
 CATEGORICAL_ENCODINGS = ("onehot", "ordinal")
 
 
@@ -92,6 +99,15 @@ class ForecastPrepConfig:
     """Chronological train/val/test fractions."""
     max_window: int = 168
     """Longest window trials may use; val and test carry this much context from the previous split."""
+    series: tuple[str, ...] = ()
+    """Panels: the column(s) whose combination names a series (``state``; ``store,product``). Empty: one series."""
+    scale_per_series: bool = True
+    """Panels: scale each series' numeric columns by that series' own training rows (with ``scaler``'s statistic)
+    before the shared preprocessing, so series of very different size train one model alike."""
+
+    @property
+    def is_panel(self) -> bool:
+        return bool(self.series)
 
     def policy(self, column: str) -> str:
         return dict(self.missing_columns).get(column, self.missing)
@@ -141,6 +157,7 @@ class ForecastPrepConfig:
             raise ValueError(f"data.scaler = {self.scaler!r}: must be standard, minmax, robust or none")
         if self.duplicates not in ("error", "first", "last", "mean"):
             raise ValueError(f"data.duplicates = {self.duplicates!r}: must be error, first, last or mean")
+        self._validate_series()
         if self.frequency is not None:
             try:
                 step_of(self.frequency)
@@ -148,6 +165,26 @@ class ForecastPrepConfig:
                 raise ValueError(
                     f"data.frequency = {self.frequency!r}: not a fixed pandas offset such as 1h or 1min"
                 ) from None
+
+    def _validate_series(self) -> None:
+        if not self.series:
+            return
+        if len(set(self.series)) != len(self.series):
+            raise ValueError(f"data.series = {list(self.series)}: a column is named twice")
+        for col in self.series:
+            role = (
+                "numeric"
+                if col in self.numeric
+                else "categorical"
+                if col in self.categorical
+                else "time"
+                if col in self.time_columns
+                else None
+            )
+            if role:
+                raise ValueError(f"data.series: {col!r} is also a {role} column; a series column is only a key")
+        if self.pca:
+            raise ValueError("data.pca: not available for panels (data.series) yet; leave it 0")
 
     def _validate_changes(self) -> None:
         for col in self.diffs:
@@ -193,7 +230,7 @@ class ForecastPrepConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ForecastPrepConfig:
         cfg = dict(raw)
-        for key in ("time_columns", "numeric", "categorical", "split", "lags", "rolling", "diffs"):
+        for key in ("time_columns", "numeric", "categorical", "split", "lags", "rolling", "diffs", "series"):
             cfg[key] = tuple(cfg.get(key, ()))
         for key in ("missing_columns", "increments"):
             cfg[key] = tuple((str(a), str(b)) for a, b in cfg.get(key, ()))

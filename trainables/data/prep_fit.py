@@ -74,6 +74,11 @@ class Fitter:
         self._changes = ChangeFeatures(cfg)
         self.change_moments = {name: _Moments() for name in change_names(cfg)}
 
+    def new_series(self) -> None:
+        """The rows that follow belong to another series: change features start afresh (no change is computed
+        across two series)."""
+        self._changes = ChangeFeatures(self.cfg)
+
     def add(self, rows: pd.DataFrame) -> None:
         train = rows[rows[ROW] < self.train_rows]
         if len(train) == 0:

@@ -11,7 +11,8 @@ import pandas as pd
 from trainables.data.prep_config import ROW, TIME, ForecastPrepConfig, step_of
 
 
-def _parse_time(df: pd.DataFrame, cfg: ForecastPrepConfig, first_row: int) -> pd.Series:
+def parse_time(df: pd.DataFrame, cfg: ForecastPrepConfig, first_row: int) -> pd.Series:
+    """The time of each row, from the time column(s); a row whose time does not parse is an error naming it."""
     cols = list(cfg.time_columns)
     if len(cols) == 1:
         ts = pd.to_datetime(df[cols[0]].astype("string"), format=cfg.time_format, errors="coerce")
@@ -56,7 +57,7 @@ class RowStream:
                 raise ValueError(f"data: column(s) {missing} not in the source; it has {list(batch.columns)}")
             self.check_columns = False
         frame = batch[self.needed_columns].copy()
-        frame.insert(0, TIME, _parse_time(frame, self.cfg, self.rows_in).to_numpy())
+        frame.insert(0, TIME, parse_time(frame, self.cfg, self.rows_in).to_numpy())
         self.rows_in += len(frame)
         frame = pd.concat([self._held, frame], ignore_index=True) if len(self._held) else frame
         if len(frame) == 0:

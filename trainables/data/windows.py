@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from trainables.data.forecast_prep import CONTEXT, OBSERVED, TARGET, TARGET_RAW
+from trainables.data.forecast_prep import CONTEXT, OBSERVED, SERIES, TARGET, TARGET_CENTRE, TARGET_RAW, TARGET_SCALE
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,28 @@ class SeriesArrays:
     context: torch.Tensor
     """``[rows]`` bool: the row was copied from the previous split for history only."""
     segment_starts: tuple[int, ...] = (0,)
-    """Rows where a contiguous stretch begins: a data-parallel worker holds non-adjacent shards, and no window may
-    reach back across such a seam."""
+    """Rows where a contiguous stretch begins: a data-parallel worker holds non-adjacent shards, and in a panel each
+    series begins one; no window may reach back across such a seam."""
+    target_centre: np.ndarray | None = None
+    target_scale: np.ndarray | None = None
+    """Panels: ``[rows]`` float64, what turns row ``r``'s scaled target back into units (``* scale + centre``);
+    None: one centre and scale for every row (the fitted ones)."""
+
+    def unscale(self, scaled: np.ndarray, rows: np.ndarray, centre: float, scale: float) -> np.ndarray:
+        """Scaled targets at ``rows`` in the target's units: by the rows' own centre and scale in a panel, else by
+        the given ones."""
+        if self.target_scale is None or self.target_centre is None:
+            return scaled * scale + centre
+        out: np.ndarray = scaled * self.target_scale[rows] + self.target_centre[rows]
+        return out
 
     @classmethod
     def from_tables(cls, tables: list[pa.Table], feature_names: list[str]) -> SeriesArrays:
         """Several shards that are not contiguous in time, kept apart by :attr:`segment_starts`."""
         parts = [cls.from_table(t, feature_names) for t in tables]
-        starts = tuple(int(x) for x in np.cumsum([0] + [len(p) for p in parts[:-1]]))
+        offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        starts = tuple(int(o + s) for o, p in zip(offsets, parts, strict=True) for s in p.segment_starts)
+        per_row = all(p.target_scale is not None for p in parts)
         return cls(
             features=torch.cat([p.features for p in parts]),
             target=torch.cat([p.target for p in parts]),
@@ -41,6 +55,8 @@ class SeriesArrays:
             observed=torch.cat([p.observed for p in parts]),
             context=torch.cat([p.context for p in parts]),
             segment_starts=starts,
+            target_centre=np.concatenate([p.target_centre for p in parts]) if per_row else None,
+            target_scale=np.concatenate([p.target_scale for p in parts]) if per_row else None,
         )
 
     @classmethod
@@ -53,12 +69,16 @@ class SeriesArrays:
             if CONTEXT in table.column_names
             else np.zeros(table.num_rows, dtype=bool)
         )
+        names = table.column_names
         return cls(
             features=torch.from_numpy(np.ascontiguousarray(feats)),
             target=torch.from_numpy(table.column(TARGET).to_numpy().astype(np.float32)),
             target_raw=table.column(TARGET_RAW).to_numpy().astype(np.float64),
             observed=torch.from_numpy(table.column(OBSERVED).to_numpy(zero_copy_only=False).astype(bool)),
             context=torch.from_numpy(np.asarray(context, dtype=bool)),
+            segment_starts=series_starts(table.column(SERIES).to_numpy()) if SERIES in names else (0,),
+            target_centre=table.column(TARGET_CENTRE).to_numpy().astype(np.float64) if TARGET_CENTRE in names else None,
+            target_scale=table.column(TARGET_SCALE).to_numpy().astype(np.float64) if TARGET_SCALE in names else None,
         )
 
     def __len__(self) -> int:
@@ -76,6 +96,13 @@ class SeriesArrays:
             observed=self.observed.to(device),
             context=self.context.to(device),
         )
+
+
+def series_starts(codes: np.ndarray) -> tuple[int, ...]:
+    """Rows where a new series begins (its code differs from the row before); row 0 always."""
+    if not len(codes):
+        return (0,)
+    return (0, *(int(i) + 1 for i in np.flatnonzero(codes[1:] != codes[:-1])))
 
 
 def target_positions(arrays: SeriesArrays, *, window: int, horizon: int) -> torch.Tensor:
@@ -116,4 +143,4 @@ def gather(
     return arrays.features[index], arrays.target[rows], target_mask(arrays, rows)
 
 
-__all__ = ["SeriesArrays", "gather", "target_mask", "target_positions", "target_rows"]
+__all__ = ["SeriesArrays", "gather", "series_starts", "target_mask", "target_positions", "target_rows"]

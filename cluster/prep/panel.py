@@ -1,0 +1,383 @@
+"""Panels: many series of one kind (``--series-column``), prepared for one global model.
+
+Every series goes through the single-series stages with state of its own (time order, duplicates, gaps, fills, lags,
+change features never reach from one series into the next), is split at cut-off times shared by all series (no
+series' test period is another's training period), is scaled by its own training rows when ``scale_per_series``,
+and lands in shards that hold whole series. Series too short for the longest window are dropped and counted.
+
+The source is grouped in memory here (the births panel: 372,864 rows); the spill pass for panels larger than memory
+is designed in docs/design/panels.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from cluster.plan.storage import probe
+from cluster.prep.output import remove_written
+from cluster.prep.sources import DEFAULT_BATCH_ROWS, iter_batches
+from trainables.data.forecast_prep import (
+    CONTEXT,
+    OBSERVED,
+    ROW,
+    SERIES,
+    SERIES_KEY_SEPARATOR,
+    TARGET,
+    TARGET_CENTRE,
+    TARGET_RAW,
+    TARGET_SCALE,
+    TIME,
+    FittedPrep,
+    Fitter,
+    ForecastPrepConfig,
+    RowStream,
+    Transformer,
+    drain,
+    parse_time,
+)
+from trainables.data.manifest import (
+    FORMAT_VERSION,
+    SPLITS,
+    ColumnInfo,
+    Manifest,
+    ShardInfo,
+    SplitInfo,
+    write_manifest,
+)
+from trainables.data.shards import write_shard
+from trainables.storage import Location
+
+DROP_REASONS = ("shorter than the longest window", "no validation rows", "no test rows")
+SHOWN_DROPPED = 20
+"""Dropped series named in the manifest per reason (all are counted)."""
+
+
+@dataclass
+class _Series:
+    key: str
+    rows: pd.DataFrame
+    """After the row stage: in time order, de-duplicated, gap-filled; ``__row__`` counts from 0 in the series."""
+    train: int = 0
+    val: int = 0
+    test: int = 0
+    centre: dict[str, float] | None = None
+    scale: dict[str, float] | None = None
+
+
+def series_key(values: tuple[Any, ...]) -> str:
+    return SERIES_KEY_SEPARATOR.join(str(v) for v in values)
+
+
+def read_panel(source: str, cfg: ForecastPrepConfig, batch_rows: int = DEFAULT_BATCH_ROWS) -> pd.DataFrame:
+    """The columns a panel needs, whole, with the series columns checked."""
+    needed = list(dict.fromkeys([*cfg.series, *cfg.time_columns, *cfg.numeric, *cfg.categorical]))
+    frames = []
+    for batch in iter_batches(source, batch_rows=batch_rows):
+        missing = [c for c in needed if c not in batch.columns]
+        if missing:
+            which = "series column" if set(missing) & set(cfg.series) else "column"
+            raise ValueError(f"data: {which}(s) {missing} not in the source {source}; it has {list(batch.columns)}")
+        frames.append(batch[needed])
+    if not frames:
+        raise ValueError(f"source {source}: no rows")
+    raw = pd.concat(frames, ignore_index=True)
+    for col in cfg.series:
+        empty = raw[col].isna()
+        if empty.any():
+            raise ValueError(f"data.series: column {col!r} is empty at row {int(np.flatnonzero(empty)[0])}")
+    return raw
+
+
+def split_series(raw: pd.DataFrame, cfg: ForecastPrepConfig) -> list[_Series]:
+    """Each series through its own row stage; errors name the series."""
+    out = []
+    for values, group in raw.groupby(list(cfg.series), sort=True):
+        key = series_key(values if isinstance(values, tuple) else (values,))
+        if len(group) == 1:
+            raise ValueError(f"data: series {key!r} has one row; a series needs history and targets")
+        stream = RowStream(cfg, check_columns=False)
+        try:
+            ordered = _resolve_duplicates(group.reset_index(drop=True), cfg, key, int(group.index[0]))
+            rows = pd.concat([*drain(stream, [ordered])], ignore_index=True)
+        except ValueError as exc:
+            raise ValueError(f"data: series {key!r}: {str(exc).removeprefix('data: ')}") from None
+        out.append(_Series(key=key, rows=rows))
+    return out
+
+
+def _resolve_duplicates(group: pd.DataFrame, cfg: ForecastPrepConfig, key: str, first_row: int) -> pd.DataFrame:
+    """A series' rows with its repeated times brought together for the duplicate policy (a source may repeat a
+    (series, time) pair anywhere in the series: births repeats a day a few rows later). Time must still go forward
+    through the rows whose time is not repeated: a series out of order for any other reason is refused, not
+    sorted."""
+    times = parse_time(group, cfg, first_row)
+    repeated = times.duplicated(keep=False)
+    if not repeated.any():
+        return group
+    if cfg.duplicates == "error":
+        first = times[repeated].iloc[0]
+        raise ValueError(
+            f"duplicate time {first} ({int(times.duplicated().sum())} repeated rows in this series); choose "
+            "--duplicates first|last|mean"
+        )
+    single = times[~repeated].to_numpy()
+    back = np.flatnonzero(np.diff(single) < np.timedelta64(0))
+    if back.size:
+        raise ValueError(f"time goes backwards at {pd.Timestamp(single[back[0] + 1])}; sort the series by time")
+    return group.iloc[np.argsort(times.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def cut_offs(series: list[_Series], cfg: ForecastPrepConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The first validation and the first test time, shared by every series: the split fractions of the panel's
+    distinct timestamps."""
+    times = np.unique(np.concatenate([s.rows[TIME].to_numpy() for s in series]))
+    n = len(times)
+    train_end = round(n * cfg.split[0])
+    val_end = round(n * (cfg.split[0] + cfg.split[1]))
+    if not 0 < train_end < val_end < n:
+        raise ValueError(f"data: {n} distinct times are too few for split {cfg.split}")
+    return pd.Timestamp(times[train_end]), pd.Timestamp(times[val_end])
+
+
+def assign_splits(series: list[_Series], cfg: ForecastPrepConfig, cuts: tuple[pd.Timestamp, pd.Timestamp]) -> None:
+    for s in series:
+        times = s.rows[TIME].to_numpy()
+        s.train = int((times < cuts[0].to_datetime64()).sum())
+        s.test = int((times >= cuts[1].to_datetime64()).sum())
+        s.val = len(times) - s.train - s.test
+
+
+def drop_reason(s: _Series, cfg: ForecastPrepConfig) -> str | None:
+    if s.train <= cfg.context_rows:
+        return DROP_REASONS[0]
+    if s.val < 1:
+        return DROP_REASONS[1]
+    if s.test < 1:
+        return DROP_REASONS[2]
+    return None
+
+
+def _statistic(values: np.ndarray, scaler: str) -> tuple[float, float]:
+    observed = values[np.isfinite(values)]
+    if not observed.size or scaler == "none":
+        return 0.0, 1.0
+    if scaler == "minmax":
+        centre, scale = float(observed.min()), float(observed.max() - observed.min())
+    elif scaler == "robust":
+        q1, med, q3 = np.quantile(observed, [0.25, 0.5, 0.75])
+        centre, scale = float(med), float(q3 - q1)
+    else:
+        centre, scale = float(observed.mean()), float(observed.std())
+    return centre, scale if scale > 0 else 1.0
+
+
+def scale_series(s: _Series, cfg: ForecastPrepConfig) -> pd.DataFrame:
+    """The series' numeric columns centred and scaled by its own training rows (nothing else is looked at)."""
+    train = s.rows.iloc[: s.train]
+    out = s.rows.copy()
+    s.centre, s.scale = {}, {}
+    for col in cfg.numeric:
+        values = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        centre, scale = _statistic(values[: len(train)], cfg.scaler)
+        s.centre[col], s.scale[col] = centre, scale
+        out[col] = (values - centre) / scale
+    return out
+
+
+class _SeriesSink:
+    """A split's shards: whole series per shard, a shard closed when the next series would overflow it; a series
+    larger than a shard alone continues in the next one."""
+
+    def __init__(self, root: Location, split: str, shard_rows: int) -> None:
+        self.root, self.split, self.shard_rows = root, split, shard_rows
+        self.written: list[ShardInfo] = []
+        self._frames: list[pd.DataFrame] = []
+        self._keys: list[str] = []
+        self._rows = 0
+
+    def add(self, key: str, frame: pd.DataFrame) -> None:
+        if not len(frame):
+            return
+        if self._rows and self._rows + len(frame) > self.shard_rows:
+            self._flush()
+        for start in range(0, len(frame), self.shard_rows):
+            piece = frame.iloc[start : start + self.shard_rows]
+            self._frames.append(piece)
+            self._keys.append(key)
+            self._rows += len(piece)
+            if self._rows >= self.shard_rows:
+                self._flush()
+
+    def close(self) -> None:
+        if self._rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        frame = pd.concat(self._frames, ignore_index=True).drop(columns=[ROW])
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        info = write_shard(self.root, self.split, len(self.written), table)
+        self.written.append(ShardInfo(**{**info.__dict__, "series": tuple(dict.fromkeys(self._keys))}))
+        self._frames, self._keys, self._rows = [], [], 0
+
+
+def _transformed(s: _Series, scaled: pd.DataFrame, fitted: FittedPrep, code: int) -> pd.DataFrame:
+    """The series through the shared transformation (fresh fill/lag state), back in target units where it counts."""
+    frame = pd.concat([*drain(Transformer(fitted), [scaled])], ignore_index=True)
+    target = fitted.config.target
+    c_s, s_s = (s.centre or {}).get(target, 0.0), (s.scale or {}).get(target, 1.0)
+    c_g, s_g = fitted.centre[target], fitted.scale[target]
+    frame[TARGET_RAW] = frame[TARGET_RAW].to_numpy() * s_s + c_s
+    frame[TARGET_SCALE] = s_g * s_s
+    frame[TARGET_CENTRE] = c_g * s_s + c_s
+    frame[SERIES] = np.int32(code)
+    return frame
+
+
+def prepare_panel(
+    source: str,
+    cfg: ForecastPrepConfig,
+    dest: Location,
+    *,
+    name: str,
+    source_info: dict[str, Any] | None = None,
+    shard_rows: int,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Manifest:
+    """Prepare a panel (``cfg.series`` set) from ``source`` into ``dest``; the caller has checked ``dest``."""
+    probe(dest)
+    raw = read_panel(source, cfg, batch_rows)
+    series = split_series(raw, cfg)
+    cuts = cut_offs(series, cfg)
+    assign_splits(series, cfg, cuts)
+    dropped: dict[str, list[str]] = {r: [] for r in DROP_REASONS}
+    kept: list[_Series] = []
+    for s in series:
+        reason = drop_reason(s, cfg)
+        if reason is None:
+            kept.append(s)
+        else:
+            dropped[reason].append(s.key)
+    if not kept:
+        raise ValueError(
+            f"data: every one of the {len(series)} series is too short: a series needs more than "
+            f"{cfg.context_rows} training rows (max_window {cfg.max_window}, horizon {cfg.horizon}, season "
+            f"{cfg.season_steps}) before {cuts[0].isoformat()}, and rows after it"
+        )
+    scaled = {s.key: scale_series(s, cfg) if cfg.scale_per_series else s.rows for s in kept}
+    fitter = Fitter(cfg, train_rows=np.iinfo(np.int64).max)
+    for s in kept:
+        fitter.new_series()
+        fitter.add(scaled[s.key].iloc[: s.train])
+    fitted = fitter.fitted()
+
+    sinks = {split: _SeriesSink(dest, split, shard_rows) for split in SPLITS}
+    context = cfg.context_rows
+    written: list[ShardInfo] = []
+    try:
+        for code, s in enumerate(kept):
+            frame = _transformed(s, scaled[s.key], fitted, code)
+            bounds = {
+                "train": (0, s.train, 0),
+                "val": (s.train, s.train + s.val, context),
+                "test": (s.train + s.val, len(frame), context),
+            }
+            for split, (start, end, ctx) in bounds.items():
+                part = frame.iloc[max(start - ctx, 0) : end].copy()
+                part[CONTEXT] = np.arange(max(start - ctx, 0), end) < start
+                sinks[split].add(s.key, part)
+        for sink in sinks.values():
+            sink.close()
+            written += sink.written
+        manifest = _manifest(cfg, fitted, kept, dropped, sinks, cuts, name, source, source_info, len(raw))
+        write_manifest(dest, manifest)
+    except BaseException:
+        remove_written(dest, [*written, *(sh for sink in sinks.values() for sh in sink.written if sh not in written)])
+        raise
+    return manifest
+
+
+def _manifest(
+    cfg: ForecastPrepConfig,
+    fitted: FittedPrep,
+    kept: list[_Series],
+    dropped: dict[str, list[str]],
+    sinks: dict[str, _SeriesSink],
+    cuts: tuple[pd.Timestamp, pd.Timestamp],
+    name: str,
+    source: str,
+    source_info: dict[str, Any] | None,
+    rows_in: int,
+) -> Manifest:
+    lengths = np.array([len(s.rows) for s in kept])
+    times = {
+        "train": (min(s.rows[TIME].iloc[0] for s in kept), cuts[0]),
+        "val": (cuts[0], cuts[1]),
+        "test": (cuts[1], max(s.rows[TIME].iloc[-1] for s in kept)),
+    }
+    splits = {
+        split: SplitInfo(
+            rows=sum({"train": s.train, "val": s.val, "test": s.test}[split] for s in kept),
+            context_rows=0 if split == "train" else cfg.context_rows,
+            start=pd.Timestamp(times[split][0]).isoformat(),
+            end=pd.Timestamp(times[split][1]).isoformat(),
+            shards=tuple(sinks[split].written),
+        )
+        for split in SPLITS
+    }
+    target = cfg.target
+    columns = (
+        ColumnInfo(name=TIME, role="time", dtype="timestamp[ns]", description="row time"),
+        *(ColumnInfo(name=f, role="feature", dtype="float32") for f in fitted.feature_names),
+        ColumnInfo(name=TARGET, role="target", dtype="float32", description=f"{target}, scaled"),
+        ColumnInfo(name=TARGET_RAW, role="target_raw", dtype="float64", description=f"{target}, original units"),
+        ColumnInfo(name=OBSERVED, role="observed", dtype="bool", description=f"{target} was observed"),
+        ColumnInfo(name=CONTEXT, role="context", dtype="bool", description="history from the previous split"),
+        ColumnInfo(name=SERIES, role="series", dtype="int32", description="series code (task_params.series.keys)"),
+        ColumnInfo(name=TARGET_CENTRE, role="target_centre", dtype="float64", description="unscaling, per row"),
+        ColumnInfo(name=TARGET_SCALE, role="target_scale", dtype="float64", description="unscaling, per row"),
+    )
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        task="forecast",
+        name=name,
+        source={**(source_info or {"uri": source}), "rows_in": rows_in, "rows": int(lengths.sum())},
+        columns=columns,
+        preprocessing={
+            "fitted": fitted.to_dict(),
+            "series_scaling": {
+                s.key: {c: [s.centre[c], s.scale[c]] for c in cfg.numeric} for s in kept if s.centre and s.scale
+            },
+            "created": datetime.now(timezone.utc).isoformat(),
+        },
+        task_params={
+            "target": target,
+            "horizon": cfg.horizon,
+            "season_length": cfg.season_length,
+            "season_steps": cfg.season_steps,
+            "max_window": cfg.max_window,
+            "step_seconds": fitted.step_seconds,
+            "series": {
+                "columns": list(cfg.series),
+                "count": len(kept),
+                "keys": [s.key for s in kept],
+                "rows": {
+                    "min": int(lengths.min()),
+                    "median": float(np.median(lengths)),
+                    "max": int(lengths.max()),
+                },
+                "cut_offs": [cuts[0].isoformat(), cuts[1].isoformat()],
+                "dropped": {reason: len(keys) for reason, keys in dropped.items() if keys},
+                "dropped_series": {reason: keys[:SHOWN_DROPPED] for reason, keys in dropped.items() if keys},
+            },
+        },
+        splits=splits,
+    )
+
+
+__all__ = ["DROP_REASONS", "cut_offs", "prepare_panel", "read_panel", "series_key", "split_series"]
