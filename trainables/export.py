@@ -64,6 +64,11 @@ class Forecaster:
         Returns one row per origin and step: ``origin`` (last row seen), ``step``, ``target_time`` and ``forecast``
         (original units, the members' mean), ordered by origin, then step.
         """
+        if self.fitted.config.is_panel:
+            raise ValueError(
+                f"predict: this model was tuned on a panel (series columns {list(self.fitted.config.series)}); "
+                "forecasting rows of many series with it is not available yet: score it with lstm-tune run's summary"
+            )
         frame = transform_frame(raw, self.fitted)
         n = len(frame)
         history = self.fitted.config.history_rows

@@ -133,6 +133,19 @@ def render_manifest(manifest: Manifest, uri: str) -> None:
         )
     err.print(table)
     fitted = manifest.preprocessing.get("fitted", {})
+    panel = manifest.task_params.get("series") if manifest.task == "forecast" else None
+    if panel:
+        dropped = "; ".join(
+            f"{n} {reason} ({', '.join(panel['dropped_series'].get(reason, []))})"
+            for reason, n in panel["dropped"].items()
+        )
+        rows = panel["rows"]
+        err.print(
+            f"{panel['count']:,} series by {', '.join(panel['columns'])}: {rows['min']:,} / {rows['median']:,.0f} / "
+            f"{rows['max']:,} rows (min / median / max); cut-offs {panel['cut_offs'][0]} and {panel['cut_offs'][1]} "
+            f"for every series; dropped: {dropped or 'none'}",
+            highlight=False,
+        )
     if manifest.task == "forecast":
         cfg = fitted.get("config", {})
         changes = fitted.get("change_scale", {})

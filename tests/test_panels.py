@@ -1,0 +1,300 @@
+"""Panels (many series, one model): preparation per series, shared cut-offs, per-series scaling fitted on training
+rows only, shards of whole series, windows that never cross series, and the bad inputs a panel can hold."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import cluster
+from benchmarks.panel_data import PanelSpec, chunks
+from cluster.cli import app
+from tests.conftest import SHARED_DATASETS
+from trainables.data.forecast_prep import CONTEXT, SERIES, TIME
+from trainables.data.manifest import read_manifest
+from trainables.data.shards import read_split
+from trainables.data.windows import SeriesArrays, target_positions, target_rows
+from trainables.storage import resolve
+
+BIRTHS = SHARED_DATASETS / "us_births_by_state_daily.csv.xz"
+OPTIONS: dict[str, Any] = {
+    "series_column": ["series"],
+    "time_columns": "date",
+    "target": "value",
+    "features": "value",
+    "season_length": 7,
+    "max_window": 14,
+    "horizon": 3,
+    "frequency": "1D",
+    "shard_rows": 2000,
+}
+
+
+def _panel_csv(tmp_path: Path, name: str = "panel.csv", **spec: Any) -> Path:
+    frame = pd.concat(list(chunks(PanelSpec(**{"series": 12, "days": 240, "seed": 1, **spec}))), ignore_index=True)
+    path = tmp_path / name
+    frame.drop(columns=["region"]).to_csv(path, index=False)
+    return path
+
+
+def _prepare(source: Path, out: Path, **options: Any) -> Any:
+    return cluster.prepare(str(source), str(out), **{**OPTIONS, **options})
+
+
+def _arrays(out: Path, split: str) -> SeriesArrays:
+    manifest = read_manifest(resolve(str(out)))
+    names = manifest.preprocessing["fitted"]["feature_names"]
+    return SeriesArrays.from_table(read_split(resolve(str(out)), manifest, split), names)
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small generated panel (ragged starts, missing values) and its preparation."""
+    tmp = tmp_path_factory.mktemp("panel")
+    source = _panel_csv(tmp)
+    out = tmp / "prepared"
+    _prepare(source, out)
+    return source, out
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+@pytest.mark.parametrize(("window", "horizon"), [(1, 1), (7, 3), (14, 3), (5, 2)])
+def test_windows_never_cross_series_or_a_cut_off(
+    panel: tuple[Path, Path], split: str, window: int, horizon: int
+) -> None:
+    _, out = panel
+    arrays = _arrays(out, split)
+    manifest = read_manifest(resolve(str(out)))
+    table = read_split(resolve(str(out)), manifest, split).to_pandas()
+    codes = table[SERIES].to_numpy()
+    times = table[TIME].to_numpy()
+    context = table[CONTEXT].to_numpy()
+    positions = target_positions(arrays, window=window, horizon=min(horizon, 3))
+    assert len(positions) > 0
+    h = min(horizon, 3)
+    rows = target_rows(positions, h).numpy()
+    first_input = positions.numpy() - h - window + 1
+    assert (first_input >= 0).all()
+    span = [codes[first_input], codes[rows[:, -1]]]
+    assert (span[0] == span[1]).all(), "a window reaches into another series"
+    for k in range(window + h):  # every row a window or its targets touch is of one series
+        assert (codes[positions.numpy() - k] == codes[positions.numpy()]).all()
+    cut_offs = manifest.task_params["series"]["cut_offs"]
+    scored = rows[~context[rows]]
+    if split == "val":
+        assert (times[scored] >= np.datetime64(cut_offs[0])).all() and (
+            times[scored] < np.datetime64(cut_offs[1])
+        ).all()
+    if split == "test":
+        assert (times[scored] >= np.datetime64(cut_offs[1])).all()
+    if split == "train":
+        assert (times[rows.reshape(-1)] < np.datetime64(cut_offs[0])).all()
+
+
+def test_every_training_window_of_a_series_is_drawn_once(panel: tuple[Path, Path]) -> None:
+    """Positions are exactly the rows with a full window of their own series behind them and an observed target."""
+    _, out = panel
+    arrays = _arrays(out, "train")
+    positions = set(target_positions(arrays, window=7, horizon=1).tolist())
+    starts = [*arrays.segment_starts, len(arrays)]
+    expected = set()
+    observed = arrays.observed.numpy() & ~arrays.context.numpy()
+    for a, b in itertools.pairwise(starts):
+        expected |= {p for p in range(a + 7, b) if observed[p]}
+    assert positions == expected
+    assert len(arrays.segment_starts) == read_manifest(resolve(str(out))).task_params["series"]["count"]
+
+
+def test_per_series_scaling_is_fitted_on_training_rows_only(tmp_path: Path, panel: tuple[Path, Path]) -> None:
+    source, out = panel
+    before = read_manifest(resolve(str(out)))
+    changed = pd.read_csv(source)
+    cut = before.task_params["series"]["cut_offs"][0][:10]
+    late = (changed["series"] == "s000000") & (changed["date"] >= cut)
+    changed.loc[late, "value"] = changed.loc[late, "value"] * 100 + 1000
+    again = tmp_path / "changed.csv"
+    changed.to_csv(again, index=False)
+    after = _prepare(again, tmp_path / "prepared")
+    assert after.preprocessing["series_scaling"] == before.preprocessing["series_scaling"]
+    assert json.loads(json.dumps(after.preprocessing["fitted"])) == json.loads(
+        json.dumps(before.preprocessing["fitted"])
+    )
+    train_before = _arrays(out, "train")
+    train_after = _arrays(tmp_path / "prepared", "train")
+    assert np.array_equal(train_before.features.numpy(), train_after.features.numpy())
+    # and the scale is the series' own: a series 100x larger scales to the same features
+    scaling = before.preprocessing["series_scaling"]
+    centres = [v["value"][0] for v in scaling.values()]
+    assert max(centres) / min(centres) > 10, "the generated series differ in level; each has its own centre"
+
+
+def test_scores_are_in_the_targets_units_per_series(panel: tuple[Path, Path]) -> None:
+    _, out = panel
+    arrays = _arrays(out, "val")
+    assert arrays.target_scale is not None and arrays.target_centre is not None
+    rows = np.arange(len(arrays))
+    back = arrays.unscale(arrays.target.double().numpy(), rows, 0.0, 1.0)
+    observed = arrays.observed.numpy()
+    assert np.allclose(back[observed], arrays.target_raw[observed], rtol=1e-4, atol=1e-3)
+
+
+def test_ragged_and_short_series_are_dropped_and_counted(tmp_path: Path) -> None:
+    frame = pd.concat(list(chunks(PanelSpec(series=6, days=240, seed=2))), ignore_index=True).drop(columns=["region"])
+    late = frame[frame["series"] == "s000005"].iloc[-40:]  # starts after the first cut-off
+    short = frame[frame["series"] == "s000004"].iloc[-80:]  # starts shortly before it: 8 training rows
+    frame = pd.concat([frame[~frame["series"].isin(["s000004", "s000005"])], short, late], ignore_index=True)
+    source = tmp_path / "ragged.csv"
+    frame.to_csv(source, index=False)
+    manifest = _prepare(source, tmp_path / "out")
+    series = manifest.task_params["series"]
+    assert series["count"] == 4
+    assert series["dropped"] == {"shorter than the longest window": 2}
+    assert sorted(series["dropped_series"]["shorter than the longest window"]) == ["s000004", "s000005"]
+    assert series["rows"]["min"] < series["rows"]["max"] or series["rows"]["min"] == 240
+
+
+def test_a_series_larger_than_a_shard_spans_shards_and_keeps_its_windows(tmp_path: Path) -> None:
+    source = _panel_csv(tmp_path, series=3, days=400)
+    whole = _prepare(source, tmp_path / "whole", shard_rows=100_000)
+    split = _prepare(source, tmp_path / "split", shard_rows=97)
+    assert len(whole.splits["train"].shards) == 1
+    assert len(split.splits["train"].shards) > 3
+    assert all(len(s.series) >= 1 for s in split.splits["train"].shards)
+    for name in ("train", "val", "test"):
+        a, b = _arrays(tmp_path / "whole", name), _arrays(tmp_path / "split", name)
+        assert a.segment_starts == b.segment_starts
+        assert target_positions(a, window=14, horizon=3).tolist() == target_positions(b, window=14, horizon=3).tolist()
+
+
+def test_shards_hold_whole_series(panel: tuple[Path, Path]) -> None:
+    _, out = panel
+    manifest = read_manifest(resolve(str(out)))
+    seen: dict[str, list[int]] = {}
+    for split in ("train", "val", "test"):
+        for i, shard in enumerate(manifest.splits[split].shards):
+            for key in shard.series:
+                seen.setdefault(f"{split}/{key}", []).append(i)
+    assert all(len(v) == 1 for v in seen.values()), "a series smaller than a shard straddles two"
+
+
+def test_inspect_shows_the_series(panel: tuple[Path, Path]) -> None:
+    _, out = panel
+    done = CliRunner().invoke(app, ["data", "inspect", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "12 series by series:" in done.output and "(min / median / max)" in done.output
+    assert "for every series; dropped: none" in done.output
+
+
+def _cli_prepare(source: Path, out: Path, *extra: str) -> Any:
+    args = ["data", "prepare", str(source), "--out", str(out), "--time-columns", "date", "--target", "value"]
+    args += ["--features", "value", "--season-length", "7", "--max-window", "14", "--frequency", "1D", *extra]
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.parametrize(
+    ("edit", "extra", "message"),
+    [
+        (None, ["--series-column", "shop"], "series column(s) ['shop'] not in the source"),
+        ("one_row", ["--series-column", "series"], "series 'solo' has one row"),
+        ("backwards", ["--series-column", "series"], "series 's000001': time goes backwards at"),
+        ("duplicate", ["--series-column", "series"], "series 's000002': duplicate time 20"),
+        ("too_short", ["--series-column", "series", "--max-window", "200"], "every one of the 3 series is too short"),
+        (None, ["--series-column", "series", "--series-column", "series"], "data.series = ['series', 'series']"),
+        (None, ["--series-column", "value"], "'value' is also a numeric column"),
+    ],
+)
+def test_bad_panels_are_one_line_exit_2_and_nothing_written(
+    tmp_path: Path, edit: str | None, extra: list[str], message: str
+) -> None:
+    frame = pd.concat(list(chunks(PanelSpec(series=3, days=120, seed=3))), ignore_index=True).drop(columns=["region"])
+    if edit == "one_row":
+        frame = pd.concat([frame, pd.DataFrame([{"series": "solo", "date": "2015-02-01", "value": 3.0}])])
+    if edit == "backwards":
+        rows = frame.index[frame["series"] == "s000001"]
+        frame.loc[[rows[10], rows[11]]] = frame.loc[[rows[11], rows[10]]].to_numpy()
+    if edit == "duplicate":
+        row = frame[frame["series"] == "s000002"].iloc[[4]]
+        frame = pd.concat([frame, row.assign(value=1.0)], ignore_index=True)
+    source = tmp_path / "bad.csv"
+    frame.to_csv(source, index=False)
+    done = _cli_prepare(source, tmp_path / "out", *extra)
+    assert done.exit_code == 2, done.output
+    assert message in done.output, done.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
+
+
+def test_duplicates_anywhere_in_a_series_are_resolved_by_the_policy(tmp_path: Path) -> None:
+    frame = pd.concat(list(chunks(PanelSpec(series=3, days=120, seed=3))), ignore_index=True).drop(columns=["region"])
+    rows = len(frame)
+    target = frame[frame["series"] == "s000002"].iloc[[4]]
+    at = int(target.index[0]) + 10  # the repeat comes ten rows later, after later days
+    frame = pd.concat([frame.iloc[:at], target.assign(value=1.0), frame.iloc[at:]], ignore_index=True)
+    source = tmp_path / "dups.csv"
+    frame.to_csv(source, index=False)
+    key = (tmp_path / "first", tmp_path / "mean")
+    first = _prepare(source, key[0], duplicates="first")
+    mean = _prepare(source, key[1], duplicates="mean")
+    for manifest in (first, mean):
+        assert manifest.task_params["series"]["count"] == 3
+        assert manifest.source["rows_in"] == rows + 1 and manifest.source["rows"] >= rows
+    scale_first = first.preprocessing["series_scaling"]["s000002"]["value"]
+    scale_mean = mean.preprocessing["series_scaling"]["s000002"]["value"]
+    assert scale_first != scale_mean, "mean averaged the repeated day with its first value; first kept it"
+
+
+@pytest.mark.skipif(not BIRTHS.exists(), reason="../shared/datasets not present")
+def test_births_prepare_names_the_first_repeated_pair_then_prepares_with_a_policy(tmp_path: Path) -> None:
+    base = ["--series-column", "state", "--time-columns", "date", "--target", "births", "--season-length", "7"]
+    base += ["--max-window", "56", "--horizon", "7", "--frequency", "1D"]
+    refused = CliRunner().invoke(app, ["data", "prepare", str(BIRTHS), "--out", str(tmp_path / "b"), *base])
+    assert refused.exit_code == 2
+    assert "series 'AK': duplicate time 1969-12-01" in refused.output
+    done = CliRunner().invoke(
+        app, ["data", "prepare", str(BIRTHS), "--out", str(tmp_path / "b"), *base, "--duplicates", "mean", "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    manifest = json.loads(done.stdout)
+    series = manifest["task_params"]["series"]
+    assert series["count"] == 51 and series["dropped"] == {}
+    assert manifest["source"]["rows_in"] == 372_864 and manifest["source"]["rows"] == 51 * 7305
+    assert all(len(s["series"]) == 1 for s in manifest["splits"]["train"]["shards"])
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not BIRTHS.exists(), reason="../shared/datasets not present")
+def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
+    cluster.prepare(
+        str(BIRTHS),
+        str(tmp_path / "births"),
+        series_column="state",
+        time_columns="date",
+        target="births",
+        season_length=7,
+        max_window=28,
+        horizon=7,
+        frequency="1D",
+        duplicates="mean",
+    )
+    result = cluster.run(
+        data=str(tmp_path / "births"),
+        storage=str(tmp_path / "runs"),
+        name="births",
+        num_samples=2,
+        max_epochs=2,
+        epoch_samples=4096,
+        scheduler="fifo",
+    )
+    s = result.summary
+    assert s is not None and s.trials["finished"] == 2
+    assert s.best.test.rmse is not None and np.isfinite(s.best.test.rmse)
+    naive = s.baselines["seasonal_naive"]["test"].rmse
+    assert naive is not None and 10 < naive < 100, "seasonal naive in births a day, pooled over states"
+    with pytest.raises(ValueError, match="tuned on a panel"):
+        result.model.predict(pd.DataFrame({"state": ["AK"], "date": ["1988-12-31"], "births": [20]}))
