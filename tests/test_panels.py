@@ -145,6 +145,37 @@ def test_scores_are_in_the_targets_units_per_series(panel: tuple[Path, Path]) ->
     assert np.allclose(back[observed], arrays.target_raw[observed], rtol=1e-4, atol=1e-3)
 
 
+def test_panel_scores_are_means_over_series() -> None:
+    from trainables.evaluate import scores_from_errors
+
+    # two series: 2 targets each; series 0 errors 1 and 3 (MAE 2, scale 4), series 1 errors 10 and 10 (MAE 10, scale 5)
+    errors = np.array([[1.0], [-3.0], [10.0], [-10.0]])
+    truth = np.array([[10.0], [10.0], [100.0], [100.0]])
+    codes = np.array([[0], [0], [1], [1]])
+    scale = np.array([[4.0], [4.0], [5.0], [5.0]])
+    s = scores_from_errors(errors, None, panel=(truth, codes, scale))
+    assert s.series_mae == {0: 2.0, 1: 10.0}
+    assert s.mase == pytest.approx((2.0 / 4.0 + 10.0 / 5.0) / 2)
+    smape0 = 100 * np.mean([2 * 1 / (10 + 11), 2 * 3 / (10 + 7)])
+    smape1 = 100 * np.mean([2 * 10 / (100 + 110), 2 * 10 / (100 + 90)])
+    assert s.smape == pytest.approx((smape0 + smape1) / 2)
+    assert s.mae == pytest.approx(6.0), "MAE stays pooled over targets"
+    undefined = scores_from_errors(errors, None, panel=(truth, codes, np.full((4, 1), np.nan)))
+    assert undefined.mase is None and undefined.smape is not None
+
+
+def test_the_mase_scale_is_the_training_seasonal_naive_mae(panel: tuple[Path, Path]) -> None:
+    source, out = panel
+    manifest = read_manifest(resolve(str(out)))
+    series = manifest.task_params["series"]
+    cut = series["cut_offs"][0][:10]
+    raw = pd.read_csv(source)
+    for key, scale in zip(series["keys"], series["naive_mae"], strict=True):
+        values = raw[(raw["series"] == key) & (raw["date"] < cut)]["value"].to_numpy()
+        changes = np.abs(values[7:] - values[:-7])
+        assert scale == pytest.approx(np.nanmean(changes), rel=1e-9), key
+
+
 def test_ragged_and_short_series_are_dropped_and_counted(tmp_path: Path) -> None:
     frame = pd.concat(list(chunks(PanelSpec(series=6, days=240, seed=2))), ignore_index=True).drop(columns=["region"])
     late = frame[frame["series"] == "s000005"].iloc[-40:]  # starts after the first cut-off
@@ -296,5 +327,11 @@ def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
     assert s.best.test.rmse is not None and np.isfinite(s.best.test.rmse)
     naive = s.baselines["seasonal_naive"]["test"].rmse
     assert naive is not None and 10 < naive < 100, "seasonal naive in births a day, pooled over states"
+    mine, naive_scores = s.exported.test, s.baselines["seasonal_naive"]["test"]
+    assert mine.mase is not None and naive_scores.mase is not None and 0.5 < naive_scores.mase < 1.5
+    assert mine.smape is not None and naive_scores.smape is not None
+    assert s.series is not None and s.series["count"] == 51
+    assert 0 <= s.series["beats_seasonal_naive"]["test"] <= 51
+    assert "val/mase" in result.history().columns and result.history()["val/mase"].notna().all()
     with pytest.raises(ValueError, match="tuned on a panel"):
         result.model.predict(pd.DataFrame({"state": ["AK"], "date": ["1988-12-31"], "births": [20]}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,6 +27,47 @@ class ForecastScores:
     """Targets scored."""
     rmse_by_step: tuple[float, ...] = ()
     """RMSE of step 1, 2, ... horizon ahead (one entry for one-step forecasts)."""
+    mase: float | None = None
+    """Panels: mean over series of MAE / the series' training seasonal-naive MAE (series with a defined scale)."""
+    smape: float | None = None
+    """Panels: mean over series of the symmetric MAPE (percent; a target and forecast both 0 count as no error)."""
+    series_mae: dict[int, float] = field(default_factory=dict)
+    """Panels: MAE per series code, on exactly these targets (what "beats seasonal naive on a series" compares)."""
+
+
+PanelRows = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Per scored cell ``[n, horizon]``: the truth in units, the series code, the series' MASE scale."""
+
+
+def panel_scores(
+    errors: np.ndarray, mask: np.ndarray, panel: PanelRows
+) -> tuple[float | None, float | None, dict[int, float]]:
+    """MASE and sMAPE as means over series (so a large series does not outweigh a small one), and each series' MAE."""
+    truth, codes, naive = panel
+    maes: dict[int, float] = {}
+    mases: list[float] = []
+    smapes: list[float] = []
+    for code in np.unique(codes[mask]):
+        sel = mask & (codes == code)
+        e, y = errors[sel], truth[sel]
+        mae = float(np.abs(e).mean())
+        maes[int(code)] = mae
+        scale = float(naive[sel][0])
+        if math.isfinite(scale) and scale > 0:
+            mases.append(mae / scale)
+        denom = np.abs(y) + np.abs(y + e)
+        smapes.append(100.0 * float(np.mean(np.where(denom > 0, 2 * np.abs(e) / np.where(denom > 0, denom, 1.0), 0.0))))
+    return (
+        float(np.mean(mases)) if mases else None,
+        float(np.mean(smapes)) if smapes else None,
+        maes,
+    )
+
+
+def _panel_rows(arrays: SeriesArrays, rows: np.ndarray) -> PanelRows | None:
+    if arrays.series is None or arrays.naive_scale is None:
+        return None
+    return arrays.target_raw[rows], arrays.series[rows], arrays.naive_scale[rows]
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -36,9 +77,10 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def scores_from_errors(
-    errors: np.ndarray, mask: np.ndarray | None = None, scaled_mse: float = math.nan
+    errors: np.ndarray, mask: np.ndarray | None = None, scaled_mse: float = math.nan, panel: PanelRows | None = None
 ) -> ForecastScores:
-    """``errors``: ``[n]`` or ``[n, horizon]`` in original units; ``mask`` marks the ones to score."""
+    """``errors``: ``[n]`` or ``[n, horizon]`` in original units; ``mask`` marks the ones to score; ``panel`` adds
+    the per-series figures."""
     errors = errors.reshape(len(errors), -1)
     mask = np.ones(errors.shape, dtype=bool) if mask is None else mask.reshape(errors.shape)
     scored = errors[mask]
@@ -48,12 +90,16 @@ def scores_from_errors(
         float(np.sqrt(np.mean(errors[mask[:, k], k] ** 2))) if mask[:, k].any() else math.nan
         for k in range(errors.shape[1])
     )
+    mase, smape, series_mae = panel_scores(errors, mask, panel) if panel is not None else (None, None, {})
     return ForecastScores(
         loss=scaled_mse,
         rmse=float(np.sqrt(np.mean(scored**2))),
         mae=float(np.mean(np.abs(scored))),
         count=int(scored.size),
         rmse_by_step=by_step,
+        mase=mase,
+        smape=smape,
+        series_mae=series_mae,
     )
 
 
@@ -121,7 +167,8 @@ def evaluate_ensemble(
     mask = target_mask(arrays, rows)
     scaled_mse = float(masked_mse(pred, arrays.target[rows], mask)) if len(positions) else math.nan
     pred_raw = arrays.unscale(pred.double().numpy(), rows.numpy(), target_centre, target_scale)
-    return scores_from_errors(pred_raw - arrays.target_raw[rows.numpy()], mask.numpy(), scaled_mse)
+    errors = pred_raw - arrays.target_raw[rows.numpy()]
+    return scores_from_errors(errors, mask.numpy(), scaled_mse, _panel_rows(arrays, rows.numpy()))
 
 
 def baseline_scores(arrays: SeriesArrays, *, horizon: int, season_steps: int) -> dict[str, ForecastScores]:
@@ -137,9 +184,10 @@ def baseline_scores(arrays: SeriesArrays, *, horizon: int, season_steps: int) ->
     origin = positions.numpy() - horizon
     persistence = arrays.target_raw[origin][:, None] - truth
     seasonal = arrays.target_raw[rows - season_steps * seasons_back] - truth
+    panel = _panel_rows(arrays, rows)
     return {
-        "persistence": scores_from_errors(persistence, mask),
-        "seasonal_naive": scores_from_errors(seasonal, mask),
+        "persistence": scores_from_errors(persistence, mask, panel=panel),
+        "seasonal_naive": scores_from_errors(seasonal, mask, panel=panel),
     }
 
 

@@ -10,6 +10,10 @@ VAL_RMSE = "val/rmse"
 """Validation RMSE in the target's original units."""
 VAL_MAE = "val/mae"
 """Validation MAE in the target's original units."""
+VAL_MASE = "val/mase"
+"""Panels: mean over series of each series' MAE divided by its training split's seasonal-naive MAE (scale-free)."""
+VAL_SMAPE = "val/smape"
+"""Panels: mean over series of each series' symmetric MAPE, in percent."""
 VAL_ACCURACY = "val/accuracy"
 """Validation accuracy (classification)."""
 VAL_MACRO_F1 = "val/macro_f1"
@@ -96,7 +100,9 @@ __all__ = [
     "VAL_LOSS",
     "VAL_MACRO_F1",
     "VAL_MAE",
+    "VAL_MASE",
     "VAL_RMSE",
+    "VAL_SMAPE",
     "WALL_CLOCK",
     "WORKERS",
     "WORKER_GROUP",

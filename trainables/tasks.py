@@ -167,7 +167,12 @@ class ForecastTask:
             target_scale=fitted.scale[target],
             device=device,
         )
-        return {M.VAL_LOSS: scores.loss, M.VAL_RMSE: scores.rmse, M.VAL_MAE: scores.mae}
+        out = {M.VAL_LOSS: scores.loss, M.VAL_RMSE: scores.rmse, M.VAL_MAE: scores.mae}
+        if scores.mase is not None:
+            out[M.VAL_MASE] = scores.mase
+        if scores.smape is not None:
+            out[M.VAL_SMAPE] = scores.smape
+        return out
 
 
 def classification_scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:

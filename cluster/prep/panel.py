@@ -24,6 +24,7 @@ from cluster.prep.output import remove_written
 from cluster.prep.sources import DEFAULT_BATCH_ROWS, iter_batches
 from trainables.data.forecast_prep import (
     CONTEXT,
+    NAIVE_SCALE,
     OBSERVED,
     ROW,
     SERIES,
@@ -68,6 +69,8 @@ class _Series:
     test: int = 0
     centre: dict[str, float] | None = None
     scale: dict[str, float] | None = None
+    naive_mae: float = float("nan")
+    """In-sample seasonal-naive MAE of the target on the training rows (units): what MASE divides by."""
 
 
 def series_key(values: tuple[Any, ...]) -> str:
@@ -163,6 +166,18 @@ def drop_reason(s: _Series, cfg: ForecastPrepConfig) -> str | None:
     return None
 
 
+def naive_mae(s: _Series, cfg: ForecastPrepConfig) -> float:
+    """Mean absolute change over one season within the training rows, where both ends were observed; NaN if there
+    is no such pair or the series never changes (MASE is then undefined for it)."""
+    values = pd.to_numeric(s.rows[cfg.target].iloc[: s.train], errors="coerce").to_numpy(dtype=np.float64)
+    m = cfg.season_length
+    if len(values) <= m:
+        return float("nan")
+    changes = np.abs(values[m:] - values[:-m])
+    changes = changes[np.isfinite(changes)]
+    return float(changes.mean()) if changes.size and changes.mean() > 0 else float("nan")
+
+
 def _statistic(values: np.ndarray, scaler: str) -> tuple[float, float]:
     observed = values[np.isfinite(values)]
     if not observed.size or scaler == "none":
@@ -236,6 +251,7 @@ def _transformed(s: _Series, scaled: pd.DataFrame, fitted: FittedPrep, code: int
     frame[TARGET_SCALE] = s_g * s_s
     frame[TARGET_CENTRE] = c_g * s_s + c_s
     frame[SERIES] = np.int32(code)
+    frame[NAIVE_SCALE] = s.naive_mae
     return frame
 
 
@@ -270,6 +286,8 @@ def prepare_panel(
             f"{cfg.season_steps}) before {cuts[0].isoformat()}, and rows after it"
         )
     scaled = {s.key: scale_series(s, cfg) if cfg.scale_per_series else s.rows for s in kept}
+    for s in kept:
+        s.naive_mae = naive_mae(s, cfg)
     fitter = Fitter(cfg, train_rows=np.iinfo(np.int64).max)
     for s in kept:
         fitter.new_series()
@@ -341,6 +359,7 @@ def _manifest(
         ColumnInfo(name=SERIES, role="series", dtype="int32", description="series code (task_params.series.keys)"),
         ColumnInfo(name=TARGET_CENTRE, role="target_centre", dtype="float64", description="unscaling, per row"),
         ColumnInfo(name=TARGET_SCALE, role="target_scale", dtype="float64", description="unscaling, per row"),
+        ColumnInfo(name=NAIVE_SCALE, role="naive_scale", dtype="float64", description="the series' MASE scale"),
     )
     return Manifest(
         format_version=FORMAT_VERSION,
@@ -372,6 +391,7 @@ def _manifest(
                     "max": int(lengths.max()),
                 },
                 "cut_offs": [cuts[0].isoformat(), cuts[1].isoformat()],
+                "naive_mae": [None if np.isnan(s.naive_mae) else s.naive_mae for s in kept],
                 "dropped": {reason: len(keys) for reason, keys in dropped.items() if keys},
                 "dropped_series": {reason: keys[:SHOWN_DROPPED] for reason, keys in dropped.items() if keys},
             },

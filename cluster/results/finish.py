@@ -106,6 +106,7 @@ def summarize(p: Plan, rounds: list[Any], handle: DataHandle, wall_time: float, 
         checkpoints=retention,
         notes=notes,
         ensemble=ensemble,
+        series=scored.series,
     )
 
 

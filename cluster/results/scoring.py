@@ -81,10 +81,25 @@ def majority_baseline(data: TextData) -> dict[str, dict[str, Scores]]:
     return {"majority_class": out}
 
 
-def baselines_for(data: ForecastData) -> dict[str, dict[str, Scores]]:
+def baselines_of(data: ForecastData) -> dict[str, dict[str, ForecastScores]]:
     season = int(data.manifest.task_params["season_steps"])
-    per_split = {s: baseline_scores(data.splits[s], horizon=data.horizon, season_steps=season) for s in ("val", "test")}
+    return {s: baseline_scores(data.splits[s], horizon=data.horizon, season_steps=season) for s in ("val", "test")}
+
+
+def baselines_for(data: ForecastData) -> dict[str, dict[str, Scores]]:
+    per_split = baselines_of(data)
     return {name: {s: Scores.of(per_split[s][name]) for s in per_split} for name in per_split["val"]}
+
+
+def series_wins(model: dict[str, ForecastScores], baselines: dict[str, dict[str, ForecastScores]]) -> dict[str, Any]:
+    """Per split, on how many series the model's MAE is below seasonal naive's on the same targets."""
+    wins = {}
+    count = 0
+    for split, scores in model.items():
+        naive = baselines[split]["seasonal_naive"].series_mae
+        count = max(count, len(naive))
+        wins[split] = sum(1 for code, mae in scores.series_mae.items() if code in naive and mae < naive[code])
+    return {"count": count, "beats_seasonal_naive": wins}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +118,8 @@ class Scored:
     dataset: str
     target: str
     horizon: int
+    series: dict[str, Any] | None = None
+    """Panels: the series count and, per split, how many the exported model beats seasonal naive on."""
 
 
 def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
@@ -111,14 +128,23 @@ def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
     loaded = [_in_dir(c, load_forecast_member) for c in checkpoints]
     members = [(model, window) for _, model, window in loaded]
 
-    def scores(of: list[Any]) -> dict[str, Scores]:
-        return {split: Scores.of(s) for split, s in score_forecasters(of, data).items()}
+    raw_best = score_forecasters(members[:1], data)
+    raw_ensemble = score_forecasters(members, data) if len(members) > 1 else None
+    raw_baselines = baselines_of(data)
+    exported = raw_ensemble or raw_best
+    panel = "series" in data.manifest.task_params
+
+    def scores(raw: dict[str, ForecastScores]) -> dict[str, Scores]:
+        return {split: Scores.of(s) for split, s in raw.items()}
 
     return Scored(
         payloads=[payload for payload, _, _ in loaded],
-        best=scores(members[:1]),
-        ensemble=scores(members) if len(members) > 1 else None,
-        baselines=baselines_for(data),
+        best=scores(raw_best),
+        ensemble=scores(raw_ensemble) if raw_ensemble is not None else None,
+        baselines={
+            name: {s: Scores.of(raw_baselines[s][name]) for s in raw_baselines} for name in raw_baselines["val"]
+        },
+        series=series_wins(exported, raw_baselines) if panel else None,
         fitted=data.fitted,
         dataset=data.manifest.name,
         target=data.fitted.config.target,

@@ -27,10 +27,14 @@ class Scores:
     macro_f1: float | None = None
     rmse_by_step: list[float] | None = None
     """Forecasting: RMSE of step 1, 2, ... horizon ahead."""
+    mase: float | None = None
+    """Panels: mean over series of the MAE scaled by each series' training seasonal-naive MAE."""
+    smape: float | None = None
+    """Panels: mean over series of the symmetric MAPE, percent."""
 
     @classmethod
     def of(cls, s: ForecastScores) -> Scores:
-        return cls(rmse=s.rmse, mae=s.mae, rmse_by_step=list(s.rmse_by_step))
+        return cls(rmse=s.rmse, mae=s.mae, rmse_by_step=list(s.rmse_by_step), mase=s.mase, smape=s.smape)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +100,9 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     ensemble: Ensemble | None = None
     """Set when the run averaged several trials (``--ensemble K``, K > 1): that is the exported model."""
+    series: dict[str, Any] | None = None
+    """Panels: ``count`` of series, and per split how many the exported model beats seasonal naive on (lower MAE on
+    the same targets): ``{"count": 51, "beats_seasonal_naive": {"val": 50, "test": 51}}``."""
 
     @property
     def exported(self) -> Ensemble | BestTrial:
@@ -197,6 +204,8 @@ def render(summary: Summary, console: Console) -> None:
             f"{_who(summary)}test RMSE {test_rmse:.2f} vs persistence {persistence:.2f}: "
             f"{abs(gain):.1f}% {'better' if gain > 0 else 'worse'}"
         )
+        if summary.series:
+            headline += "\n" + _panel_line(summary)
         if summary.horizon > 1:
             headline += "\n" + _by_step(
                 summary.exported.test, summary.baselines["persistence"]["test"], summary.horizon
@@ -232,6 +241,26 @@ def render(summary: Summary, console: Console) -> None:
         console.print(f"{kind}: {summary.exported_model}  (trainables.{loader})", highlight=False)
     for note in summary.notes:
         console.print(f"note: {note}", style="yellow", highlight=False)
+
+
+def _panel_line(summary: Summary) -> str:
+    """Scale-free figures of a panel: MASE and sMAPE (means over series) next to seasonal naive, and on how many
+    series the model beats it."""
+    mine, naive = summary.exported.test, summary.baselines["seasonal_naive"]["test"]
+    series = summary.series or {}
+    wins = series.get("beats_seasonal_naive", {}).get("test")
+    parts = []
+    if mine.mase is not None and naive.mase is not None:
+        gain = 100.0 * (naive.mase - mine.mase) / naive.mase
+        parts.append(
+            f"test MASE {mine.mase:.3f} vs seasonal naive {naive.mase:.3f} ({abs(gain):.1f}% "
+            f"{'better' if gain > 0 else 'worse'})"
+        )
+    if mine.smape is not None and naive.smape is not None:
+        parts.append(f"sMAPE {mine.smape:.2f}% vs {naive.smape:.2f}%")
+    if wins is not None:
+        parts.append(f"beats seasonal naive on {wins} of {series.get('count')} series")
+    return f"{series.get('count')} series, means over series: " + "; ".join(parts)
 
 
 def _who(summary: Summary) -> str:

@@ -17,7 +17,16 @@ MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 
 Role = Literal[
-    "time", "feature", "target", "target_raw", "observed", "context", "series", "target_centre", "target_scale"
+    "time",
+    "feature",
+    "target",
+    "target_raw",
+    "observed",
+    "context",
+    "series",
+    "target_centre",
+    "target_scale",
+    "naive_scale",
 ]
 Split = Literal["train", "val", "test"]
 

@@ -22,6 +22,8 @@ TARGET_SCALE = "__target_scale__"
 """Panels: per row, what turns the scaled target back into units (``scaled * scale + centre``); each series has its
 own when it is scaled per series."""
 SERIES_KEY_SEPARATOR = "|"
+NAIVE_SCALE = "__naive_scale__"
+"""Panels: per row, its series' in-sample seasonal-naive MAE on the training split (units): MASE divides by it."""
 CATEGORICAL_ENCODINGS = ("onehot", "ordinal")
 
 

@@ -8,7 +8,16 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from trainables.data.forecast_prep import CONTEXT, OBSERVED, SERIES, TARGET, TARGET_CENTRE, TARGET_RAW, TARGET_SCALE
+from trainables.data.forecast_prep import (
+    CONTEXT,
+    NAIVE_SCALE,
+    OBSERVED,
+    SERIES,
+    TARGET,
+    TARGET_CENTRE,
+    TARGET_RAW,
+    TARGET_SCALE,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,10 @@ class SeriesArrays:
     series begins one; no window may reach back across such a seam."""
     target_centre: np.ndarray | None = None
     target_scale: np.ndarray | None = None
+    series: np.ndarray | None = None
+    """Panels: ``[rows]`` int, each row's series code."""
+    naive_scale: np.ndarray | None = None
+    """Panels: ``[rows]`` float64, the row's series' training seasonal-naive MAE (MASE's denominator)."""
     """Panels: ``[rows]`` float64, what turns row ``r``'s scaled target back into units (``* scale + centre``);
     None: one centre and scale for every row (the fitted ones)."""
 
@@ -57,6 +70,8 @@ class SeriesArrays:
             segment_starts=starts,
             target_centre=np.concatenate([p.target_centre for p in parts]) if per_row else None,
             target_scale=np.concatenate([p.target_scale for p in parts]) if per_row else None,
+            series=np.concatenate([p.series for p in parts]) if per_row else None,
+            naive_scale=np.concatenate([p.naive_scale for p in parts]) if per_row else None,
         )
 
     @classmethod
@@ -79,6 +94,8 @@ class SeriesArrays:
             segment_starts=series_starts(table.column(SERIES).to_numpy()) if SERIES in names else (0,),
             target_centre=table.column(TARGET_CENTRE).to_numpy().astype(np.float64) if TARGET_CENTRE in names else None,
             target_scale=table.column(TARGET_SCALE).to_numpy().astype(np.float64) if TARGET_SCALE in names else None,
+            series=table.column(SERIES).to_numpy().astype(np.int64) if SERIES in names else None,
+            naive_scale=table.column(NAIVE_SCALE).to_numpy().astype(np.float64) if NAIVE_SCALE in names else None,
         )
 
     def __len__(self) -> int:
