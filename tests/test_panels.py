@@ -308,7 +308,7 @@ def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
         time_columns="date",
         target="births",
         season_length=7,
-        max_window=28,
+        max_window=56,
         horizon=7,
         frequency="1D",
         duplicates="mean",
@@ -317,6 +317,8 @@ def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
         data=str(tmp_path / "births"),
         storage=str(tmp_path / "runs"),
         name="births",
+        space="forecast-panel",
+        metric="mase",
         num_samples=2,
         max_epochs=2,
         epoch_samples=4096,
@@ -332,6 +334,61 @@ def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
     assert mine.smape is not None and naive_scores.smape is not None
     assert s.series is not None and s.series["count"] == 51
     assert 0 <= s.series["beats_seasonal_naive"]["test"] <= 51
-    assert "val/mase" in result.history().columns and result.history()["val/mase"].notna().all()
+    history = result.history()
+    assert history["val/mase"].notna().all()
+    assert (history["val/loss"] == history["val/mase"]).all(), "--metric mase: trials are selected on MASE"
+    assert set(result.trials()["config.loss"]) <= {"mse", "mae", "huber"}
     with pytest.raises(ValueError, match="tuned on a panel"):
         result.model.predict(pd.DataFrame({"state": ["AK"], "date": ["1988-12-31"], "births": [20]}))
+
+
+def test_the_training_loss_is_a_choice() -> None:
+    import torch
+
+    from trainables.evaluate import masked_loss
+
+    pred = torch.tensor([[0.0], [0.0], [0.0]])
+    target = torch.tensor([[1.0], [-3.0], [100.0]])
+    mask = torch.tensor([[True], [True], [False]])  # the spike is not observed: never in any loss
+    assert float(masked_loss("mse", pred, target, mask)) == pytest.approx((1 + 9) / 2)
+    assert float(masked_loss("mae", pred, target, mask)) == pytest.approx((1 + 3) / 2)
+    assert float(masked_loss("huber", pred, target, mask)) == pytest.approx((0.5 + 2.5) / 2)
+    with pytest.raises(ValueError, match="loss = 'l3'"):
+        masked_loss("l3", pred, target, mask)
+
+
+def test_the_metric_decides_val_loss_and_so_the_winner_on_a_spiky_series() -> None:
+    """On a spiky series a forecast near the median has the lower MAE and one near the mean the lower RMSE: the
+    trial selected differs with --metric (val/loss is what schedulers, retention and the best trial read)."""
+    from trainables import metrics as M
+    from trainables.evaluate import scores_from_errors
+    from trainables.tasks import selected
+
+    truth = np.array([1.0] * 9 + [100.0])
+    median_like = scores_from_errors(np.full(10, 1.0) - truth)  # MAE 9.9, RMSE 31.3
+    mean_like = scores_from_errors(np.full(10, 11.0) - truth)  # MAE 17.8, RMSE 30.0
+    by_rmse = [selected(s, "rmse")[M.VAL_LOSS] for s in (median_like, mean_like)]
+    by_mae = [selected(s, "mae")[M.VAL_LOSS] for s in (median_like, mean_like)]
+    assert int(np.argmin(by_rmse)) == 1 and int(np.argmin(by_mae)) == 0
+    with pytest.raises(ValueError, match="metric = 'mase': not reported"):
+        selected(median_like, "mase")
+
+
+@pytest.mark.parametrize(
+    ("metric", "on_panel", "message"),
+    [
+        ("mase", False, "--metric = 'mase': a mean over series needs a panel dataset"),
+        ("smape", False, "--metric = 'smape': a mean over series needs a panel dataset"),
+        ("median", True, "--metric = 'median': must be one of loss, rmse, mae, mase, smape"),
+    ],
+)
+def test_a_metric_the_data_cannot_report_is_refused_before_anything_runs(
+    tmp_path: Path, panel: tuple[Path, Path], prepared_data: str, metric: str, on_panel: bool, message: str
+) -> None:
+    data = str(panel[1]) if on_panel else prepared_data
+    done = CliRunner().invoke(
+        app, ["run", "--data", data, "--storage", str(tmp_path / "runs"), "--name", "m", "--metric", metric]
+    )
+    assert done.exit_code == 2, done.output
+    assert message in done.output
+    assert not (tmp_path / "runs" / "m" / "tuner.pkl").exists()

@@ -175,7 +175,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 def test_missing_file_lists_presets() -> None:
     with pytest.raises(
         SearchSpaceError,
-        match=r"no such file and no such preset; presets: classify, classify-small, forecast, forecast-small",
+        match=r"no such file and no such preset; presets: classify, classify-small, forecast, forecast-panel, forecast-small",
     ):
         load_space("forecast-smal", RULES)
 

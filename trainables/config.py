@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Kind = Literal["int", "float", "bool", "str"]
+LOSSES = ("mse", "mae", "huber")
 
 
 def hyper(
@@ -117,6 +118,11 @@ class OptimConfig:
     """Maximum global gradient norm; 0 turns clipping off."""
     batch_size: int = hyper(128, kind="int", low=1, high=65536, help="windows per batch")
     """Windows per training batch."""
+    loss: str = hyper(
+        "mse", kind="str", choices=LOSSES, help="forecasting: training loss on the scaled target (mse, mae, huber)"
+    )
+    """Forecasting: what training minimises on the scaled target: mse, mae (robust to spikes: it fits the median),
+    or huber (squared near zero, absolute beyond one scaled unit)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +149,9 @@ class RunLimits:
     """Early stopping: an improvement of val/loss smaller than this does not count."""
     epoch_samples: int = 0
     """Training samples an epoch draws at random, split evenly over a data-parallel trial's workers (0: all)."""
+    metric: str = "loss"
+    """What the trial reports as ``val/loss``, the figure it is selected on: loss (scaled MSE), rmse, mae, mase,
+    smape (forecasting; a classifier reports its cross-entropy)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,4 +204,4 @@ def tunable_fields() -> list[dataclasses.Field[Any]]:
     return out
 
 
-__all__ = ["ModelConfig", "OptimConfig", "RunLimits", "TrialConfig", "WindowConfig", "tunable_fields"]
+__all__ = ["LOSSES", "ModelConfig", "OptimConfig", "RunLimits", "TrialConfig", "WindowConfig", "tunable_fields"]

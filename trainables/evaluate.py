@@ -70,6 +70,20 @@ def _panel_rows(arrays: SeriesArrays, rows: np.ndarray) -> PanelRows | None:
     return arrays.target_raw[rows], arrays.series[rows], arrays.naive_scale[rows]
 
 
+def masked_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The training loss ``kind`` (mse, mae, huber) over the scored targets only."""
+    if kind == "mse":
+        return masked_mse(pred, target, mask)
+    weights = mask.to(pred.dtype)
+    if kind == "mae":
+        per = (pred - target).abs()
+    elif kind == "huber":
+        per = torch.nn.functional.huber_loss(pred, target, reduction="none", delta=1.0)
+    else:
+        raise ValueError(f"loss = {kind!r}: must be mse, mae or huber")
+    return (per * weights).sum() / weights.sum().clamp(min=1.0)
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the scored (observed) targets only."""
     weights = mask.to(pred.dtype)
@@ -196,6 +210,7 @@ __all__ = [
     "baseline_scores",
     "evaluate_ensemble",
     "evaluate_model",
+    "masked_loss",
     "masked_mse",
     "predict_scaled",
     "scores_from_errors",

@@ -5,7 +5,11 @@ from __future__ import annotations
 TRAIN_LOSS = "train/loss"
 """Mean training loss (MSE on the scaled target) over the epoch."""
 VAL_LOSS = "val/loss"
-"""Validation loss (MSE on the scaled target): what the schedulers optimise."""
+"""The validation figure trials are selected on (lower is better): the scaled MSE by default, or what ``--metric``
+names (``val/rmse``, ``val/mae``, ``val/mase``, ``val/smape``); a classifier's cross-entropy. Schedulers, checkpoint
+retention, early stopping, the best trial and the ensemble all read it."""
+VAL_SCALED_MSE = "val/scaled_mse"
+"""MSE on the scaled target (what ``loss = mse`` trains on); ``val/loss`` unless ``--metric`` names another figure."""
 VAL_RMSE = "val/rmse"
 """Validation RMSE in the target's original units."""
 VAL_MAE = "val/mae"
@@ -102,6 +106,7 @@ __all__ = [
     "VAL_MAE",
     "VAL_MASE",
     "VAL_RMSE",
+    "VAL_SCALED_MSE",
     "VAL_SMAPE",
     "WALL_CLOCK",
     "WORKERS",

@@ -16,7 +16,7 @@ from trainables.data.embeddings import aligned_for
 from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData, TextSplit, length_batches
 from trainables.data.windows import SeriesArrays, gather, target_positions
-from trainables.evaluate import evaluate_model, masked_mse
+from trainables.evaluate import ForecastScores, evaluate_model, masked_loss
 from trainables.model import build_classifier, build_model, l1_penalty
 
 
@@ -77,6 +77,23 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor
     norm = nn.utils.clip_grad_norm_(model.parameters(), limit).detach()
     optimizer.step()
     return StepResult(grad_norm=norm, clipped=norm > limit)
+
+
+SELECTABLE = {"loss": M.VAL_SCALED_MSE, "rmse": M.VAL_RMSE, "mae": M.VAL_MAE, "mase": M.VAL_MASE, "smape": M.VAL_SMAPE}
+
+
+def selected(scores: ForecastScores, metric: str) -> dict[str, float]:
+    """A forecaster's validation figures, with ``val/loss`` holding the one trials are selected on (``metric``)."""
+    out = {M.VAL_SCALED_MSE: scores.loss, M.VAL_RMSE: scores.rmse, M.VAL_MAE: scores.mae}
+    if scores.mase is not None:
+        out[M.VAL_MASE] = scores.mase
+    if scores.smape is not None:
+        out[M.VAL_SMAPE] = scores.smape
+    key = SELECTABLE.get(metric)
+    if key is None or key not in out:
+        raise ValueError(f"metric = {metric!r}: not reported for this dataset; allowed: {', '.join(SELECTABLE)}")
+    out[M.VAL_LOSS] = out[key]
+    return out
 
 
 class ForecastTask:
@@ -151,7 +168,7 @@ class ForecastTask:
         for start in range(0, len(order), cfg.optim.batch_size):
             batch = order[start : start + cfg.optim.batch_size]
             x, y, mask = gather(train, batch, window=cfg.window.window, horizon=self.data.horizon)
-            loss = masked_mse(model(x), y, mask)
+            loss = masked_loss(cfg.optim.loss, model(x), y, mask)
             epoch.add(loss, len(batch), _step(model, optimizer, loss, cfg))
         return epoch.stats()
 
@@ -167,12 +184,7 @@ class ForecastTask:
             target_scale=fitted.scale[target],
             device=device,
         )
-        out = {M.VAL_LOSS: scores.loss, M.VAL_RMSE: scores.rmse, M.VAL_MAE: scores.mae}
-        if scores.mase is not None:
-            out[M.VAL_MASE] = scores.mase
-        if scores.smape is not None:
-            out[M.VAL_SMAPE] = scores.smape
-        return out
+        return selected(scores, cfg.limits.metric)
 
 
 def classification_scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:

@@ -16,7 +16,14 @@ from typing import Any, Literal
 
 from rich.console import Console
 
-from cluster.plan.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
+from cluster.plan.options import (
+    PANEL_METRICS,
+    CheckpointOptions,
+    OptionError,
+    ResourceOptions,
+    RunOptions,
+    SchedulerOptions,
+)
 from cluster.plan.planning import Plan, plan
 from cluster.plan.space import param_rules
 from cluster.plan.storage import (
@@ -97,6 +104,19 @@ def check_embeddings(p: Plan, root: Location, manifest: Manifest, console: Conso
     )
 
 
+def check_metric(metric: str, manifest: Manifest, uri: str) -> None:
+    """``--metric`` must be a figure the dataset's trials report."""
+    if manifest.task == "classify" and metric != "loss":
+        raise OptionError(
+            f"--metric = {metric!r}: a text classifier is selected on its loss (cross-entropy); leave --metric out"
+        )
+    if metric in PANEL_METRICS and "series" not in manifest.task_params:
+        raise OptionError(
+            f"--metric = {metric!r}: a mean over series needs a panel dataset (prepared with --series-column); "
+            f"{uri} is one series: use loss, rmse or mae"
+        )
+
+
 def check_against_data(space: SearchSpace, manifest: Manifest) -> None:
     """The longest window the space can sample must fit the history the dataset was prepared with."""
     longest = space.max_value("window")
@@ -143,6 +163,7 @@ def prepare_data(p: Plan, console: Console) -> tuple[DataHandle, str]:
             f"--space {p.space.name}: written for task {p.space.task!r}, but --data {root.uri} is a "
             f"{manifest.task!r} dataset; use a {manifest.task} space such as --space {preset}"
         )
+    check_metric(opts.metric, manifest, root.uri)
     if manifest.task == "forecast":
         check_against_data(p.space, manifest)
     else:
@@ -301,6 +322,7 @@ __all__ = [
     "Finished",
     "Ready",
     "check_against_data",
+    "check_metric",
     "check_embeddings",
     "experiment_state",
     "load_run_record",

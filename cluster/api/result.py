@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cluster.plan.options import RUN_WIDE_KEYS
 from cluster.plan.storage import ExperimentPaths, StorageError, check_readable, is_experiment
 from cluster.results.summary import BestTrial, Ensemble, Scores, Summary, summary_from_json
 from trainables import metrics as M
@@ -138,7 +139,7 @@ class ExperimentResult:
                 "restarts": state.restarts,
                 "train_seconds": history.seconds if history else 0.0,
             }
-            row.update({f"config.{k}": v for k, v in sorted(state.config.items()) if k not in _FIXED})
+            row.update({f"config.{k}": v for k, v in sorted(state.config.items()) if k not in RUN_WIDE_KEYS})
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -168,10 +169,6 @@ class ExperimentResult:
         record = read_experiment(resolve(self.uri))
         files = write_report(record, Path(out or f"reports/{record.name}"))
         return files[-1]
-
-
-_FIXED = ("max_epochs", "seed", "patience", "min_delta", "epoch_samples")
-"""Run-wide settings Tune carries in every trial's config; the same for all trials, so not a column."""
 
 
 def _state(status: str, epochs: int, max_epochs: int) -> str:

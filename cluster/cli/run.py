@@ -53,6 +53,12 @@ def run(
         int, typer.Option(help="Seconds between uploads of the experiment state and result histories to storage.")
     ] = 60,
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial from its last checkpoint.")] = 3,
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="What trials are selected on: loss (scaled MSE) | rmse | mae | mase | smape (mase, smape: panels)."
+        ),
+    ] = "loss",
     ensemble: Annotated[
         int, typer.Option(help="Export the mean of the best N trials (each at its best checkpoint); 1: the best alone.")
     ] = 1,

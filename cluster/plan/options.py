@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 SchedulerKind = Literal["asha", "pbt", "fifo"]
 SearchKind = Literal["random", "grid", "tpe"]
+MetricKind = Literal["loss", "rmse", "mae", "mase", "smape"]
+METRICS: tuple[str, ...] = ("loss", "rmse", "mae", "mase", "smape")
+PANEL_METRICS = ("mase", "smape")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PBT_MIN_CHECKPOINTS = 3
 MAX_WORKERS_PER_TRIAL = 64
@@ -191,6 +194,10 @@ class RunOptions:
     class probabilities) averaged. 1: the single best trial."""
     max_failures: int = 3
     """Times a trial is retried from its last checkpoint after an error or a lost node."""
+    metric: MetricKind = "loss"
+    """What trials are selected on (schedulers, checkpoints kept, the best trial, the ensemble): loss (the scaled
+    validation MSE, or a classifier's cross-entropy), rmse or mae (in the target's units), mase or smape (panels:
+    means over series). Lower is better for each; a trial reports it as ``val/loss``."""
     embeddings: str | None = None
     """Pretrained word vectors (word2vec/GloVe text, optionally .gz; path or s3://) for text datasets."""
     cache_dir: str | None = None
@@ -225,6 +232,8 @@ class RunOptions:
             raise OptionError(
                 f"--ensemble = {self.ensemble}: must be >= 1 (1: the single best trial) and <= {MAX_ENSEMBLE}"
             )
+        if self.metric not in METRICS:
+            raise OptionError(f"--metric = {self.metric!r}: must be one of {', '.join(METRICS)}")
         if self.max_failures < 0:
             raise OptionError(f"--max-failures = {self.max_failures}: must be >= 0")
         if self.seed < 0:
@@ -236,6 +245,10 @@ class RunOptions:
         self.scheduler.validate(self.max_epochs)
         self.resources.validate()
         self.checkpoints.validate(self.scheduler.kind)
+
+
+RUN_WIDE_KEYS = ("max_epochs", "seed", "patience", "min_delta", "epoch_samples", "metric")
+"""Settings every trial of a run carries in its Tune config (fixed, never sampled): not hyperparameters."""
 
 
 SCHEDULER_KEYS = {
@@ -294,6 +307,7 @@ def options_from_flat(params: Mapping[str, Any], base: RunOptions | None = None)
 
 
 __all__ = [
+    "RUN_WIDE_KEYS",
     "CheckpointOptions",
     "OptionError",
     "ResourceOptions",

@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+from cluster.plan.options import RUN_WIDE_KEYS
 from cluster.plan.planning import Plan
 from cluster.plan.storage import read_events
 from cluster.results.ensemble import best_checkpoint, top_trials, trial_id
@@ -81,7 +82,6 @@ def summarize(p: Plan, rounds: list[Any], handle: DataHandle, wall_time: float, 
         protect={c.path for _, c, _ in chosen},
         keep_per_trial=opts.checkpoints.num_to_keep,
     )
-    fixed = ("max_epochs", "seed", "patience", "min_delta", "epoch_samples")
     return Summary(
         experiment=p.paths.root.uri,
         task=task,
@@ -93,7 +93,7 @@ def summarize(p: Plan, rounds: list[Any], handle: DataHandle, wall_time: float, 
         trials={"total": len(results), "finished": finished, "stopped": len(ok) - finished, "errored": len(errored)},
         best=BestTrial(
             trial_id=trial_id(best),
-            config={k: v for k, v in best.config.items() if k not in fixed},
+            config={k: v for k, v in best.config.items() if k not in RUN_WIDE_KEYS},
             epoch=int(scored.payloads[0]["state"]["epoch"]),
             val=scored.best["val"],
             test=scored.best["test"],

@@ -94,6 +94,7 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str, w
         "patience": opts.patience,
         "min_delta": opts.min_delta,
         "epoch_samples": opts.epoch_samples or 0,
+        "metric": opts.metric,
     }
     trainable = trainable_for(opts, env, task)
     scheduler = build_scheduler(
