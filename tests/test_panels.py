@@ -338,8 +338,25 @@ def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
     assert history["val/mase"].notna().all()
     assert (history["val/loss"] == history["val/mase"]).all(), "--metric mase: trials are selected on MASE"
     assert set(result.trials()["config.loss"]) <= {"mse", "mae", "huber"}
-    with pytest.raises(ValueError, match="tuned on a panel"):
-        result.model.predict(pd.DataFrame({"state": ["AK"], "date": ["1988-12-31"], "births": [20]}))
+    # predict: rows of many series, key columns included; a state the model never saw is scaled by its own rows
+    raw = pd.read_csv(BIRTHS)
+    raw = raw.groupby(["state", "date"], as_index=False)["births"].mean()
+    recent = raw[raw["state"].isin(["AK", "CA"]) & (raw["date"] >= "1988-09-01")]
+    unseen = recent[recent["state"] == "CA"].assign(state="XX")
+    forecasts = result.model.predict(pd.concat([recent, unseen], ignore_index=True))
+    assert list(forecasts.columns[:1]) == ["state"] and set(forecasts["state"]) == {"AK", "CA", "XX"}
+    by_state = forecasts.groupby("state")["forecast"].mean()
+    levels = recent.groupby("state")["births"].mean()
+    for state in ("AK", "CA"):
+        assert abs(by_state[state] - levels[state]) < 0.3 * levels[state], (state, by_state[state], levels[state])
+    assert abs(by_state["XX"] - by_state["CA"]) < 0.3 * by_state["CA"]
+    assert set(forecasts.loc[forecasts["state"] == "XX", "scaling"]) == {"own history"}
+    assert set(forecasts.loc[forecasts["state"] != "XX", "scaling"]) == {"trained"}
+    assert (forecasts.groupby("state")["step"].max() == 7).all()
+    with pytest.raises(ValueError, match="series 'AK' has fewer than the"):
+        result.model.predict(recent[recent["state"] == "AK"].tail(10))
+    with pytest.raises(ValueError, match=r"lack the series column\(s\) \['state'\]"):
+        result.model.predict(recent.drop(columns=["state"]))
 
 
 def test_the_training_loss_is_a_choice() -> None:

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,14 @@ import pandas as pd
 import torch
 
 from trainables.checkpoint import CheckpointError
-from trainables.data.forecast_prep import TIME, FittedPrep, transform_frame, unscale_target
+from trainables.data.forecast_prep import (
+    TIME,
+    FittedPrep,
+    series_key,
+    series_statistic,
+    transform_frame,
+    unscale_target,
+)
 from trainables.data.text_loader import TextSplit
 from trainables.data.text_prep import FittedText, TextPrepConfig
 from trainables.model import LSTMClassifier, LSTMForecaster, classifier_from_info, forecaster_from_info
@@ -46,6 +53,8 @@ class Forecaster:
     fitted: FittedPrep
     step: pd.Timedelta
     """Spacing of the series (one hour for Beijing PM2.5)."""
+    series_scaling: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """Panels: per series key, per numeric column, the (centre, scale) fitted on that series' training rows."""
 
     @property
     def horizon(self) -> int:
@@ -65,10 +74,14 @@ class Forecaster:
         (original units, the members' mean), ordered by origin, then step.
         """
         if self.fitted.config.is_panel:
-            raise ValueError(
-                f"predict: this model was tuned on a panel (series columns {list(self.fitted.config.series)}); "
-                "forecasting rows of many series with it is not available yet: score it with lstm-tune run's summary"
-            )
+            return self._predict_panel(raw)
+        return self._predict_one(raw)
+
+    def _predict_panel(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Rows of many series (the key columns included): one forecast table, the key columns first."""
+        return _predict_panel_impl(self, raw)
+
+    def _predict_one(self, raw: pd.DataFrame) -> pd.DataFrame:
         frame = transform_frame(raw, self.fitted)
         n = len(frame)
         history = self.fitted.config.history_rows
@@ -89,6 +102,47 @@ class Forecaster:
                 "forecast": unscale_target(preds.double().numpy().reshape(-1), self.fitted),
             }
         )
+
+
+def _predict_panel_impl(model: Forecaster, raw: pd.DataFrame) -> pd.DataFrame:
+    """Each series of ``raw`` forecast on its own: scaled by what its training rows gave (a series the model never
+    saw: by its own rows here, said in the ``scaling`` column), through the shared model, back in units."""
+    cfg = model.fitted.config
+    absent = [c for c in cfg.series if c not in raw.columns]
+    if absent:
+        raise ValueError(
+            f"predict: the rows lack the series column(s) {absent}; the model forecasts series by {list(cfg.series)}"
+        )
+    frames, short = [], []
+    for values, group in raw.groupby(list(cfg.series), sort=True):
+        key = series_key(values if isinstance(values, tuple) else (values,))
+        stored = model.series_scaling.get(key)
+        scaled = group.drop(columns=list(cfg.series)).reset_index(drop=True)
+        scaling: dict[str, tuple[float, float]] = {}
+        for col in cfg.numeric:
+            numbers = pd.to_numeric(scaled[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            centre, scale = (stored[col][0], stored[col][1]) if stored else series_statistic(numbers, cfg.scaler)
+            scaling[col] = (centre, scale)
+            scaled[col] = (numbers - centre) / scale
+        try:
+            frame = model._predict_one(scaled)
+        except ValueError:
+            short.append(key)
+            continue
+        centre, scale = scaling[cfg.target]
+        frame["forecast"] = frame["forecast"] * scale + centre
+        key_values = values if isinstance(values, tuple) else (values,)
+        for i, (col, value) in enumerate(zip(cfg.series, key_values, strict=True)):
+            frame.insert(i, col, [value] * len(frame))
+        frame["scaling"] = "trained" if stored else "own history"
+        frames.append(frame)
+    if short:
+        needs = model.window + cfg.history_rows
+        raise ValueError(
+            f"predict: series {', '.join(repr(k) for k in short[:10])}{' ...' if len(short) > 10 else ''} "
+            f"{'has' if len(short) == 1 else 'have'} fewer than the {needs} rows a forecast needs"
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def _member_forecasts(member: ForecastMember, features: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
@@ -120,7 +174,13 @@ class Classifier:
         )
 
 
-def export_model(dest: Location, *, checkpoint_payloads: list[dict[str, Any]], fitted: FittedPrep | FittedText) -> None:
+def export_model(
+    dest: Location,
+    *,
+    checkpoint_payloads: list[dict[str, Any]],
+    fitted: FittedPrep | FittedText,
+    series_scaling: dict[str, Any] | None = None,
+) -> None:
     """Write ``model.pt`` (tensors and plain data only: one entry per member, the best first) and
     ``preprocessing.json`` under ``dest``: the fitted scalers and encoders of a forecaster, or the tokenizer,
     vocabulary and labels of a classifier."""
@@ -141,7 +201,7 @@ def export_model(dest: Location, *, checkpoint_payloads: list[dict[str, Any]], f
     prep: dict[str, Any] = (
         {"text": {**fitted.to_dict(), "vocab": fitted.vocab}}
         if isinstance(fitted, FittedText)
-        else {"fitted": fitted.to_dict()}
+        else {"fitted": fitted.to_dict(), **({"series_scaling": series_scaling} if series_scaling else {})}
     )
     write_bytes_atomic(dest.child(PREP_FILE), json.dumps(prep, indent=2).encode())
 
@@ -187,7 +247,12 @@ def load_forecaster(uri: str | Location) -> Forecaster:
         model = forecaster_from_info(member["model_info"])
         model.load_state_dict(member["model"])
         loaded.append(ForecastMember(model=model.eval(), window=int(member["data_info"]["window"])))
-    return Forecaster(members=loaded, fitted=fitted, step=pd.Timedelta(seconds=fitted.step_seconds))
+    return Forecaster(
+        members=loaded,
+        fitted=fitted,
+        step=pd.Timedelta(seconds=fitted.step_seconds),
+        series_scaling=dict(prep.get("series_scaling", {})),
+    )
 
 
 def load_classifier(uri: str | Location) -> Classifier:

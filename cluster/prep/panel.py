@@ -28,7 +28,6 @@ from trainables.data.forecast_prep import (
     OBSERVED,
     ROW,
     SERIES,
-    SERIES_KEY_SEPARATOR,
     TARGET,
     TARGET_CENTRE,
     TARGET_RAW,
@@ -41,6 +40,8 @@ from trainables.data.forecast_prep import (
     Transformer,
     drain,
     parse_time,
+    series_key,
+    series_statistic,
 )
 from trainables.data.manifest import (
     FORMAT_VERSION,
@@ -71,10 +72,6 @@ class _Series:
     scale: dict[str, float] | None = None
     naive_mae: float = float("nan")
     """In-sample seasonal-naive MAE of the target on the training rows (units): what MASE divides by."""
-
-
-def series_key(values: tuple[Any, ...]) -> str:
-    return SERIES_KEY_SEPARATOR.join(str(v) for v in values)
 
 
 def read_panel(source: str, cfg: ForecastPrepConfig, batch_rows: int = DEFAULT_BATCH_ROWS) -> pd.DataFrame:
@@ -178,20 +175,6 @@ def naive_mae(s: _Series, cfg: ForecastPrepConfig) -> float:
     return float(changes.mean()) if changes.size and changes.mean() > 0 else float("nan")
 
 
-def _statistic(values: np.ndarray, scaler: str) -> tuple[float, float]:
-    observed = values[np.isfinite(values)]
-    if not observed.size or scaler == "none":
-        return 0.0, 1.0
-    if scaler == "minmax":
-        centre, scale = float(observed.min()), float(observed.max() - observed.min())
-    elif scaler == "robust":
-        q1, med, q3 = np.quantile(observed, [0.25, 0.5, 0.75])
-        centre, scale = float(med), float(q3 - q1)
-    else:
-        centre, scale = float(observed.mean()), float(observed.std())
-    return centre, scale if scale > 0 else 1.0
-
-
 def scale_series(s: _Series, cfg: ForecastPrepConfig) -> pd.DataFrame:
     """The series' numeric columns centred and scaled by its own training rows (nothing else is looked at)."""
     train = s.rows.iloc[: s.train]
@@ -199,7 +182,7 @@ def scale_series(s: _Series, cfg: ForecastPrepConfig) -> pd.DataFrame:
     s.centre, s.scale = {}, {}
     for col in cfg.numeric:
         values = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        centre, scale = _statistic(values[: len(train)], cfg.scaler)
+        centre, scale = series_statistic(values[: len(train)], cfg.scaler)
         s.centre[col], s.scale[col] = centre, scale
         out[col] = (values - centre) / scale
     return out
@@ -400,4 +383,4 @@ def _manifest(
     )
 
 
-__all__ = ["DROP_REASONS", "cut_offs", "prepare_panel", "read_panel", "series_key", "split_series"]
+__all__ = ["DROP_REASONS", "cut_offs", "prepare_panel", "read_panel", "split_series"]

@@ -81,7 +81,7 @@ def predict_rows(model: str, rows: str) -> pd.DataFrame:
         predictions.insert(0, "document", range(len(texts)))
         return predictions
     cfg = loaded.fitted.config
-    wanted = list(dict.fromkeys([*cfg.time_columns, cfg.target, *cfg.numeric, *cfg.categorical]))
+    wanted = list(dict.fromkeys([*cfg.series, *cfg.time_columns, cfg.target, *cfg.numeric, *cfg.categorical]))
     missing = [c for c in wanted if c not in raw.columns]
     if missing:
         raise ValueError(f"rows: {rows} lacks column(s) {missing}; the model was trained on {wanted}")

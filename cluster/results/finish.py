@@ -73,7 +73,12 @@ def summarize(p: Plan, rounds: list[Any], handle: DataHandle, wall_time: float, 
     checkpoints = [c for _, c, _ in chosen]
     scored = score_classify(checkpoints, handle) if task == "classify" else score_forecast(checkpoints, handle)
     ensemble = _ensemble(chosen, scored.ensemble, task) if scored.ensemble is not None else None
-    export_model(p.paths.best_model, checkpoint_payloads=scored.payloads, fitted=scored.fitted)
+    export_model(
+        p.paths.best_model,
+        checkpoint_payloads=scored.payloads,
+        fitted=scored.fitted,
+        series_scaling=scored.series_scaling,
+    )
     retention = prune_stopped_checkpoints(
         p.paths.root,
         ok,

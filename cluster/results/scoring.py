@@ -120,6 +120,8 @@ class Scored:
     horizon: int
     series: dict[str, Any] | None = None
     """Panels: the series count and, per split, how many the exported model beats seasonal naive on."""
+    series_scaling: dict[str, Any] | None = None
+    """Panels: each series' (centre, scale) per numeric column, exported with the model for ``predict``."""
 
 
 def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
@@ -145,6 +147,7 @@ def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
             name: {s: Scores.of(raw_baselines[s][name]) for s in raw_baselines} for name in raw_baselines["val"]
         },
         series=series_wins(exported, raw_baselines) if panel else None,
+        series_scaling=data.manifest.preprocessing.get("series_scaling") if panel else None,
         fitted=data.fitted,
         dataset=data.manifest.name,
         target=data.fitted.config.target,

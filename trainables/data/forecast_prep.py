@@ -45,6 +45,8 @@ from trainables.data.prep_config import (
     MissingPolicy,
     ScalerKind,
     code_name,
+    series_key,
+    series_statistic,
     step_of,
 )
 from trainables.data.prep_fit import Fitter, fit_pca
@@ -86,6 +88,8 @@ __all__ = [
     "parse_time",
     "row_changes",
     "running_increments",
+    "series_key",
+    "series_statistic",
     "split_bounds",
     "step_name",
     "step_of",

@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 TIME = "timestamp"
@@ -40,6 +41,27 @@ MAX_INTERPOLATE_HOLD = 100_000
 """Rows an interpolating column may wait for its next observation before falling back to forward fill."""
 ROBUST_SAMPLE = 200_000
 """Values per column kept (reservoir sample) to estimate median and IQR in bounded memory."""
+
+
+def series_key(values: tuple[Any, ...]) -> str:
+    """A series' name from its key columns' values (``CA``, or ``store 4|product 17``)."""
+    return SERIES_KEY_SEPARATOR.join(str(v) for v in values)
+
+
+def series_statistic(values: np.ndarray, scaler: str) -> tuple[float, float]:
+    """(centre, scale) of one series' column by the scaler's statistic over its observed values; a constant or empty
+    column scales by 1 (it carries no information, and stays finite)."""
+    observed = values[np.isfinite(values)]
+    if not observed.size or scaler == "none":
+        return 0.0, 1.0
+    if scaler == "minmax":
+        centre, scale = float(observed.min()), float(observed.max() - observed.min())
+    elif scaler == "robust":
+        q1, med, q3 = np.quantile(observed, [0.25, 0.5, 0.75])
+        centre, scale = float(med), float(q3 - q1)
+    else:
+        centre, scale = float(observed.mean()), float(observed.std())
+    return centre, scale if scale > 0 else 1.0
 
 
 def step_of(frequency: str) -> pd.Timedelta:
