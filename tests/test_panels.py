@@ -409,3 +409,15 @@ def test_a_metric_the_data_cannot_report_is_refused_before_anything_runs(
     assert done.exit_code == 2, done.output
     assert message in done.output
     assert not (tmp_path / "runs" / "m" / "tuner.pkl").exists()
+
+
+def test_the_progress_line_follows_the_metric() -> None:
+    from cluster.tune.progress import WATCHED, ProgressState
+
+    state = ProgressState(max_epochs=3, watched=WATCHED["mase"], best_metric=WATCHED["mase"])
+    assert state.offer("t1", {"val/rmse": 10.0, "val/mase": 0.9})
+    assert not state.offer("t2", {"val/rmse": 9.0, "val/mase": 0.95}), "a lower RMSE is not a better MASE"
+    assert state.line(3.0).endswith("best val MASE 0.900 (t1)")
+    default = ProgressState(max_epochs=3)
+    default.offer("a", {"val/rmse": 20.0, "val/mase": 0.5})
+    assert default.line(1.0).endswith("best val RMSE 20.00 (a)")

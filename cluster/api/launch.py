@@ -54,7 +54,7 @@ def launch(ready: Ready | Finished, console: Console, hook: ProgressHook | None 
             )
             p = replace(p, options=opts)
             warm = _warm_start(p, previous) if previous else None
-            progress = ProgressCallback(console, max_epochs=opts.max_epochs, hook=hook)
+            progress = ProgressCallback(console, max_epochs=opts.max_epochs, hook=hook, metric=opts.metric)
             tuner = build_tuner(p, trial_env(p, handle), progress, task, warm)
             console.print(_starting(p, previous, warm), highlight=False)
         summary = finish(p, [*previous, tuner.fit()], handle, task, ready.started)

@@ -30,10 +30,12 @@ class ProgressState:
     best_metric: str = M.VAL_RMSE
     best_trial: str = ""
     results: int = 0
+    watched: str = M.VAL_RMSE
+    """The forecasting figure shown: val RMSE, or what ``--metric`` selects on (val MAE, MASE, sMAPE)."""
 
     def offer(self, trial_id: str, result: dict[str, Any]) -> bool:
         """Take a trial's result; True when it is a new best."""
-        for metric, lower in ((M.VAL_RMSE, True), (M.VAL_ACCURACY, False)):
+        for metric, lower in ((self.watched, True), (M.VAL_ACCURACY, False)):
             value = result.get(metric)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 continue
@@ -53,6 +55,11 @@ class ProgressState:
         )
 
 
+SHOWN = {M.VAL_RMSE: ("RMSE", 2), M.VAL_MAE: ("MAE", 2), M.VAL_MASE: ("MASE", 3), M.VAL_SMAPE: ("sMAPE", 2)}
+WATCHED = {"mae": M.VAL_MAE, "mase": M.VAL_MASE, "smape": M.VAL_SMAPE}
+"""``--metric`` -> the figure the progress line shows (RMSE for loss and rmse)."""
+
+
 def progress_line(
     elapsed: float, counts: tuple[int, int, int, int], best: float | None, best_metric: str, best_trial: str
 ) -> str:
@@ -62,7 +69,8 @@ def progress_line(
     elif best_metric == M.VAL_ACCURACY:
         shown = f"best val accuracy {best:.4f} ({best_trial})"
     else:
-        shown = f"best val RMSE {best:.2f} ({best_trial})"
+        label, digits = SHOWN.get(best_metric, ("RMSE", 2))
+        shown = f"best val {label} {best:.{digits}f} ({best_trial})"
     running, finished, stopped, errored = counts
     return f"[{elapsed:6.0f}s] running {running}, finished {finished}, stopped early {stopped}, errored {errored} | {shown}"
 
@@ -127,9 +135,11 @@ class ProgressCallback(Callback):
         max_epochs: int,
         interval: float = 5.0,
         hook: ProgressHook | None = None,
+        metric: str = "loss",
     ) -> None:
         self.console = console
-        self.state = ProgressState(max_epochs=max_epochs)
+        watched = WATCHED.get(metric, M.VAL_RMSE)
+        self.state = ProgressState(max_epochs=max_epochs, watched=watched, best_metric=watched)
         self.interval = interval
         self.hook = hook
         self._started = time.monotonic()
