@@ -338,6 +338,12 @@ def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
     assert history["val/mase"].notna().all()
     assert (history["val/loss"] == history["val/mase"]).all(), "--metric mase: trials are selected on MASE"
     assert set(result.trials()["config.loss"]) <= {"mse", "mae", "huber"}
+    detail = json.loads((tmp_path / "runs" / "births" / "series.json").read_text())
+    assert len(detail["series"]) == 51 and set(detail["curves"]) == {"best", "worst"}
+    assert detail["curves"]["best"]["mase"] <= detail["curves"]["worst"]["mase"]
+    assert len(detail["curves"]["best"]["forecast"]) == len(detail["curves"]["best"]["actual"]) > 100
+    report = result.report(tmp_path / "report")
+    assert (tmp_path / "report" / "series.png").is_file() and "## Series" in report.read_text()
     # predict: rows of many series, key columns included; a state the model never saw is scaled by its own rows
     raw = pd.read_csv(BIRTHS)
     raw = raw.groupby(["state", "date"], as_index=False)["births"].mean()

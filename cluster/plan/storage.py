@@ -44,6 +44,8 @@ RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.csv"
 """The same history as CSV, beside it."""
 MODEL_CARD = "model_card.json"
+SERIES_FILE = "series.json"
+"""Panels: each series' test errors beside seasonal naive's, and the best and worst series' forecasts."""
 """What ``export`` writes beside the model: the experiment, task, scores and baselines."""
 EXTENSION_PREFIX = "extend-"
 """``extend-1``, ``extend-2``, ...: the Tune experiment of each ``lstm-tune extend`` round, inside the experiment."""
@@ -56,6 +58,10 @@ class ExperimentPaths:
     """The layout of one experiment under ``<storage>/<name>/``."""
 
     root: Location
+
+    @property
+    def series_detail(self) -> Location:
+        return self.root.child(SERIES_FILE)
 
     @property
     def run_record(self) -> Location:
@@ -176,6 +182,7 @@ __all__ = [
     "RESULT_FILE",
     "RUNGS_FILE",
     "RUN_FILE",
+    "SERIES_FILE",
     "TENSORBOARD_DIR",
     "TUNER_STATE",
     "WARM_START_FILE",

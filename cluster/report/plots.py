@@ -147,4 +147,26 @@ def _config_series(results: list[dict[str, Any]], name: str) -> tuple[list[int],
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-__all__ = ["asha_rungs_plot", "best_so_far_plot", "learning_curves_plot", "pbt_lineage_plot"]
+def series_plot(record: ExperimentRecord, path: Path) -> Path:
+    """Panels: the best and the worst series by test MASE, the step-1 forecast drawn over the actuals."""
+    curves = (record.series or {}).get("curves", {})
+    fig, axes = plt.subplots(len(curves), 1, figsize=(8, 2.8 * max(len(curves), 1)), squeeze=False)
+    for ax, (which, c) in zip(axes[:, 0], sorted(curves.items()), strict=False):
+        actual = [float("nan") if v is None else v for v in c["actual"]]
+        ax.plot(actual, color="black", lw=1, label="actual")
+        ax.plot(c["forecast"], color="tab:red", lw=1, alpha=0.85, label="forecast, 1 step ahead")
+        mase = c.get("mase")
+        ax.set_title(f"{which} series: {c['series']}" + (f" (test MASE {mase:.3f})" if mase is not None else ""))
+        ax.set_xlabel("test step")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+    return _save(fig, path)
+
+
+__all__ = [
+    "asha_rungs_plot",
+    "best_so_far_plot",
+    "learning_curves_plot",
+    "pbt_lineage_plot",
+    "series_plot",
+]

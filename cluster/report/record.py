@@ -55,6 +55,8 @@ class ExperimentRecord:
     summary: dict[str, Any] | None
     exploits: list[dict[str, Any]] = field(default_factory=list)
     rungs: list[dict[str, Any]] = field(default_factory=list)
+    series: dict[str, Any] | None = None
+    """Panels: ``series.json`` (each series' test errors; the best and worst series' forecasts)."""
 
     @property
     def display_metric(self) -> tuple[str, str, bool]:
@@ -97,7 +99,15 @@ def read_experiment(root: Location) -> ExperimentRecord:
         summary=summary,
         exploits=read_events(ExperimentPaths(root=root).lineage.uri),
         rungs=read_events(ExperimentPaths(root=root).rungs.uri),
+        series=_optional_json(ExperimentPaths(root=root).series_detail),
     )
+
+
+def _optional_json(loc: Location) -> Any:
+    try:
+        return json.loads(read_bytes(loc))
+    except FileNotFoundError:
+        return None
 
 
 def _histories(tune_root: Location, number: int) -> list[TrialHistory]:

@@ -16,7 +16,13 @@ from cluster.results.summary import model_label
 
 def write_report(record: ExperimentRecord, out: Path) -> list[Path]:
     """Plots and ``report.md`` under ``out``; returns the files written."""
-    from cluster.report.plots import asha_rungs_plot, best_so_far_plot, learning_curves_plot, pbt_lineage_plot
+    from cluster.report.plots import (
+        asha_rungs_plot,
+        best_so_far_plot,
+        learning_curves_plot,
+        pbt_lineage_plot,
+        series_plot,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     written = [
@@ -27,6 +33,8 @@ def write_report(record: ExperimentRecord, out: Path) -> list[Path]:
         written.append(asha_rungs_plot(record, out / "asha_rungs.png"))
     if record.scheduler == "pbt" or record.exploits:
         written.append(pbt_lineage_plot(record, out / "pbt_lineage.png"))
+    if record.series and record.series.get("curves"):
+        written.append(series_plot(record, out / "series.png"))
     md = out / "report.md"
     md.write_text(markdown(record, [p.name for p in written]))
     return [*written, md]
@@ -110,16 +118,39 @@ def markdown(record: ExperimentRecord, plots: list[str]) -> str:
         for e in record.exploits[-10:]:
             changes = ", ".join(f"{k} {_fmt(e['old'].get(k))}->{_fmt(v)}" for k, v in e["new"].items())
             lines.append(f"| {e['step']} | {e['trial']} | {e['cloned_from']} | {changes} |")
+    if record.series:
+        lines += _series_section(record.series)
     lines += ["", "## Plots", ""]
     captions = {
         "learning_curves.png": "Learning curves of every trial (stopped trials faded, the best in bold).",
         "best_so_far.png": "Best validation score so far against wall time.",
         "asha_rungs.png": "ASHA: trials promoted and stopped at each rung.",
         "pbt_lineage.png": "PBT: who cloned whom (left) and the winner's hyperparameter schedule (right).",
+        "series.png": "The best and the worst series by test MASE: step-1 forecasts over the actuals.",
     }
     for name in plots:
         lines += [f"![{captions[name]}]({name})", "", captions[name], ""]
     return "\n".join(lines) + "\n"
+
+
+def _series_section(detail: dict[str, Any]) -> list[str]:
+    rows = detail.get("series", [])
+    beaten = sum(1 for r in rows if r["naive_mae"] is not None and r["mae"] < r["naive_mae"])
+    lines = [
+        "",
+        "## Series",
+        "",
+        f"{len(rows)} series on the {detail.get('split', 'test')} split; the model's MAE is below seasonal naive's on "
+        f"{beaten}. The best and the worst by MASE:",
+        "",
+        "| series | MASE | seasonal-naive MASE | MAE | seasonal-naive MAE |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in [*detail.get("best", []), *detail.get("worst", [])]:
+        lines.append(
+            f"| {r['series']} | {_fmt(r['mase'])} | {_fmt(r['naive_mase'])} | {_fmt(r['mae'])} | {_fmt(r['naive_mae'])} |"
+        )
+    return lines
 
 
 def _score_names(record: ExperimentRecord) -> list[str]:

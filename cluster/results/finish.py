@@ -3,6 +3,7 @@ checkpoints pruned, and ``best.json`` written last."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any
@@ -23,7 +24,9 @@ from trainables.storage import write_bytes_atomic
 def finish(p: Plan, rounds: list[Any], handle: DataHandle, task: str, started: float) -> Summary:
     """Score, export, prune, and write ``best.json`` (its presence marks the experiment finished). ``rounds``: the
     ResultGrid of the experiment's first run and of each ``extend`` after it, oldest first."""
-    summary = summarize(p, rounds, handle, time.monotonic() - started, task)
+    summary, detail = summarize(p, rounds, handle, time.monotonic() - started, task)
+    if detail is not None:
+        write_bytes_atomic(p.paths.series_detail, json.dumps(detail, indent=2).encode())
     write_bytes_atomic(p.paths.best_json, summary.to_json().encode())
     return summary
 
@@ -50,7 +53,10 @@ def _lowest_loss(result: Any) -> float:
     return min(values) if values else math.inf
 
 
-def summarize(p: Plan, rounds: list[Any], handle: DataHandle, wall_time: float, task: str = "forecast") -> Summary:
+def summarize(
+    p: Plan, rounds: list[Any], handle: DataHandle, wall_time: float, task: str = "forecast"
+) -> tuple[Summary, dict[str, Any] | None]:
+    """The summary of every round's trials, and (panels) the per-series detail the report draws."""
     opts = p.options
     results = [r for grid in rounds for r in grid]
     ok = [r for r in results if r.error is None and r.metrics]
@@ -87,7 +93,7 @@ def summarize(p: Plan, rounds: list[Any], handle: DataHandle, wall_time: float, 
         protect={c.path for _, c, _ in chosen},
         keep_per_trial=opts.checkpoints.num_to_keep,
     )
-    return Summary(
+    summary = Summary(
         experiment=p.paths.root.uri,
         task=task,
         scheduler=opts.scheduler.kind,
@@ -113,6 +119,7 @@ def summarize(p: Plan, rounds: list[Any], handle: DataHandle, wall_time: float, 
         ensemble=ensemble,
         series=scored.series,
     )
+    return summary, scored.series_detail
 
 
 def _ensemble(chosen: list[tuple[Any, Any, dict[str, Any]]], scores: dict[str, Scores], task: str) -> Ensemble:

@@ -3,10 +3,12 @@ test, and the naive baselines on the same targets."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from cluster.results.summary import Scores
@@ -14,7 +16,8 @@ from trainables.checkpoint import load_checkpoint
 from trainables.data.handle import DataHandle
 from trainables.data.loader import ForecastData, load_forecast_data
 from trainables.data.text_loader import TextData, load_text_data
-from trainables.evaluate import ForecastScores, baseline_scores, evaluate_ensemble
+from trainables.data.windows import target_positions
+from trainables.evaluate import ForecastScores, baseline_scores, evaluate_ensemble, predict_scaled
 from trainables.model import LSTMClassifier, LSTMForecaster, classifier_from_info, forecaster_from_info
 from trainables.tasks import classification_scores, mean_probabilities
 
@@ -122,6 +125,65 @@ class Scored:
     """Panels: the series count and, per split, how many the exported model beats seasonal naive on."""
     series_scaling: dict[str, Any] | None = None
     """Panels: each series' (centre, scale) per numeric column, exported with the model for ``predict``."""
+    series_detail: dict[str, Any] | None = None
+    """Panels: per-series test errors and the best and worst series' forecasts (written as ``series.json``)."""
+
+
+def series_detail(
+    members: list[tuple[LSTMForecaster, int]],
+    data: ForecastData,
+    model: ForecastScores,
+    naive: ForecastScores,
+    shown: int = 5,
+) -> dict[str, Any]:
+    """Panels, on the test split: each series' MAE and MASE next to seasonal naive's, and the step-1 forecasts of the
+    best and worst series (by MASE) against their actuals, for the report."""
+    arrays = data.splits["test"]
+    keys = list(data.manifest.task_params["series"]["keys"])
+    scales = data.manifest.task_params["series"].get("naive_mae") or [None] * len(keys)
+    rows = []
+    for code, mae in sorted(model.series_mae.items()):
+        scale = scales[code]
+        naive_mae = naive.series_mae.get(code)
+        rows.append(
+            {
+                "series": keys[code],
+                "mae": mae,
+                "naive_mae": naive_mae,
+                "mase": mae / scale if scale else None,
+                "naive_mase": naive_mae / scale if scale and naive_mae is not None else None,
+            }
+        )
+    ranked = sorted((r for r in rows if r["mase"] is not None), key=lambda r: r["mase"])
+    picks = {"best": ranked[:1], "worst": ranked[-1:]} if ranked else {}
+    window = max(w for _, w in members)
+    positions = target_positions(arrays, window=window, horizon=data.horizon)
+    codes = arrays.series[positions.numpy()] if arrays.series is not None else np.zeros(len(positions), dtype=np.int64)
+    curves = {}
+    target = data.fitted.config.target
+    for which, chosen in picks.items():
+        code = keys.index(chosen[0]["series"])
+        mine = positions[torch.from_numpy(codes == code)]
+        preds = torch.stack([predict_scaled(m, arrays, mine, window=w, horizon=data.horizon) for m, w in members]).mean(
+            dim=0
+        )
+        step1 = (mine - data.horizon + 1).numpy()  # the row step 1 forecasts
+        forecast = arrays.unscale(
+            preds[:, 0].double().numpy(), step1, data.fitted.centre[target], data.fitted.scale[target]
+        )
+        curves[which] = {
+            "series": chosen[0]["series"],
+            "mase": chosen[0]["mase"],
+            "actual": [None if not math.isfinite(v) else float(v) for v in arrays.target_raw[step1]],
+            "forecast": [float(v) for v in forecast],
+        }
+    return {
+        "split": "test",
+        "series": rows,
+        "best": ranked[:shown],
+        "worst": ranked[-shown:][::-1],
+        "curves": curves,
+    }
 
 
 def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
@@ -148,6 +210,9 @@ def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
         },
         series=series_wins(exported, raw_baselines) if panel else None,
         series_scaling=data.manifest.preprocessing.get("series_scaling") if panel else None,
+        series_detail=series_detail(members, data, exported["test"], raw_baselines["test"]["seasonal_naive"])
+        if panel
+        else None,
         fitted=data.fitted,
         dataset=data.manifest.name,
         target=data.fitted.config.target,
