@@ -68,6 +68,7 @@ def test_spaces_commands() -> None:
         "classify",
         "classify-small",
         "forecast",
+        "forecast-panel",
         "forecast-small",
     ]
     shown = cli("spaces", "show", "forecast-small")
