@@ -78,8 +78,44 @@ class Forecaster:
         return self._predict_one(raw)
 
     def _predict_panel(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """Rows of many series (the key columns included): one forecast table, the key columns first."""
-        return _predict_panel_impl(self, raw)
+        """Each series of ``raw`` forecast on its own: scaled by what its training rows gave (a series the model never
+        saw: by its own rows here, said in the ``scaling`` column), through the shared model, back in units."""
+        cfg = self.fitted.config
+        absent = [c for c in cfg.series if c not in raw.columns]
+        if absent:
+            raise ValueError(
+                f"predict: the rows lack the series column(s) {absent}; the model forecasts series by {list(cfg.series)}"
+            )
+        frames, short = [], []
+        for values, group in raw.groupby(list(cfg.series), sort=True):
+            key = series_key(values if isinstance(values, tuple) else (values,))
+            stored = self.series_scaling.get(key)
+            scaled = group.drop(columns=list(cfg.series)).reset_index(drop=True)
+            scaling: dict[str, tuple[float, float]] = {}
+            for col in cfg.numeric:
+                numbers = pd.to_numeric(scaled[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                centre, scale = (stored[col][0], stored[col][1]) if stored else series_statistic(numbers, cfg.scaler)
+                scaling[col] = (centre, scale)
+                scaled[col] = (numbers - centre) / scale
+            try:
+                frame = self._predict_one(scaled)
+            except ValueError:
+                short.append(key)
+                continue
+            centre, scale = scaling[cfg.target]
+            frame["forecast"] = frame["forecast"] * scale + centre
+            key_values = values if isinstance(values, tuple) else (values,)
+            for i, (col, value) in enumerate(zip(cfg.series, key_values, strict=True)):
+                frame.insert(i, col, [value] * len(frame))
+            frame["scaling"] = "trained" if stored else "own history"
+            frames.append(frame)
+        if short:
+            needs = self.window + cfg.history_rows
+            raise ValueError(
+                f"predict: series {', '.join(repr(k) for k in short[:10])}{' ...' if len(short) > 10 else ''} "
+                f"{'has' if len(short) == 1 else 'have'} fewer than the {needs} rows a forecast needs"
+            )
+        return pd.concat(frames, ignore_index=True)
 
     def _predict_one(self, raw: pd.DataFrame) -> pd.DataFrame:
         frame = transform_frame(raw, self.fitted)
@@ -102,47 +138,6 @@ class Forecaster:
                 "forecast": unscale_target(preds.double().numpy().reshape(-1), self.fitted),
             }
         )
-
-
-def _predict_panel_impl(model: Forecaster, raw: pd.DataFrame) -> pd.DataFrame:
-    """Each series of ``raw`` forecast on its own: scaled by what its training rows gave (a series the model never
-    saw: by its own rows here, said in the ``scaling`` column), through the shared model, back in units."""
-    cfg = model.fitted.config
-    absent = [c for c in cfg.series if c not in raw.columns]
-    if absent:
-        raise ValueError(
-            f"predict: the rows lack the series column(s) {absent}; the model forecasts series by {list(cfg.series)}"
-        )
-    frames, short = [], []
-    for values, group in raw.groupby(list(cfg.series), sort=True):
-        key = series_key(values if isinstance(values, tuple) else (values,))
-        stored = model.series_scaling.get(key)
-        scaled = group.drop(columns=list(cfg.series)).reset_index(drop=True)
-        scaling: dict[str, tuple[float, float]] = {}
-        for col in cfg.numeric:
-            numbers = pd.to_numeric(scaled[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            centre, scale = (stored[col][0], stored[col][1]) if stored else series_statistic(numbers, cfg.scaler)
-            scaling[col] = (centre, scale)
-            scaled[col] = (numbers - centre) / scale
-        try:
-            frame = model._predict_one(scaled)
-        except ValueError:
-            short.append(key)
-            continue
-        centre, scale = scaling[cfg.target]
-        frame["forecast"] = frame["forecast"] * scale + centre
-        key_values = values if isinstance(values, tuple) else (values,)
-        for i, (col, value) in enumerate(zip(cfg.series, key_values, strict=True)):
-            frame.insert(i, col, [value] * len(frame))
-        frame["scaling"] = "trained" if stored else "own history"
-        frames.append(frame)
-    if short:
-        needs = model.window + cfg.history_rows
-        raise ValueError(
-            f"predict: series {', '.join(repr(k) for k in short[:10])}{' ...' if len(short) > 10 else ''} "
-            f"{'has' if len(short) == 1 else 'have'} fewer than the {needs} rows a forecast needs"
-        )
-    return pd.concat(frames, ignore_index=True)
 
 
 def _member_forecasts(member: ForecastMember, features: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:

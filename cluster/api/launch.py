@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from cluster.api.preflight import Finished, Ready, preflight, preflight_extend, preflight_resume
+from cluster.api.preflight import Finished, Ready, preflight, preflight_resume
 from cluster.plan.options import RunOptions
 from cluster.plan.planning import Plan
 from cluster.plan.space import WarmStart, grid_size, warm_start
@@ -99,18 +99,4 @@ def _starting(p: Plan, previous: list[Any], warm: WarmStart | None) -> str:
     return f"extending {p.paths.root.uri} ({before} trial(s) so far) in {p.round}: {budget}{told}"
 
 
-def extend_experiment(
-    uri: str,
-    console: Console | None = None,
-    *,
-    num_samples: int | None = None,
-    time_budget_s: float | None = None,
-    address: str | None = None,
-) -> Summary:
-    """More trials for a finished experiment, in its folder; the summary then covers every trial."""
-    console = console or Console(stderr=True, soft_wrap=True)
-    ready = preflight_extend(uri, console, num_samples=num_samples, time_budget_s=time_budget_s, address=address)
-    return launch(ready, console)
-
-
-__all__ = ["extend_experiment", "launch", "resume_experiment", "run_experiment"]
+__all__ = ["launch", "resume_experiment", "run_experiment"]

@@ -144,11 +144,11 @@ def search_algorithm(search: SearchKind, seed: int, max_concurrent: int | None, 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # constant_liar: trials still running count as scored badly, so concurrent trials are not proposed alike.
-    has_history = warm is not None and bool(warm.points)
+    history = warm if warm is not None and warm.points else None
     searcher = OptunaSearch(
         sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
-        points_to_evaluate=warm.points if warm is not None and has_history else None,
-        evaluated_rewards=warm.rewards if warm is not None and has_history else None,
+        points_to_evaluate=history.points if history else None,
+        evaluated_rewards=history.rewards if history else None,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
 

@@ -279,7 +279,6 @@ def prepare_panel(
 
     sinks = {split: _SeriesSink(dest, split, shard_rows) for split in SPLITS}
     context = cfg.context_rows
-    written: list[ShardInfo] = []
     try:
         for code, s in enumerate(kept):
             frame = _transformed(s, scaled[s.key], fitted, code)
@@ -294,11 +293,10 @@ def prepare_panel(
                 sinks[split].add(s.key, part)
         for sink in sinks.values():
             sink.close()
-            written += sink.written
         manifest = _manifest(cfg, fitted, kept, dropped, sinks, cuts, name, source, source_info, len(raw))
         write_manifest(dest, manifest)
     except BaseException:
-        remove_written(dest, [*written, *(sh for sink in sinks.values() for sh in sink.written if sh not in written)])
+        remove_written(dest, [shard for sink in sinks.values() for shard in sink.written])
         raise
     return manifest
 

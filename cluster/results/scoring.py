@@ -89,9 +89,13 @@ def baselines_of(data: ForecastData) -> dict[str, dict[str, ForecastScores]]:
     return {s: baseline_scores(data.splits[s], horizon=data.horizon, season_steps=season) for s in ("val", "test")}
 
 
-def baselines_for(data: ForecastData) -> dict[str, dict[str, Scores]]:
-    per_split = baselines_of(data)
+def baseline_table(per_split: dict[str, dict[str, ForecastScores]]) -> dict[str, dict[str, Scores]]:
+    """Baseline scores per split -> per baseline name, its val and test :class:`Scores`."""
     return {name: {s: Scores.of(per_split[s][name]) for s in per_split} for name in per_split["val"]}
+
+
+def baselines_for(data: ForecastData) -> dict[str, dict[str, Scores]]:
+    return baseline_table(baselines_of(data))
 
 
 def series_wins(model: dict[str, ForecastScores], baselines: dict[str, dict[str, ForecastScores]]) -> dict[str, Any]:
@@ -205,9 +209,7 @@ def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
         payloads=[payload for payload, _, _ in loaded],
         best=scores(raw_best),
         ensemble=scores(raw_ensemble) if raw_ensemble is not None else None,
-        baselines={
-            name: {s: Scores.of(raw_baselines[s][name]) for s in raw_baselines} for name in raw_baselines["val"]
-        },
+        baselines=baseline_table(raw_baselines),
         series=series_wins(exported, raw_baselines) if panel else None,
         series_scaling=data.manifest.preprocessing.get("series_scaling") if panel else None,
         series_detail=series_detail(members, data, exported["test"], raw_baselines["test"]["seasonal_naive"])
