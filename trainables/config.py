@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Kind = Literal["int", "float", "bool", "str"]
-LOSSES = ("mse", "mae", "huber")
+LOSSES = ("mse", "mae", "huber", "quantile")
+DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 
 
 def hyper(
@@ -119,10 +120,15 @@ class OptimConfig:
     batch_size: int = hyper(128, kind="int", low=1, high=65536, help="windows per batch")
     """Windows per training batch."""
     loss: str = hyper(
-        "mse", kind="str", choices=LOSSES, help="forecasting: training loss on the scaled target (mse, mae, huber)"
+        "mse",
+        kind="str",
+        choices=LOSSES,
+        shape_changing=True,
+        help="forecasting: training loss on the scaled target (mse, mae, huber, quantile)",
     )
     """Forecasting: what training minimises on the scaled target: mse, mae (robust to spikes: it fits the median),
-    or huber (squared near zero, absolute beyond one scaled unit)."""
+    huber (squared near zero, absolute beyond one scaled unit), or quantile (the mean pinball loss over the run's
+    ``quantiles``: the model forecasts each level, the median one is its point forecast)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +157,20 @@ class RunLimits:
     """Training samples an epoch draws at random, split evenly over a data-parallel trial's workers (0: all)."""
     metric: str = "loss"
     """What the trial reports as ``val/loss``, the figure it is selected on: loss (scaled MSE), rmse, mae, mase,
-    smape (forecasting; a classifier reports its cross-entropy)."""
+    smape, pinball (forecasting; a classifier reports its cross-entropy)."""
+    quantiles: tuple[float, ...] | str = DEFAULT_QUANTILES
+    """Levels a ``loss = quantile`` model forecasts, and that the pinball metric averages over (a point forecast
+    counts as every level)."""
+
+    def __post_init__(self) -> None:
+        # Tune's config holds "0.1,0.5,0.9" (searchers and HParams take scalars); the model wants floats.
+        raw = self.quantiles.split(",") if isinstance(self.quantiles, str) else self.quantiles
+        object.__setattr__(self, "quantiles", tuple(float(q) for q in raw))
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """:attr:`quantiles` as the floats they are after construction."""
+        return tuple(float(q) for q in self.quantiles)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,4 +223,13 @@ def tunable_fields() -> list[dataclasses.Field[Any]]:
     return out
 
 
-__all__ = ["LOSSES", "ModelConfig", "OptimConfig", "RunLimits", "TrialConfig", "WindowConfig", "tunable_fields"]
+__all__ = [
+    "DEFAULT_QUANTILES",
+    "LOSSES",
+    "ModelConfig",
+    "OptimConfig",
+    "RunLimits",
+    "TrialConfig",
+    "WindowConfig",
+    "tunable_fields",
+]

@@ -27,7 +27,13 @@ from trainables.data.forecast_prep import (
 )
 from trainables.data.text_loader import TextSplit
 from trainables.data.text_prep import FittedText, TextPrepConfig
-from trainables.model import LSTMClassifier, LSTMForecaster, classifier_from_info, forecaster_from_info
+from trainables.model import (
+    LSTMClassifier,
+    LSTMForecaster,
+    classifier_from_info,
+    forecaster_from_info,
+    point_forecast,
+)
 from trainables.storage import Location, read_bytes, write_bytes_atomic
 from trainables.tasks import mean_probabilities
 
@@ -65,13 +71,25 @@ class Forecaster:
         """Rows of history a forecast needs: the longest member window."""
         return max(m.window for m in self.members)
 
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        """The levels every member forecasts (``predict`` adds a ``q<level>`` column for each); empty when the
+        members forecast a point (or different levels: then their point forecasts are averaged)."""
+        levels = {m.model.quantiles for m in self.members}
+        return levels.pop() if len(levels) == 1 else ()
+
+    def level_columns(self) -> list[str]:
+        return [f"q{q:g}" for q in self.quantiles]
+
     @torch.no_grad()
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
         """Forecast steps 1..``horizon`` after every row that has ``window`` rows of history in ``raw``, not counting
         the first ``history_rows`` of ``raw`` (what its lag, rolling and change features read before a row).
 
         Returns one row per origin and step: ``origin`` (last row seen), ``step``, ``target_time`` and ``forecast``
-        (original units, the members' mean), ordered by origin, then step.
+        (original units, the members' mean), ordered by origin, then step. A quantile forecaster adds one column per
+        level (``q0.1``, ``q0.5``, ``q0.9``: the outermost two bound its prediction interval; ``forecast`` is the
+        level nearest 0.5).
         """
         if self.fitted.config.is_panel:
             return self._predict_panel(raw)
@@ -103,7 +121,8 @@ class Forecaster:
                 short.append(key)
                 continue
             centre, scale = scaling[cfg.target]
-            frame["forecast"] = frame["forecast"] * scale + centre
+            for column in ["forecast", *self.level_columns()]:
+                frame[column] = frame[column] * scale + centre
             key_values = values if isinstance(values, tuple) else (values,)
             for i, (col, value) in enumerate(zip(cfg.series, key_values, strict=True)):
                 frame.insert(i, col, [value] * len(frame))
@@ -127,21 +146,30 @@ class Forecaster:
         features = torch.from_numpy(frame[self.fitted.feature_names].to_numpy(np.float32, copy=True))
         # Every member forecasts from the same origins: those the longest window can reach.
         ends = torch.arange(history + self.window - 1, n)
-        preds = torch.stack([_member_forecasts(m, features, ends) for m in self.members]).mean(dim=0)
+        levels = self.quantiles
+        outs = [_member_forecasts(m, features, ends) for m in self.members]
+        if not levels:
+            outs = [point_forecast(o, m.model.quantiles) for o, m in zip(outs, self.members, strict=True)]
+        out = torch.stack(outs).mean(dim=0)
         origin = np.repeat(frame[TIME].to_numpy()[ends.numpy()], self.horizon)
         step = np.tile(np.arange(1, self.horizon + 1), len(ends))
-        return pd.DataFrame(
-            {
-                "origin": origin,
-                "step": step,
-                "target_time": pd.to_datetime(origin) + self.step * step,
-                "forecast": unscale_target(preds.double().numpy().reshape(-1), self.fitted),
-            }
-        )
+
+        def units(scaled: torch.Tensor) -> np.ndarray:
+            return unscale_target(scaled.double().numpy().reshape(-1), self.fitted)
+
+        columns = {
+            "origin": origin,
+            "step": step,
+            "target_time": pd.to_datetime(origin) + self.step * step,
+            "forecast": units(point_forecast(out, levels)),
+        }
+        columns.update({name: units(out[..., k]) for k, name in enumerate(self.level_columns())})
+        return pd.DataFrame(columns)
 
 
 def _member_forecasts(member: ForecastMember, features: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """Scaled forecasts ``[len(ends), horizon]`` of one member from windows ending at ``ends``."""
+    """Scaled forecasts ``[len(ends), horizon]`` (``[..., levels]`` from a quantile forecaster) of one member from
+    windows ending at ``ends``."""
     index = ends.unsqueeze(1) - torch.arange(member.window - 1, -1, -1).unsqueeze(0)
     member.model.eval()
     return torch.cat([member.model(features[index[i : i + 2048]]) for i in range(0, len(ends), 2048)])

@@ -6,7 +6,7 @@ TRAIN_LOSS = "train/loss"
 """Mean training loss (MSE on the scaled target) over the epoch."""
 VAL_LOSS = "val/loss"
 """The validation figure trials are selected on (lower is better): the scaled MSE by default, or what ``--metric``
-names (``val/rmse``, ``val/mae``, ``val/mase``, ``val/smape``); a classifier's cross-entropy. Schedulers, checkpoint
+names (``val/rmse``, ``val/mae``, ``val/mase``, ``val/smape``, ``val/pinball``); a classifier's cross-entropy. Schedulers, checkpoint
 retention, early stopping, the best trial and the ensemble all read it."""
 VAL_SCALED_MSE = "val/scaled_mse"
 """MSE on the scaled target (what ``loss = mse`` trains on); ``val/loss`` unless ``--metric`` names another figure."""
@@ -18,6 +18,10 @@ VAL_MASE = "val/mase"
 """Panels: mean over series of each series' MAE divided by its training split's seasonal-naive MAE (scale-free)."""
 VAL_SMAPE = "val/smape"
 """Panels: mean over series of each series' symmetric MAPE, in percent."""
+VAL_PINBALL = "val/pinball"
+"""Mean pinball loss in the target's units over the run's quantile levels (a point forecast stands for each level)."""
+VAL_COVERAGE = "val/coverage"
+"""Quantile forecasters: share of validation targets inside the lowest-to-highest level interval."""
 VAL_ACCURACY = "val/accuracy"
 """Validation accuracy (classification)."""
 VAL_MACRO_F1 = "val/macro_f1"
@@ -101,10 +105,12 @@ __all__ = [
     "TRAIN_SECONDS",
     "TRAIN_SHARDS",
     "VAL_ACCURACY",
+    "VAL_COVERAGE",
     "VAL_LOSS",
     "VAL_MACRO_F1",
     "VAL_MAE",
     "VAL_MASE",
+    "VAL_PINBALL",
     "VAL_RMSE",
     "VAL_SCALED_MSE",
     "VAL_SMAPE",

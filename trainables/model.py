@@ -120,26 +120,33 @@ class DecoderHead(nn.Module):
     value, so training and forecasting see the same inputs.
     """
 
-    def __init__(self, in_dim: int, hidden_size: int, horizon: int, *, level_gain: bool = False) -> None:
+    def __init__(
+        self, in_dim: int, hidden_size: int, horizon: int, *, level_gain: bool = False, outputs: int = 1, fed: int = 0
+    ) -> None:
         super().__init__()
         self.horizon = horizon
+        self.outputs = outputs
+        """Values per step: 1, or one per quantile."""
+        self.fed = fed
+        """Which of a step's outputs the next step is fed (the median's, with quantiles)."""
         self.init_h = nn.Linear(in_dim, hidden_size)
         self.init_c = nn.Linear(in_dim, hidden_size)
         self.cell = nn.LSTMCell(1, hidden_size)
-        self.out = gain_head(hidden_size, 1, level_gain)
+        self.out = gain_head(hidden_size, outputs, level_gain)
         self.level_gain = level_gain
 
     def forward(self, summary: torch.Tensor, last: torch.Tensor, level: torch.Tensor, residual: bool) -> torch.Tensor:
+        """``[batch, horizon * outputs]``, step-major."""
         h, c = torch.tanh(self.init_h(summary)), self.init_c(summary)
         prev = last.unsqueeze(1)
         steps = []
         for _ in range(self.horizon):
             h, c = self.cell(prev, (h, c))
-            step = apply_gain(self.out(h), level, 1, self.level_gain)
+            step = apply_gain(self.out(h), level, self.outputs, self.level_gain)
             if residual:
                 step = step + last.unsqueeze(1)
             steps.append(step)
-            prev = step
+            prev = step[:, self.fed : self.fed + 1]
         return torch.cat(steps, dim=1)
 
 
@@ -177,8 +184,10 @@ class LSTMForecaster(nn.Module):
         horizon: int = 1,
         categorical: tuple[tuple[int, int], ...] = (),
         target_offset: float = 0.0,
+        quantiles: tuple[float, ...] = (),
     ) -> None:
         super().__init__()
+        check_quantiles(quantiles, "model.quantiles")
         if n_features < 1:
             raise ValueError(f"model.n_features = {n_features}: must be >= 1")
         if not 0 <= target_index < n_features:
@@ -193,6 +202,9 @@ class LSTMForecaster(nn.Module):
         """Centre / scale of the target: the scaled last value plus this is the level in units of the scale."""
         self.target_index = target_index
         self.horizon = horizon
+        self.quantiles = tuple(float(q) for q in quantiles)
+        """Empty: one forecast per step, ``[batch, horizon]``; else ``[batch, horizon, len(quantiles)]``, ascending."""
+        outputs = max(1, len(self.quantiles))
         coded = {index for index, _ in categorical}
         if any(not 0 <= i < n_features or i == target_index for i in coded) or any(n < 2 for _, n in categorical):
             raise ValueError(f"model.categorical = {categorical}: (feature index, codes >= 2), never the target")
@@ -206,9 +218,16 @@ class LSTMForecaster(nn.Module):
         self.encoder = SequenceEncoder(cfg, width)
         self.head_dropout = nn.Dropout(cfg.dropout)
         self.head: nn.Module = (
-            DecoderHead(self.encoder.out_dim, cfg.hidden_size, horizon, level_gain=cfg.level_gain)
+            DecoderHead(
+                self.encoder.out_dim,
+                cfg.hidden_size,
+                horizon,
+                level_gain=cfg.level_gain,
+                outputs=outputs,
+                fed=median_index(self.quantiles),
+            )
             if cfg.head == "decoder"
-            else gain_head(self.encoder.out_dim, horizon, cfg.level_gain)
+            else gain_head(self.encoder.out_dim, horizon * outputs, cfg.level_gain)
         )
 
     @property
@@ -229,12 +248,32 @@ class LSTMForecaster(nn.Module):
         last = x[:, -1, self.target_index]
         level = last + self.target_offset
         if isinstance(self.head, DecoderHead):
-            decoded: torch.Tensor = self.head(summary, last, level, self.residual)
-            return decoded
-        out = apply_gain(self.head(summary), level, self.horizon, self.level_gain)
-        if self.residual:
-            out = out + last.unsqueeze(1)
-        return out
+            out: torch.Tensor = self.head(summary, last, level, self.residual)
+        else:
+            out = apply_gain(self.head(summary), level, self.horizon * max(1, len(self.quantiles)), self.level_gain)
+            if self.residual:
+                out = out + last.unsqueeze(1)
+        if not self.quantiles:
+            return out
+        # Sorted, so quantile forecasts never cross (the monotone rearrangement; its gradient flows to each value).
+        return out.view(len(out), self.horizon, len(self.quantiles)).sort(dim=-1).values
+
+
+def check_quantiles(quantiles: tuple[float, ...], key: str) -> None:
+    """Quantile levels: each strictly between 0 and 1, ascending, no repeats."""
+    if any(not 0.0 < q < 1.0 for q in quantiles) or list(quantiles) != sorted(set(quantiles)):
+        raise ValueError(f"{key} = {list(quantiles)}: levels must lie strictly between 0 and 1, ascending, no repeats")
+
+
+def median_index(quantiles: tuple[float, ...]) -> int:
+    """The level closest to 0.5 (the lower on a tie): its forecast is the point forecast (0 without quantiles)."""
+    # Rounded, so 0.05 and 0.95 tie as they do on paper, not by float error.
+    return min(range(len(quantiles)), key=lambda i: round(abs(quantiles[i] - 0.5), 9)) if quantiles else 0
+
+
+def point_forecast(out: torch.Tensor, quantiles: tuple[float, ...]) -> torch.Tensor:
+    """``[batch, horizon]``: the output itself, or the median level's slice of a quantile output."""
+    return out[..., median_index(quantiles)] if quantiles else out
 
 
 class LSTMClassifier(nn.Module):
@@ -276,6 +315,7 @@ def build_model(
     horizon: int = 1,
     categorical: tuple[tuple[int, int], ...] = (),
     target_offset: float = 0.0,
+    quantiles: tuple[float, ...] = (),
 ) -> LSTMForecaster:
     return LSTMForecaster(
         cfg,
@@ -284,6 +324,7 @@ def build_model(
         horizon=horizon,
         categorical=categorical,
         target_offset=target_offset,
+        quantiles=quantiles,
     )
 
 
@@ -303,6 +344,7 @@ def forecaster_from_info(info: dict[str, Any]) -> LSTMForecaster:
         horizon=int(info.get("horizon", 1)),
         categorical=tuple((int(i), int(n)) for i, n in info.get("categorical", [])),
         target_offset=float(info.get("target_offset", 0.0)),
+        quantiles=tuple(float(q) for q in info.get("quantiles", ())),
     )
 
 
@@ -335,11 +377,14 @@ __all__ = [
     "SequenceEncoder",
     "build_classifier",
     "build_model",
+    "check_quantiles",
     "classifier_from_info",
     "embedding_size",
     "forecaster_from_info",
     "init_lstm",
     "init_matrix",
     "l1_penalty",
+    "median_index",
+    "point_forecast",
     "set_dropout",
 ]

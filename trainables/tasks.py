@@ -79,7 +79,14 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor
     return StepResult(grad_norm=norm, clipped=norm > limit)
 
 
-SELECTABLE = {"loss": M.VAL_SCALED_MSE, "rmse": M.VAL_RMSE, "mae": M.VAL_MAE, "mase": M.VAL_MASE, "smape": M.VAL_SMAPE}
+SELECTABLE = {
+    "loss": M.VAL_SCALED_MSE,
+    "rmse": M.VAL_RMSE,
+    "mae": M.VAL_MAE,
+    "mase": M.VAL_MASE,
+    "smape": M.VAL_SMAPE,
+    "pinball": M.VAL_PINBALL,
+}
 
 
 def selected(scores: ForecastScores, metric: str) -> dict[str, float]:
@@ -89,11 +96,20 @@ def selected(scores: ForecastScores, metric: str) -> dict[str, float]:
         out[M.VAL_MASE] = scores.mase
     if scores.smape is not None:
         out[M.VAL_SMAPE] = scores.smape
+    if scores.pinball is not None:
+        out[M.VAL_PINBALL] = scores.pinball
+    if scores.coverage is not None:
+        out[M.VAL_COVERAGE] = scores.coverage
     key = SELECTABLE.get(metric)
     if key is None or key not in out:
         raise ValueError(f"metric = {metric!r}: not reported for this dataset; allowed: {', '.join(SELECTABLE)}")
     out[M.VAL_LOSS] = out[key]
     return out
+
+
+def model_quantiles(cfg: TrialConfig) -> tuple[float, ...]:
+    """The levels the model forecasts: the run's quantiles with ``loss = quantile``, none otherwise."""
+    return cfg.limits.levels if cfg.optim.loss == "quantile" else ()
 
 
 class ForecastTask:
@@ -126,6 +142,7 @@ class ForecastTask:
             horizon=self.data.horizon,
             categorical=self.data.fitted.categorical_codes,
             target_offset=self._target_offset(),
+            quantiles=model_quantiles(cfg),
         )
 
     def _target_offset(self) -> float:
@@ -142,10 +159,16 @@ class ForecastTask:
             "horizon": self.data.horizon,
             "categorical": [list(c) for c in self.data.fitted.categorical_codes],
             "target_offset": self._target_offset(),
+            "quantiles": list(model_quantiles(cfg)),
         }
 
     def data_info(self, cfg: TrialConfig) -> dict[str, Any]:
-        return {"window": cfg.window.window, "horizon": self.data.horizon, "dataset": self.data.manifest.name}
+        return {
+            "window": cfg.window.window,
+            "horizon": self.data.horizon,
+            "dataset": self.data.manifest.name,
+            "quantiles": list(cfg.limits.levels),
+        }
 
     def train_epoch(
         self,
@@ -168,7 +191,7 @@ class ForecastTask:
         for start in range(0, len(order), cfg.optim.batch_size):
             batch = order[start : start + cfg.optim.batch_size]
             x, y, mask = gather(train, batch, window=cfg.window.window, horizon=self.data.horizon)
-            loss = masked_loss(cfg.optim.loss, model(x), y, mask)
+            loss = masked_loss(cfg.optim.loss, model(x), y, mask, cfg.limits.levels)
             epoch.add(loss, len(batch), _step(model, optimizer, loss, cfg))
         return epoch.stats()
 
@@ -183,6 +206,7 @@ class ForecastTask:
             target_centre=fitted.centre[target],
             target_scale=fitted.scale[target],
             device=device,
+            quantiles=cfg.limits.levels,
         )
         return selected(scores, cfg.limits.metric)
 

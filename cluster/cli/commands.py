@@ -95,6 +95,7 @@ def experiments_show(
     lines.append(info.best_line())
     if (test := info.test_line()) is not None:
         lines.append(test)
+    lines.extend(info.details)
     typer.echo("\n".join(lines))
 
 

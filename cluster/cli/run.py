@@ -56,9 +56,14 @@ def run(
     metric: Annotated[
         str,
         typer.Option(
-            help="What trials are selected on: loss (scaled MSE) | rmse | mae | mase | smape (mase, smape: panels)."
+            help="What trials are selected on: loss (scaled MSE) | rmse | mae | mase | smape (mase, smape: panels) | "
+            "pinball (mean over --quantiles)."
         ),
     ] = "loss",
+    quantiles: Annotated[
+        str,
+        typer.Option(help="Levels a loss=quantile model forecasts (outermost: the interval), comma-separated."),
+    ] = "0.1,0.5,0.9",
     ensemble: Annotated[
         int, typer.Option(help="Export the mean of the best N trials (each at its best checkpoint); 1: the best alone.")
     ] = 1,

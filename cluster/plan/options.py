@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 SchedulerKind = Literal["asha", "pbt", "fifo"]
 SearchKind = Literal["random", "grid", "tpe"]
-MetricKind = Literal["loss", "rmse", "mae", "mase", "smape"]
-METRICS: tuple[str, ...] = ("loss", "rmse", "mae", "mase", "smape")
+MetricKind = Literal["loss", "rmse", "mae", "mase", "smape", "pinball"]
+METRICS: tuple[str, ...] = ("loss", "rmse", "mae", "mase", "smape", "pinball")
 PANEL_METRICS = ("mase", "smape")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PBT_MIN_CHECKPOINTS = 3
@@ -197,7 +197,12 @@ class RunOptions:
     metric: MetricKind = "loss"
     """What trials are selected on (schedulers, checkpoints kept, the best trial, the ensemble): loss (the scaled
     validation MSE, or a classifier's cross-entropy), rmse or mae (in the target's units), mase or smape (panels:
-    means over series). Lower is better for each; a trial reports it as ``val/loss``."""
+    means over series), pinball (the mean pinball loss over ``quantiles``, in units). Lower is better for each; a
+    trial reports it as ``val/loss``."""
+    quantiles: tuple[float, ...] | str = (0.1, 0.5, 0.9)
+    """Levels a ``loss = quantile`` forecaster forecasts (the outermost two make the prediction interval; the one
+    nearest 0.5 is the point forecast), and the levels the pinball metric averages over. A string is read as
+    comma-separated numbers."""
     embeddings: str | None = None
     """Pretrained word vectors (word2vec/GloVe text, optionally .gz; path or s3://) for text datasets."""
     cache_dir: str | None = None
@@ -205,6 +210,9 @@ class RunOptions:
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
     resources: ResourceOptions = field(default_factory=ResourceOptions)
     checkpoints: CheckpointOptions = field(default_factory=CheckpointOptions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quantiles", parse_quantiles(self.quantiles))
 
     def validate(self) -> None:
         if self.search not in ("random", "grid", "tpe"):
@@ -247,7 +255,22 @@ class RunOptions:
         self.checkpoints.validate(self.scheduler.kind)
 
 
-RUN_WIDE_KEYS = ("max_epochs", "seed", "patience", "min_delta", "epoch_samples", "metric")
+def parse_quantiles(raw: tuple[float, ...] | list[float] | str) -> tuple[float, ...]:
+    """``"0.1,0.5,0.9"`` or a sequence -> ascending levels strictly between 0 and 1, no repeats; else an error
+    naming ``--quantiles``."""
+    parts = [p.strip() for p in raw.split(",")] if isinstance(raw, str) else list(raw)
+    try:
+        levels = tuple(float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise OptionError(f"--quantiles = {raw!r}: must be numbers separated by commas, e.g. 0.1,0.5,0.9") from None
+    if not levels or any(not 0.0 < q < 1.0 for q in levels) or list(levels) != sorted(set(levels)):
+        raise OptionError(
+            f"--quantiles = {raw!r}: at least one level, each strictly between 0 and 1, ascending, no repeats"
+        )
+    return levels
+
+
+RUN_WIDE_KEYS = ("max_epochs", "seed", "patience", "min_delta", "epoch_samples", "metric", "quantiles")
 """Settings every trial of a run carries in its Tune config (fixed, never sampled): not hyperparameters."""
 
 
@@ -316,4 +339,5 @@ __all__ = [
     "flat_option_names",
     "flatten",
     "options_from_flat",
+    "parse_quantiles",
 ]

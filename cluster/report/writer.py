@@ -153,14 +153,33 @@ def _series_section(detail: dict[str, Any]) -> list[str]:
     return lines
 
 
+SCORE_LABELS = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "mase": "MASE",
+    "smape": "sMAPE %",
+    "pinball": "pinball",
+    "coverage": "interval coverage",
+}
+OPTIONAL_SCORES = ("mase", "smape", "pinball", "coverage")
+"""Forecasting figures a run may or may not have (panels, quantile levels): a column when the best model has it."""
+
+
+def _score_keys(record: ExperimentRecord) -> list[str]:
+    if record.task == "classify":
+        return ["accuracy", "macro_f1"]
+    test = (record.summary or {}).get("best", {}).get("test", {})
+    return ["rmse", "mae", *(k for k in OPTIONAL_SCORES if test.get(k) is not None)]
+
+
 def _score_names(record: ExperimentRecord) -> list[str]:
-    names = ("accuracy", "macro-F1") if record.task == "classify" else ("RMSE", "MAE")
-    return [f"{split} {n}" for split in ("val", "test") for n in names]
+    return [f"{split} {SCORE_LABELS[k]}" for split in ("val", "test") for k in _score_keys(record)]
 
 
 def _score_cells(record: ExperimentRecord, val: dict[str, Any], test: dict[str, Any]) -> str:
-    keys = ("accuracy", "macro_f1") if record.task == "classify" else ("rmse", "mae")
-    return " | ".join(_fmt(part.get(k)) for part in (val, test) for k in keys)
+    return " | ".join(_fmt(part.get(k)) for part in (val, test) for k in _score_keys(record))
 
 
 def _fmt(value: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from cluster.plan.storage import ExperimentPaths, StorageError, check_readable, is_experiment, round_roots
-from cluster.results.summary import exported_scores
+from cluster.results.summary import detail_lines, exported_scores, summary_from_json
 from trainables import metrics as M
 from trainables.storage import Location, exists, read_bytes, resolve
 
@@ -37,6 +37,9 @@ class ExperimentInfo:
     persistence_test_rmse: float | None = None
     test_accuracy: float | None = None
     majority_test_accuracy: float | None = None
+    details: tuple[str, ...] = ()
+    """Finished forecasters: a panel's MASE/sMAPE line and a quantile forecaster's interval line, as the run's
+    summary printed them."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,9 +148,13 @@ def describe(loc: Location) -> ExperimentInfo:
     paths = ExperimentPaths(root=loc)
     status = "incomplete"
     scores: dict[str, float | None] = {}
+    details: tuple[str, ...] = ()
     if exists(paths.best_json):
         status = "finished"
-        scores = _test_scores(json.loads(read_bytes(paths.best_json)))
+        raw = read_bytes(paths.best_json)
+        scores = _test_scores(json.loads(raw))
+        summary = summary_from_json(raw)
+        details = tuple(detail_lines(summary)) if summary.task == "forecast" else ()
     return ExperimentInfo(
         name=loc.path.rstrip("/").rsplit("/", 1)[-1],
         uri=loc.uri,
@@ -158,6 +165,7 @@ def describe(loc: Location) -> ExperimentInfo:
         best_val=best,
         best_trial=best_trial,
         best_val_rmse=best if metric == M.VAL_RMSE else None,
+        details=details,
         **scores,
     )
 

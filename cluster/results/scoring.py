@@ -18,7 +18,13 @@ from trainables.data.loader import ForecastData, load_forecast_data
 from trainables.data.text_loader import TextData, load_text_data
 from trainables.data.windows import target_positions
 from trainables.evaluate import ForecastScores, baseline_scores, evaluate_ensemble, predict_scaled
-from trainables.model import LSTMClassifier, LSTMForecaster, classifier_from_info, forecaster_from_info
+from trainables.model import (
+    LSTMClassifier,
+    LSTMForecaster,
+    classifier_from_info,
+    forecaster_from_info,
+    point_forecast,
+)
 from trainables.tasks import classification_scores, mean_probabilities
 
 
@@ -30,8 +36,11 @@ def load_forecast_member(checkpoint_dir: str) -> tuple[dict[str, Any], LSTMForec
     return payload, model, int(payload["data_info"]["window"])
 
 
-def score_forecasters(members: list[tuple[LSTMForecaster, int]], data: ForecastData) -> dict[str, ForecastScores]:
-    """The members' mean forecast (one member: the model alone) scored on val and test."""
+def score_forecasters(
+    members: list[tuple[LSTMForecaster, int]], data: ForecastData, quantiles: tuple[float, ...] = ()
+) -> dict[str, ForecastScores]:
+    """The members' mean forecast (one member: the model alone) scored on val and test; ``quantiles``: the levels
+    the pinball loss of point forecasts is taken at."""
     target = data.fitted.config.target
     return {
         split: evaluate_ensemble(
@@ -41,6 +50,7 @@ def score_forecasters(members: list[tuple[LSTMForecaster, int]], data: ForecastD
             target_centre=data.fitted.centre[target],
             target_scale=data.fitted.scale[target],
             device=torch.device("cpu"),
+            quantiles=quantiles,
         )
         for split in ("val", "test")
     }
@@ -84,9 +94,12 @@ def majority_baseline(data: TextData) -> dict[str, dict[str, Scores]]:
     return {"majority_class": out}
 
 
-def baselines_of(data: ForecastData) -> dict[str, dict[str, ForecastScores]]:
+def baselines_of(data: ForecastData, quantiles: tuple[float, ...] = ()) -> dict[str, dict[str, ForecastScores]]:
     season = int(data.manifest.task_params["season_steps"])
-    return {s: baseline_scores(data.splits[s], horizon=data.horizon, season_steps=season) for s in ("val", "test")}
+    return {
+        s: baseline_scores(data.splits[s], horizon=data.horizon, season_steps=season, quantiles=quantiles)
+        for s in ("val", "test")
+    }
 
 
 def baseline_table(per_split: dict[str, dict[str, ForecastScores]]) -> dict[str, dict[str, Scores]]:
@@ -168,9 +181,12 @@ def series_detail(
     for which, chosen in picks.items():
         code = keys.index(chosen[0]["series"])
         mine = positions[torch.from_numpy(codes == code)]
-        preds = torch.stack([predict_scaled(m, arrays, mine, window=w, horizon=data.horizon) for m, w in members]).mean(
-            dim=0
-        )
+        preds = torch.stack(
+            [
+                point_forecast(predict_scaled(m, arrays, mine, window=w, horizon=data.horizon), m.quantiles)
+                for m, w in members
+            ]
+        ).mean(dim=0)
         step1 = (mine - data.horizon + 1).numpy()  # the row step 1 forecasts
         forecast = arrays.unscale(
             preds[:, 0].double().numpy(), step1, data.fitted.centre[target], data.fitted.scale[target]
@@ -196,9 +212,11 @@ def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
     loaded = [_in_dir(c, load_forecast_member) for c in checkpoints]
     members = [(model, window) for _, model, window in loaded]
 
-    raw_best = score_forecasters(members[:1], data)
-    raw_ensemble = score_forecasters(members, data) if len(members) > 1 else None
-    raw_baselines = baselines_of(data)
+    # The run's levels (every trial carries the same); checkpoints from before quantiles existed have none.
+    levels = tuple(float(q) for q in loaded[0][0]["data_info"].get("quantiles", ()))
+    raw_best = score_forecasters(members[:1], data, levels)
+    raw_ensemble = score_forecasters(members, data, levels) if len(members) > 1 else None
+    raw_baselines = baselines_of(data, levels)
     exported = raw_ensemble or raw_best
     panel = "series" in data.manifest.task_params
 

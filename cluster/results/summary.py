@@ -31,10 +31,25 @@ class Scores:
     """Panels: mean over series of the MAE scaled by each series' training seasonal-naive MAE."""
     smape: float | None = None
     """Panels: mean over series of the symmetric MAPE, percent."""
+    pinball: float | None = None
+    """Forecasting: mean pinball loss over the run's quantile levels, in units (a point forecast stands for each)."""
+    coverage: float | None = None
+    """Quantile forecasters: share of targets inside the prediction interval (lowest to highest level)."""
+    interval: float | None = None
+    """The interval's nominal coverage, e.g. 0.8 for levels 0.1 and 0.9."""
 
     @classmethod
     def of(cls, s: ForecastScores) -> Scores:
-        return cls(rmse=s.rmse, mae=s.mae, rmse_by_step=list(s.rmse_by_step), mase=s.mase, smape=s.smape)
+        return cls(
+            rmse=s.rmse,
+            mae=s.mae,
+            rmse_by_step=list(s.rmse_by_step),
+            mase=s.mase,
+            smape=s.smape,
+            pinball=s.pinball,
+            coverage=s.coverage,
+            interval=s.interval,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,8 +219,7 @@ def render(summary: Summary, console: Console) -> None:
             f"{_who(summary)}test RMSE {test_rmse:.2f} vs persistence {persistence:.2f}: "
             f"{abs(gain):.1f}% {'better' if gain > 0 else 'worse'}"
         )
-        if summary.series:
-            headline += "\n" + _panel_line(summary)
+        headline += "".join("\n" + line for line in detail_lines(summary))
         if summary.horizon > 1:
             headline += "\n" + _by_step(
                 summary.exported.test, summary.baselines["persistence"]["test"], summary.horizon
@@ -243,6 +257,14 @@ def render(summary: Summary, console: Console) -> None:
         console.print(f"note: {note}", style="yellow", highlight=False)
 
 
+def detail_lines(summary: Summary) -> list[str]:
+    """A forecaster's lines beyond RMSE: a panel's scale-free figures, a quantile forecaster's interval."""
+    lines = [_panel_line(summary)] if summary.series else []
+    if summary.exported.test.coverage is not None:
+        lines.append(_interval_line(summary))
+    return lines
+
+
 def _panel_line(summary: Summary) -> str:
     """Scale-free figures of a panel: MASE and sMAPE (means over series) next to seasonal naive, and on how many
     series the model beats it."""
@@ -261,6 +283,16 @@ def _panel_line(summary: Summary) -> str:
     if wins is not None:
         parts.append(f"beats seasonal naive on {wins} of {series.get('count')} series")
     return f"{series.get('count')} series, means over series: " + "; ".join(parts)
+
+
+def _interval_line(summary: Summary) -> str:
+    """A quantile forecaster's interval: how often test targets fell inside it, against what it promises."""
+    mine, naive = summary.exported.test, summary.baselines["seasonal_naive"]["test"]
+    nominal = mine.interval or math.nan
+    line = f"test {nominal:.0%} interval covered {mine.coverage or math.nan:.1%} of targets"
+    if mine.pinball is not None and naive.pinball is not None:
+        line += f"; mean pinball loss {mine.pinball:.3f} vs seasonal naive {naive.pinball:.3f}"
+    return line
 
 
 def _who(summary: Summary) -> str:
@@ -283,6 +315,7 @@ __all__ = [
     "EnsembleMember",
     "Scores",
     "Summary",
+    "detail_lines",
     "exported_scores",
     "model_label",
     "render",

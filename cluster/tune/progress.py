@@ -55,8 +55,14 @@ class ProgressState:
         )
 
 
-SHOWN = {M.VAL_RMSE: ("RMSE", 2), M.VAL_MAE: ("MAE", 2), M.VAL_MASE: ("MASE", 3), M.VAL_SMAPE: ("sMAPE", 2)}
-WATCHED = {"mae": M.VAL_MAE, "mase": M.VAL_MASE, "smape": M.VAL_SMAPE}
+SHOWN = {
+    M.VAL_RMSE: ("RMSE", 2),
+    M.VAL_MAE: ("MAE", 2),
+    M.VAL_MASE: ("MASE", 3),
+    M.VAL_SMAPE: ("sMAPE", 2),
+    M.VAL_PINBALL: ("pinball", 3),
+}
+WATCHED = {"mae": M.VAL_MAE, "mase": M.VAL_MASE, "smape": M.VAL_SMAPE, "pinball": M.VAL_PINBALL}
 """``--metric`` -> the figure the progress line shows (RMSE for loss and rmse)."""
 
 

@@ -95,6 +95,8 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str, w
         "min_delta": opts.min_delta,
         "epoch_samples": opts.epoch_samples or 0,
         "metric": opts.metric,
+        # A string: Tune's searchers and the HParams plugin take scalars; RunLimits reads it back.
+        "quantiles": ",".join(f"{q:g}" for q in opts.quantiles),
     }
     trainable = trainable_for(opts, env, task)
     scheduler = build_scheduler(
