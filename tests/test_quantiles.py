@@ -19,8 +19,9 @@ from cluster.plan.options import OptionError, RunOptions
 from trainables import metrics as M
 from trainables.config import ModelConfig, RunLimits, TrialConfig
 from trainables.data.windows import SeriesArrays
-from trainables.evaluate import Levels, evaluate_ensemble, level_scores, masked_loss, pinball
+from trainables.evaluate import evaluate_ensemble, masked_loss, pinball
 from trainables.model import build_model, median_index, point_forecast
+from trainables.scores import Levels, scores_from_errors
 from trainables.tasks import model_quantiles, selected
 
 
@@ -68,15 +69,15 @@ def test_the_point_forecast_is_the_level_nearest_the_median(levels: tuple[float,
 def test_coverage_counts_targets_inside_the_outer_levels() -> None:
     # 4 targets; forecast minus truth at levels (0.1, 0.9): inside when lower <= 0 <= upper
     by_level = np.array([[-1.0, 1.0], [0.5, 2.0], [-2.0, -0.1], [0.0, 0.0]])[:, None, :]
-    mask = np.ones((4, 1), dtype=bool)
-    loss, coverage, interval = level_scores(by_level[..., 0], mask, Levels((0.1, 0.9), by_level))
-    assert coverage == pytest.approx(0.5) and interval == pytest.approx(0.8)
-    assert loss is not None and loss > 0
+    scores = scores_from_errors(by_level[..., 0], levels=Levels((0.1, 0.9), by_level))
+    assert scores.coverage == pytest.approx(0.5) and scores.interval == pytest.approx(0.8)
+    # pinball: row 1 0.1*1 + 0.1*1; row 2 0.9*0.5 + 0.1*2; row 3 0.1*2 + 0.9*0.1; row 4 0 -> over 8 cells
+    assert scores.pinball == pytest.approx((0.2 + 0.65 + 0.29) / 8)
     # a point forecast stands for every level: a pinball loss but no interval
-    assert level_scores(np.array([[1.0], [-1.0]]), np.ones((2, 1), dtype=bool), Levels((0.1, 0.9)))[1:] == (None, None)
+    point = scores_from_errors(np.array([[1.0], [-1.0]]), levels=Levels((0.1, 0.9)))
+    assert point.pinball is not None and (point.coverage, point.interval) == (None, None)
     # pinball at 0.5 of a point forecast is half its MAE
-    half = level_scores(np.array([[2.0], [-4.0]]), np.ones((2, 1), dtype=bool), Levels((0.5,)))[0]
-    assert half == pytest.approx(1.5)
+    assert scores_from_errors(np.array([[2.0], [-4.0]]), levels=Levels((0.5,))).pinball == pytest.approx(1.5)
 
 
 def test_a_quantile_model_trained_on_noise_covers_its_nominal_interval() -> None:

@@ -122,8 +122,13 @@ class ForecastTask:
             raise ValueError(
                 f"window = {window}: the dataset was prepared for windows up to {data.manifest.max_window}"
             )
-        self.positions = target_positions(data.splits["train"], window=window, horizon=data.horizon)
-        if len(self.positions) == 0:
+        # Streamed: positions are found piece by piece, as each piece is read.
+        self.positions = (
+            torch.empty(0, dtype=torch.long)
+            if data.streamed
+            else target_positions(data.splits["train"], window=window, horizon=data.horizon)
+        )
+        if not data.streamed and len(self.positions) == 0:
             raise ValueError(f"window = {window}: the training split has no target with that much history")
         self._resident: tuple[torch.device, SeriesArrays, torch.Tensor] | None = None
 
@@ -181,18 +186,55 @@ class ForecastTask:
     ) -> EpochStats:
         """One epoch: every training window in a new order, or the first ``samples`` of that order (0: all)."""
         model.train()
+        if self.data.streamed:
+            return self._train_streamed(model, optimizer, cfg, seed, device, samples)
         train, positions = self._train_on(device)
         # The permutation is drawn on the host from the seed, so every device sees the same batches.
         shuffle = torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))
         if samples:
             shuffle = shuffle[:samples]
-        order = positions[shuffle.to(positions.device)]
         epoch = EpochAccumulator(device)
+        self._train_order(model, optimizer, cfg, train, positions[shuffle.to(positions.device)], epoch)
+        return epoch.stats()
+
+    def _train_order(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        cfg: TrialConfig,
+        train: SeriesArrays,
+        order: torch.Tensor,
+        epoch: EpochAccumulator,
+    ) -> None:
         for start in range(0, len(order), cfg.optim.batch_size):
             batch = order[start : start + cfg.optim.batch_size]
             x, y, mask = gather(train, batch, window=cfg.window.window, horizon=self.data.horizon)
             loss = masked_loss(cfg.optim.loss, model(x), y, mask, cfg.limits.levels)
             epoch.add(loss, len(batch), _step(model, optimizer, loss, cfg))
+
+    def _train_streamed(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        cfg: TrialConfig,
+        seed: int,
+        device: torch.device,
+        samples: int,
+    ) -> EpochStats:
+        """Pieces of whole series in an order drawn from ``seed``, every window of a piece in a random order, until
+        ``samples`` windows (0: every window of every piece, once)."""
+        epoch = EpochAccumulator(device)
+        generator = torch.Generator().manual_seed(seed)
+        for piece in self.data.streams["train"].shuffled(seed):
+            positions = target_positions(piece, window=cfg.window.window, horizon=self.data.horizon)
+            order = positions[torch.randperm(len(positions), generator=generator)]
+            if samples:
+                order = order[: samples - epoch.samples]
+            self._train_order(model, optimizer, cfg, piece.to(device), order.to(device), epoch)
+            if samples and epoch.samples >= samples:
+                break
+        if not epoch.samples:
+            raise ValueError(f"window = {cfg.window.window}: the training split has no target with that much history")
         return epoch.stats()
 
     def evaluate(self, model: nn.Module, cfg: TrialConfig, device: torch.device) -> dict[str, float]:
@@ -200,7 +242,7 @@ class ForecastTask:
         target = fitted.config.target
         scores = evaluate_model(
             model,
-            self.data.splits["val"],
+            self.data.split("val"),
             window=cfg.window.window,
             horizon=self.data.horizon,
             target_centre=fitted.centre[target],

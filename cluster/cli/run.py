@@ -73,6 +73,12 @@ def run(
     epoch_samples: Annotated[
         int | None, typer.Option(help="Training samples per epoch, drawn at random (default: all of them).")
     ] = None,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Bytes a trial may hold of a panel (1.5GB, 800MiB); larger panels stream [a quarter of RAM]."
+        ),
+    ] = None,
     resume_if_exists: Annotated[
         bool, typer.Option(help="If the experiment exists, resume it (finished: print its summary) instead of failing.")
     ] = False,

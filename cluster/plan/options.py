@@ -205,6 +205,10 @@ class RunOptions:
     comma-separated numbers."""
     embeddings: str | None = None
     """Pretrained word vectors (word2vec/GloVe text, optionally .gz; path or s3://) for text datasets."""
+    memory_budget: int | str | None = None
+    """Bytes a trial (and the driver's final scoring) may hold of a panel's splits, as a number or with a unit
+    (``1.5GB``, ``800MiB``); a panel larger than this is streamed a piece of whole series at a time. None: a quarter
+    of the machine's memory."""
     cache_dir: str | None = None
     """Node-local shard cache for remote datasets (default: LSTM_TUNE_CACHE_DIR, else <tmp>/lstm-tune-shards)."""
     scheduler: SchedulerOptions = field(default_factory=SchedulerOptions)
@@ -213,6 +217,7 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quantiles", parse_quantiles(self.quantiles))
+        object.__setattr__(self, "memory_budget", parse_bytes(self.memory_budget, "--memory-budget"))
 
     def validate(self) -> None:
         if self.search not in ("random", "grid", "tpe"):
@@ -253,6 +258,35 @@ class RunOptions:
         self.scheduler.validate(self.max_epochs)
         self.resources.validate()
         self.checkpoints.validate(self.scheduler.kind)
+
+
+UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+MIN_MEMORY_BUDGET = 2**20
+
+
+def parse_bytes(raw: int | str | None, option: str) -> int | None:
+    """``1.5GB``, ``800MiB``, ``2000000`` -> bytes (None stays None); at least 1 MiB."""
+    if raw is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(raw))
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in UNITS:
+        raise OptionError(f"{option} = {raw!r}: a size in bytes, or with a unit: KB, MB, GB, KiB, MiB, GiB (1.5GB)")
+    value = int(float(match.group(1)) * UNITS[unit])
+    if value < MIN_MEMORY_BUDGET:
+        raise OptionError(f"{option} = {raw!r}: at least 1 MiB")
+    return value
 
 
 def parse_quantiles(raw: tuple[float, ...] | list[float] | str) -> tuple[float, ...]:
@@ -339,5 +373,6 @@ __all__ = [
     "flat_option_names",
     "flatten",
     "options_from_flat",
+    "parse_bytes",
     "parse_quantiles",
 ]

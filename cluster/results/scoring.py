@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from cluster.results.summary import Scores
@@ -16,8 +15,8 @@ from trainables.checkpoint import load_checkpoint
 from trainables.data.handle import DataHandle
 from trainables.data.loader import ForecastData, load_forecast_data
 from trainables.data.text_loader import TextData, load_text_data
-from trainables.data.windows import target_positions
-from trainables.evaluate import ForecastScores, baseline_scores, evaluate_ensemble, predict_scaled
+from trainables.data.windows import SeriesArrays, target_positions
+from trainables.evaluate import ForecastScores, baseline_scores, evaluate_ensemble, pieces, predict_scaled
 from trainables.model import (
     LSTMClassifier,
     LSTMForecaster,
@@ -45,7 +44,7 @@ def score_forecasters(
     return {
         split: evaluate_ensemble(
             members,
-            data.splits[split],
+            data.split(split),
             horizon=data.horizon,
             target_centre=data.fitted.centre[target],
             target_scale=data.fitted.scale[target],
@@ -97,7 +96,7 @@ def majority_baseline(data: TextData) -> dict[str, dict[str, Scores]]:
 def baselines_of(data: ForecastData, quantiles: tuple[float, ...] = ()) -> dict[str, dict[str, ForecastScores]]:
     season = int(data.manifest.task_params["season_steps"])
     return {
-        s: baseline_scores(data.splits[s], horizon=data.horizon, season_steps=season, quantiles=quantiles)
+        s: baseline_scores(data.split(s), horizon=data.horizon, season_steps=season, quantiles=quantiles)
         for s in ("val", "test")
     }
 
@@ -155,7 +154,6 @@ def series_detail(
 ) -> dict[str, Any]:
     """Panels, on the test split: each series' MAE and MASE next to seasonal naive's, and the step-1 forecasts of the
     best and worst series (by MASE) against their actuals, for the report."""
-    arrays = data.splits["test"]
     keys = list(data.manifest.task_params["series"]["keys"])
     scales = data.manifest.task_params["series"].get("naive_mae") or [None] * len(keys)
     rows = []
@@ -173,36 +171,47 @@ def series_detail(
         )
     ranked = sorted((r for r in rows if r["mase"] is not None), key=lambda r: r["mase"])
     picks = {"best": ranked[:1], "worst": ranked[-1:]} if ranked else {}
-    window = max(w for _, w in members)
-    positions = target_positions(arrays, window=window, horizon=data.horizon)
-    codes = arrays.series[positions.numpy()] if arrays.series is not None else np.zeros(len(positions), dtype=np.int64)
-    curves = {}
-    target = data.fitted.config.target
-    for which, chosen in picks.items():
-        code = keys.index(chosen[0]["series"])
-        mine = positions[torch.from_numpy(codes == code)]
-        preds = torch.stack(
-            [
-                point_forecast(predict_scaled(m, arrays, mine, window=w, horizon=data.horizon), m.quantiles)
-                for m, w in members
-            ]
-        ).mean(dim=0)
-        step1 = (mine - data.horizon + 1).numpy()  # the row step 1 forecasts
-        forecast = arrays.unscale(
-            preds[:, 0].double().numpy(), step1, data.fitted.centre[target], data.fitted.scale[target]
-        )
-        curves[which] = {
-            "series": chosen[0]["series"],
-            "mase": chosen[0]["mase"],
-            "actual": [None if not math.isfinite(v) else float(v) for v in arrays.target_raw[step1]],
-            "forecast": [float(v) for v in forecast],
-        }
+    curves: dict[str, Any] = {}
+    wanted = {keys.index(chosen[0]["series"]): (which, chosen[0]) for which, chosen in picks.items()}
+    for arrays in pieces(data.split("test")):  # a series lies whole in one piece
+        for code, (which, chosen) in wanted.items():
+            curve = _series_curve(members, data, arrays, code)
+            if curve is not None:
+                curves[which] = {"series": chosen["series"], "mase": chosen["mase"], **curve}
     return {
         "split": "test",
         "series": rows,
         "best": ranked[:shown],
         "worst": ranked[-shown:][::-1],
         "curves": curves,
+    }
+
+
+def _series_curve(
+    members: list[tuple[LSTMForecaster, int]], data: ForecastData, arrays: SeriesArrays, code: int
+) -> dict[str, list[float | None]] | None:
+    """Step-1 forecasts of series ``code`` against its actuals (None: the series is not in ``arrays``)."""
+    if arrays.series is None:
+        return None
+    window = max(w for _, w in members)
+    positions = target_positions(arrays, window=window, horizon=data.horizon)
+    mine = positions[torch.from_numpy(arrays.series[positions.numpy()] == code)]
+    if not len(mine):
+        return None
+    preds = torch.stack(
+        [
+            point_forecast(predict_scaled(m, arrays, mine, window=w, horizon=data.horizon), m.quantiles)
+            for m, w in members
+        ]
+    ).mean(dim=0)
+    step1 = (mine - data.horizon + 1).numpy()  # the row step 1 forecasts
+    target = data.fitted.config.target
+    forecast = arrays.unscale(
+        preds[:, 0].double().numpy(), step1, data.fitted.centre[target], data.fitted.scale[target]
+    )
+    return {
+        "actual": [None if not math.isfinite(v) else float(v) for v in arrays.target_raw[step1]],
+        "forecast": [float(v) for v in forecast],
     }
 
 

@@ -16,6 +16,9 @@ class DataHandle:
     """S3-compatible endpoint, when not AWS; never a credential."""
     cache_dir: str | None = None
     """Node-local shard cache folder (same path on every node); None: LSTM_TUNE_CACHE_DIR or the temp dir."""
+    memory_budget: int | None = None
+    """Bytes a trial may hold of a panel's splits; a panel larger than this is streamed a piece at a time. None: a
+    quarter of the machine's memory."""
 
 
 __all__ = ["DataHandle"]

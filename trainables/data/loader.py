@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from trainables.data.budget import default_budget, piece_rows, streams
 from trainables.data.cache import ShardCache
 from trainables.data.forecast_prep import FittedPrep
 from trainables.data.handle import DataHandle
 from trainables.data.manifest import Manifest, read_manifest
 from trainables.data.shards import read_split, read_split_shards
+from trainables.data.stream import SplitStream
 from trainables.data.windows import SeriesArrays
 from trainables.storage import resolve
 
@@ -21,6 +23,17 @@ class ForecastData:
     manifest: Manifest
     fitted: FittedPrep
     splits: dict[str, SeriesArrays]
+    """The splits held in memory (none when streamed)."""
+    streams: dict[str, SplitStream] = field(default_factory=dict)
+    """A panel larger than the memory budget: each split read a piece of whole series at a time."""
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.streams)
+
+    def split(self, name: str) -> SeriesArrays | SplitStream:
+        """The split in memory, or its stream."""
+        return self.streams[name] if self.streams else self.splits[name]
 
     @property
     def horizon(self) -> int:
@@ -31,7 +44,7 @@ class ForecastData:
         return len(self.fitted.feature_names)
 
 
-_CACHE: dict[tuple[str, str, tuple[str, ...], tuple[int, int] | None], ForecastData] = {}
+_CACHE: dict[tuple[str, str, tuple[str, ...], tuple[int, int] | None, int | None], ForecastData] = {}
 _LOCK = threading.Lock()
 
 
@@ -42,11 +55,14 @@ def load_forecast_data(
 
     ``part = (rank, world_size)``: a data-parallel worker reads only its share of the training shards (the other
     splits whole: every worker scores the full validation set, so all take the same early-stopping decisions).
+
+    A panel whose ``splits`` would take more than the handle's memory budget is not loaded: each split becomes a
+    :class:`SplitStream` read a piece at a time (a dataset of one series is always loaded whole).
     """
     root = resolve(handle.uri, endpoint=handle.endpoint)
     manifest = read_manifest(root)
     # Keyed by the manifest's content too, so a dataset prepared again at the same URI is not served stale.
-    key = (root.uri, manifest.to_json(), splits, part)
+    key = (root.uri, manifest.to_json(), splits, part, handle.memory_budget)
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
@@ -54,6 +70,23 @@ def load_forecast_data(
         # Local datasets are read in place; remote ones go through the node's shard cache.
         cache = None if root.is_local else ShardCache.default(handle.cache_dir)
         fitted = FittedPrep.from_dict(manifest.preprocessing["fitted"])
+        if streams(manifest, splits, handle.memory_budget):
+            budget = handle.memory_budget or default_budget()
+            by_split = {
+                split: SplitStream(
+                    root=root,
+                    manifest=manifest,
+                    split=split,
+                    feature_names=tuple(fitted.feature_names),
+                    piece_rows=piece_rows(budget, len(fitted.feature_names)),
+                    cache=cache,
+                    part=part if split == "train" else None,
+                )
+                for split in splits
+            }
+            data = ForecastData(manifest=manifest, fitted=fitted, splits={}, streams=by_split)
+            _CACHE[key] = data
+            return data
         arrays = {
             split: SeriesArrays.from_tables(
                 read_split_shards(root, manifest, split, cache, part if split == "train" else None),

@@ -1,0 +1,54 @@
+"""How much of a panel a trial may hold: the memory budget and what rows cost (no torch here: the driver reads it
+before it imports torch)."""
+
+from __future__ import annotations
+
+import os
+
+from trainables.data.manifest import Manifest
+
+ROW_OVERHEAD_BYTES = 64
+"""Per row beside the features: the scaled and raw target, masks, the row's series code, centre, scale and MASE
+scale, and the window positions drawn from it."""
+COPIES = 3
+"""A piece exists as Parquet bytes, an Arrow table and tensors while it is read: the budget covers all three."""
+DEFAULT_BUDGET_SHARE = 0.25
+"""Without ``--memory-budget``: a quarter of the machine's memory per trial process."""
+
+
+def row_bytes(n_features: int) -> int:
+    """Memory one prepared row takes in a trial (float32 features and the per-row columns)."""
+    return 4 * n_features + ROW_OVERHEAD_BYTES
+
+
+def resident_bytes(manifest: Manifest, splits: tuple[str, ...], n_features: int) -> int:
+    """What holding ``splits`` in memory would take."""
+    return sum(manifest.splits[s].rows for s in splits) * row_bytes(n_features)
+
+
+def default_budget() -> int:
+    """:data:`DEFAULT_BUDGET_SHARE` of physical memory (a cgroup limit is not looked at: Ray's memory monitor is)."""
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * DEFAULT_BUDGET_SHARE)
+
+
+def piece_rows(budget_bytes: int, n_features: int) -> int:
+    """Rows a piece may hold under ``budget_bytes`` (at least 1)."""
+    return max(1, budget_bytes // (COPIES * row_bytes(n_features)))
+
+
+def streams(manifest: Manifest, splits: tuple[str, ...], budget: int | None) -> bool:
+    """Whether a trial reads ``splits`` of this dataset a piece at a time: a panel larger than ``budget`` (None: the
+    default budget)."""
+    n_features = len(manifest.preprocessing["fitted"]["feature_names"])
+    limit = budget or default_budget()
+    return "series" in manifest.task_params and resident_bytes(manifest, splits, n_features) > limit
+
+
+__all__ = [
+    "DEFAULT_BUDGET_SHARE",
+    "default_budget",
+    "piece_rows",
+    "resident_bytes",
+    "row_bytes",
+    "streams",
+]
