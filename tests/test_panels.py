@@ -427,3 +427,14 @@ def test_the_progress_line_follows_the_metric() -> None:
     default = ProgressState(max_epochs=3)
     default.offer("a", {"val/rmse": 20.0, "val/mase": 0.5})
     assert default.line(1.0).endswith("best val RMSE 20.00 (a)")
+
+
+def test_a_parquet_panel_prepares_as_its_csv_does(tmp_path: Path) -> None:
+    """Parquet sources are read through a seekable file (the footer comes first), locally and from S3."""
+    csv = _panel_csv(tmp_path)
+    parquet = tmp_path / "panel.parquet"
+    pd.read_csv(csv).to_parquet(parquet, index=False)
+    a = _prepare(csv, tmp_path / "from-csv")
+    b = _prepare(parquet, tmp_path / "from-parquet")
+    assert a.task_params["series"]["keys"] == b.task_params["series"]["keys"]
+    assert {s: i.rows for s, i in a.splits.items()} == {s: i.rows for s, i in b.splits.items()}

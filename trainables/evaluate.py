@@ -79,6 +79,9 @@ def predict_scaled(
     return torch.cat(out) if out else torch.empty(0, horizon, *([levels] if levels else []))
 
 
+EVAL_CHUNK = 32768
+"""Forecast positions scored at a time."""
+
 Split = SeriesArrays | Iterable[SeriesArrays]
 """A split in memory, or its pieces one at a time (a streamed panel: whole series per piece)."""
 
@@ -130,6 +133,7 @@ def evaluate_ensemble(
     sums = ScoreSums()
     for piece in pieces(arrays):
         _add_ensemble(sums, members, piece, horizon, (target_centre, target_scale), device, quantiles)
+        del piece  # before the next piece is read
     return sums.scores()
 
 
@@ -143,9 +147,24 @@ def _add_ensemble(
     quantiles: tuple[float, ...],
 ) -> None:
     window = max(w for _, w in members)
-    positions = target_positions(arrays, window=window, horizon=horizon)
-    if not len(positions):
-        return
+    every = target_positions(arrays, window=window, horizon=horizon)
+    # In chunks: the per-target arrays below (rows, masks, errors per level) would otherwise be many times the split.
+    for start in range(0, len(every), EVAL_CHUNK):
+        _add_positions(
+            sums, members, arrays, every[start : start + EVAL_CHUNK], horizon, centre_scale, device, quantiles
+        )
+
+
+def _add_positions(
+    sums: ScoreSums,
+    members: Sequence[tuple[nn.Module, int]],
+    arrays: SeriesArrays,
+    positions: torch.Tensor,
+    horizon: int,
+    centre_scale: tuple[float, float],
+    device: torch.device | None,
+    quantiles: tuple[float, ...],
+) -> None:
     shared = {tuple(getattr(m, "quantiles", ())) for m, _ in members}
     own = shared.pop() if len(shared) == 1 else ()
     outs = [predict_scaled(m, arrays, positions, window=w, horizon=horizon, device=device) for m, w in members]
@@ -192,6 +211,7 @@ def baseline_scores(
         seasonal = piece.target_raw[rows - season_steps * seasons_back] - truth
         sums["persistence"].add(persistence, mask, scaled=(math.nan, 1), panel=panel, levels=levels)
         sums["seasonal_naive"].add(seasonal, mask, scaled=(math.nan, 1), panel=panel, levels=levels)
+        del piece, panel, truth  # before the next piece is read
     return {name: s.scores() for name, s in sums.items()}
 
 

@@ -231,6 +231,7 @@ class ForecastTask:
             if samples:
                 order = order[: samples - epoch.samples]
             self._train_order(model, optimizer, cfg, piece.to(device), order.to(device), epoch)
+            del piece, positions, order  # before the next piece is read: one piece held at a time
             if samples and epoch.samples >= samples:
                 break
         if not epoch.samples:

@@ -52,6 +52,15 @@ def _open(loc: Location, compression: str | None) -> IO[bytes]:
     return raw  # type: ignore[no-any-return]
 
 
+def _open_seekable(loc: Location) -> Any:
+    try:
+        return loc.fs.open_input_file(loc.path)
+    except FileNotFoundError:
+        raise SourceError(f"source {loc.uri}: no such file") from None
+    except OSError as exc:
+        raise SourceError(f"source: {explain(exc, loc)}") from None
+
+
 def iter_batches(
     uri: str, *, columns: list[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
 ) -> Iterator[pd.DataFrame]:
@@ -69,7 +78,8 @@ def iter_batches(
         elif fmt == "parquet":
             if compression:
                 raise SourceError(f"source {uri}: compress Parquet inside the file, not around it")
-            with _open(loc, None) as f:
+            # Parquet's footer is at the end: a seekable file (ranged reads on S3), never a plain stream.
+            with _open_seekable(loc) as f:
                 pf = pq.ParquetFile(f)
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                     yield batch.to_pandas()

@@ -178,6 +178,7 @@ def series_detail(
             curve = _series_curve(members, data, arrays, code)
             if curve is not None:
                 curves[which] = {"series": chosen["series"], "mase": chosen["mase"], **curve}
+        del arrays  # before the next piece is read
     return {
         "split": "test",
         "series": rows,

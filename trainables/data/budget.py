@@ -7,18 +7,19 @@ import os
 
 from trainables.data.manifest import Manifest
 
-ROW_OVERHEAD_BYTES = 64
-"""Per row beside the features: the scaled and raw target, masks, the row's series code, centre, scale and MASE
-scale, and the window positions drawn from it."""
-COPIES = 3
-"""A piece exists as Parquet bytes, an Arrow table and tensors while it is read: the budget covers all three."""
+BYTES_PER_FEATURE = 12
+"""Per row and feature: the float32 tensor, and the float64 Arrow column it is converted from while a piece is read."""
+ROW_OVERHEAD_BYTES = 320
+"""Per row beside the features: the per-row columns (scaled and raw target, masks, series code, centre, scale, MASE
+scale) as Arrow and as arrays, and the window positions found in it. Measured: a 347,197-row piece of 8 features
+raised a trial's peak RSS by 146 MB with its positions (420 bytes a row; benchmarks/panel_stream.py)."""
 DEFAULT_BUDGET_SHARE = 0.25
 """Without ``--memory-budget``: a quarter of the machine's memory per trial process."""
 
 
 def row_bytes(n_features: int) -> int:
-    """Memory one prepared row takes in a trial (float32 features and the per-row columns)."""
-    return 4 * n_features + ROW_OVERHEAD_BYTES
+    """Memory one prepared row takes in a trial while it is read and used."""
+    return BYTES_PER_FEATURE * n_features + ROW_OVERHEAD_BYTES
 
 
 def resident_bytes(manifest: Manifest, splits: tuple[str, ...], n_features: int) -> int:
@@ -33,7 +34,7 @@ def default_budget() -> int:
 
 def piece_rows(budget_bytes: int, n_features: int) -> int:
     """Rows a piece may hold under ``budget_bytes`` (at least 1)."""
-    return max(1, budget_bytes // (COPIES * row_bytes(n_features)))
+    return max(1, budget_bytes // row_bytes(n_features))
 
 
 def streams(manifest: Manifest, splits: tuple[str, ...], budget: int | None) -> bool:

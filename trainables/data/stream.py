@@ -88,11 +88,16 @@ class SplitStream:
         return pieces
 
     def __iter__(self) -> Iterator[SeriesArrays]:
+        """The pieces; a consumer should drop each (``del``) before asking for the next, or two are held at once."""
         for group in self.groups():
-            tables = [read_shard(self.root, shard, self.cache) for unit in group for shard in unit]
-            # The series code changes between groups, so each series is its own stretch (see series_starts).
-            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-            yield SeriesArrays.from_table(table, list(self.feature_names))
+            yield self._read(group)
+
+    def _read(self, group: list[tuple[ShardInfo, ...]]) -> SeriesArrays:
+        tables = [read_shard(self.root, shard, self.cache) for unit in group for shard in unit]
+        # The series code changes between groups, so each series is its own stretch (see series_starts). The Arrow
+        # tables go when this returns: the arrays are copies.
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        return SeriesArrays.from_table(table, list(self.feature_names))
 
 
 __all__ = ["SplitStream", "shard_units"]
