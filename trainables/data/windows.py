@@ -38,13 +38,13 @@ class SeriesArrays:
     """Rows where a contiguous stretch begins: a data-parallel worker holds non-adjacent shards, and in a panel each
     series begins one; no window may reach back across such a seam."""
     target_centre: np.ndarray | None = None
+    """Panels: ``[rows]`` float64, with :attr:`target_scale` what turns row ``r``'s scaled target back into units
+    (``* scale + centre``); None: one centre and scale for every row (the fitted ones)."""
     target_scale: np.ndarray | None = None
     series: np.ndarray | None = None
     """Panels: ``[rows]`` int, each row's series code."""
     naive_scale: np.ndarray | None = None
     """Panels: ``[rows]`` float64, the row's series' training seasonal-naive MAE (MASE's denominator)."""
-    """Panels: ``[rows]`` float64, what turns row ``r``'s scaled target back into units (``* scale + centre``);
-    None: one centre and scale for every row (the fitted ones)."""
 
     def unscale(self, scaled: np.ndarray, rows: np.ndarray, centre: float, scale: float) -> np.ndarray:
         """Scaled targets at ``rows`` in the target's units: by the rows' own centre and scale in a panel, else by
