@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainables.data.windows import SeriesArrays, gather, target_mask, target_positions, target_rows
-from trainables.model import point_forecast
+from trainables.model import levels_of, mean_forecast, point_forecast
 from trainables.scores import ForecastScores, Levels, PanelRows, ScoreSums, scores_from_errors
 
 
@@ -75,7 +75,7 @@ def predict_scaled(
         x, _, _ = gather(arrays, positions[start : start + batch_size], window=window, horizon=horizon)
         out.append(model(x.to(device)).float().cpu())
     model.train(was_training)
-    levels = len(getattr(model, "quantiles", ()))
+    levels = len(levels_of(model))
     return torch.cat(out) if out else torch.empty(0, horizon, *([levels] if levels else []))
 
 
@@ -165,12 +165,8 @@ def _add_positions(
     device: torch.device | None,
     quantiles: tuple[float, ...],
 ) -> None:
-    shared = {tuple(getattr(m, "quantiles", ())) for m, _ in members}
-    own = shared.pop() if len(shared) == 1 else ()
     outs = [predict_scaled(m, arrays, positions, window=w, horizon=horizon, device=device) for m, w in members]
-    if not own:
-        outs = [point_forecast(o, tuple(getattr(m, "quantiles", ()))) for o, (m, _) in zip(outs, members, strict=True)]
-    out = torch.stack(outs).mean(dim=0) if len(outs) > 1 else outs[0]
+    out, own = mean_forecast(outs, [levels_of(m) for m, _ in members])
     pred = point_forecast(out, own)
     rows = target_rows(positions, horizon)
     mask = target_mask(arrays, rows)

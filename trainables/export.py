@@ -32,7 +32,9 @@ from trainables.model import (
     LSTMForecaster,
     classifier_from_info,
     forecaster_from_info,
+    mean_forecast,
     point_forecast,
+    shared_levels,
 )
 from trainables.storage import Location, read_bytes, write_bytes_atomic
 from trainables.tasks import mean_probabilities
@@ -75,8 +77,7 @@ class Forecaster:
     def quantiles(self) -> tuple[float, ...]:
         """The levels every member forecasts (``predict`` adds a ``q<level>`` column for each); empty when the
         members forecast a point (or different levels: then their point forecasts are averaged)."""
-        levels = {m.model.quantiles for m in self.members}
-        return levels.pop() if len(levels) == 1 else ()
+        return shared_levels([m.model.quantiles for m in self.members])
 
     def level_columns(self) -> list[str]:
         return [f"q{q:g}" for q in self.quantiles]
@@ -106,7 +107,8 @@ class Forecaster:
             )
         frames, short = [], []
         for values, group in raw.groupby(list(cfg.series), sort=True):
-            key = series_key(values if isinstance(values, tuple) else (values,))
+            key_values = values if isinstance(values, tuple) else (values,)
+            key = series_key(key_values)
             stored = self.series_scaling.get(key)
             scaled = group.drop(columns=list(cfg.series)).reset_index(drop=True)
             scaling: dict[str, tuple[float, float]] = {}
@@ -123,7 +125,6 @@ class Forecaster:
             centre, scale = scaling[cfg.target]
             for column in ["forecast", *self.level_columns()]:
                 frame[column] = frame[column] * scale + centre
-            key_values = values if isinstance(values, tuple) else (values,)
             for i, (col, value) in enumerate(zip(cfg.series, key_values, strict=True)):
                 frame.insert(i, col, [value] * len(frame))
             frame["scaling"] = "trained" if stored else "own history"
@@ -146,11 +147,8 @@ class Forecaster:
         features = torch.from_numpy(frame[self.fitted.feature_names].to_numpy(np.float32, copy=True))
         # Every member forecasts from the same origins: those the longest window can reach.
         ends = torch.arange(history + self.window - 1, n)
-        levels = self.quantiles
         outs = [_member_forecasts(m, features, ends) for m in self.members]
-        if not levels:
-            outs = [point_forecast(o, m.model.quantiles) for o, m in zip(outs, self.members, strict=True)]
-        out = torch.stack(outs).mean(dim=0)
+        out, levels = mean_forecast(outs, [m.model.quantiles for m in self.members])
         origin = np.repeat(frame[TIME].to_numpy()[ends.numpy()], self.horizon)
         step = np.tile(np.arange(1, self.horizon + 1), len(ends))
 

@@ -4,6 +4,7 @@ head per task. Pure functions of a config: nothing here knows about training or 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -276,6 +277,28 @@ def point_forecast(out: torch.Tensor, quantiles: tuple[float, ...]) -> torch.Ten
     return out[..., median_index(quantiles)] if quantiles else out
 
 
+def levels_of(model: nn.Module) -> tuple[float, ...]:
+    """The quantile levels a model forecasts (none for a point forecaster)."""
+    return tuple(getattr(model, "quantiles", ()))
+
+
+def shared_levels(levels: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
+    """The levels every member forecasts; none when they differ (or forecast points)."""
+    distinct = set(levels)
+    return distinct.pop() if len(distinct) == 1 else ()
+
+
+def mean_forecast(
+    outs: Sequence[torch.Tensor], levels: Sequence[tuple[float, ...]]
+) -> tuple[torch.Tensor, tuple[float, ...]]:
+    """Members' outputs as one, with the levels it holds: averaged level by level when every member forecasts the
+    same levels, else the members' point forecasts averaged (no levels). One member: its output as it is."""
+    shared = shared_levels(levels)
+    if not shared:
+        outs = [point_forecast(o, q) for o, q in zip(outs, levels, strict=True)]
+    return (torch.stack(list(outs)).mean(dim=0) if len(outs) > 1 else outs[0]), shared
+
+
 class LSTMClassifier(nn.Module):
     """Token ids -> embedding -> encoder (packed: padding costs nothing) -> pooled state -> class logits."""
 
@@ -384,7 +407,10 @@ __all__ = [
     "init_lstm",
     "init_matrix",
     "l1_penalty",
+    "levels_of",
+    "mean_forecast",
     "median_index",
     "point_forecast",
     "set_dropout",
+    "shared_levels",
 ]

@@ -67,7 +67,6 @@ class ScoreSums:
         self.series_count = np.zeros(0, dtype=np.int64)
         self.series_smape = np.zeros(0)
         self.series_scale = np.zeros(0)
-        self.panel = False
         self.quantiles: tuple[float, ...] = ()
         self.pinball = 0.0
         self.pinball_count = 0
@@ -107,7 +106,6 @@ class ScoreSums:
         return self
 
     def _add_panel(self, errors: np.ndarray, mask: np.ndarray, panel: PanelRows) -> None:
-        self.panel = True
         truth, codes, naive = (a.reshape(errors.shape) for a in panel)
         e, y, c = errors[mask], truth[mask], codes[mask].astype(np.int64)
         if not len(c):
@@ -157,10 +155,9 @@ class ScoreSums:
             mae=self.absolute / self.count,
             count=self.count,
             rmse_by_step=by_step,
-            mase=float(np.mean(maes[defined] / scales[defined])) if self.panel and defined.any() else None,
-            smape=float(np.mean(100.0 * self.series_smape[seen] / self.series_count[seen]))
-            if self.panel and len(seen)
-            else None,
+            mase=float(np.mean(maes[defined] / scales[defined])) if defined.any() else None,
+            # a series is seen only where panel rows were added: without them, no per-series figure
+            smape=float(np.mean(100.0 * self.series_smape[seen] / self.series_count[seen])) if len(seen) else None,
             series_mae=series_mae,
             pinball=self.pinball / self.pinball_count if self.pinball_count else None,
             coverage=self.inside / self.interval_count if self.interval_count else None,

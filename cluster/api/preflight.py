@@ -39,7 +39,7 @@ from cluster.plan.storage import (
 from cluster.results.summary import Summary, render, summary_from_json
 from search_spaces import SearchSpace, SearchSpaceError, load_space, space_yaml
 from trainables.config import ModelConfig
-from trainables.data.budget import default_budget, streams
+from trainables.data.budget import budget_bytes, streams
 from trainables.data.cache import ShardCache
 from trainables.data.embeddings import align, read_vectors, vector_dim
 from trainables.data.handle import DataHandle
@@ -172,11 +172,12 @@ def prepare_data(p: Plan, console: Console) -> tuple[DataHandle, str]:
     # Through the node's shard cache: trials on this node then find every shard already fetched and verified.
     verify_all(root, manifest, None if root.is_local else ShardCache.default(opts.cache_dir))
     budget = opts.memory_budget if isinstance(opts.memory_budget, int) else None
-    if manifest.task == "forecast" and streams(manifest, ("train", "val"), budget):
+    limit = budget_bytes(budget)
+    if manifest.task == "forecast" and streams(manifest, ("train", "val"), limit):
         rows = sum(s.rows for s in manifest.splits.values())
         console.print(
             f"the panel ({rows:,} rows) is larger than a trial's memory budget "
-            f"({(budget or default_budget()) / 2**30:.2f} GiB): trials stream it a piece of whole series at a time",
+            f"({limit / 2**30:.2f} GiB): trials stream it a piece of whole series at a time",
             highlight=False,
         )
     handle = DataHandle(uri=root.uri, endpoint=s3_endpoint(), cache_dir=opts.cache_dir, memory_budget=budget)

@@ -11,6 +11,7 @@ is designed in docs/design/panels.md.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -220,7 +221,7 @@ class _SeriesSink:
         frame = pd.concat(self._frames, ignore_index=True).drop(columns=[ROW])
         table = pa.Table.from_pandas(frame, preserve_index=False)
         info = write_shard(self.root, self.split, len(self.written), table)
-        self.written.append(ShardInfo(**{**info.__dict__, "series": tuple(dict.fromkeys(self._keys))}))
+        self.written.append(dataclasses.replace(info, series=tuple(dict.fromkeys(self._keys))))
         self._frames, self._keys, self._rows = [], [], 0
 
 

@@ -22,6 +22,7 @@ from trainables.model import (
     LSTMForecaster,
     classifier_from_info,
     forecaster_from_info,
+    mean_forecast,
     point_forecast,
 )
 from trainables.tasks import classification_scores, mean_probabilities
@@ -173,12 +174,14 @@ def series_detail(
     picks = {"best": ranked[:1], "worst": ranked[-1:]} if ranked else {}
     curves: dict[str, Any] = {}
     wanted = {keys.index(chosen[0]["series"]): (which, chosen[0]) for which, chosen in picks.items()}
+    window = max(w for _, w in members)
     for arrays in pieces(data.split("test")):  # a series lies whole in one piece
+        positions = target_positions(arrays, window=window, horizon=data.horizon)
         for code, (which, chosen) in wanted.items():
-            curve = _series_curve(members, data, arrays, code)
+            curve = _series_curve(members, data, arrays, positions, code)
             if curve is not None:
                 curves[which] = {"series": chosen["series"], "mase": chosen["mase"], **curve}
-        del arrays  # before the next piece is read
+        del arrays, positions  # before the next piece is read
     return {
         "split": "test",
         "series": rows,
@@ -189,22 +192,22 @@ def series_detail(
 
 
 def _series_curve(
-    members: list[tuple[LSTMForecaster, int]], data: ForecastData, arrays: SeriesArrays, code: int
+    members: list[tuple[LSTMForecaster, int]],
+    data: ForecastData,
+    arrays: SeriesArrays,
+    positions: torch.Tensor,
+    code: int,
 ) -> dict[str, list[float | None]] | None:
-    """Step-1 forecasts of series ``code`` against its actuals (None: the series is not in ``arrays``)."""
+    """Step-1 forecasts of series ``code`` (the members' mean, as the exported model forecasts) against its actuals,
+    from the scoreable ``positions`` of ``arrays`` (None: the series is not in ``arrays``)."""
     if arrays.series is None:
         return None
-    window = max(w for _, w in members)
-    positions = target_positions(arrays, window=window, horizon=data.horizon)
     mine = positions[torch.from_numpy(arrays.series[positions.numpy()] == code)]
     if not len(mine):
         return None
-    preds = torch.stack(
-        [
-            point_forecast(predict_scaled(m, arrays, mine, window=w, horizon=data.horizon), m.quantiles)
-            for m, w in members
-        ]
-    ).mean(dim=0)
+    outs = [predict_scaled(m, arrays, mine, window=w, horizon=data.horizon) for m, w in members]
+    out, levels = mean_forecast(outs, [m.quantiles for m, _ in members])
+    preds = point_forecast(out, levels)
     step1 = (mine - data.horizon + 1).numpy()  # the row step 1 forecasts
     target = data.fitted.config.target
     forecast = arrays.unscale(
@@ -218,7 +221,7 @@ def _series_curve(
 
 def score_forecast(checkpoints: list[Any], handle: DataHandle) -> Scored:
     """Forecaster checkpoints (Tune's, best first): the best alone, all of them averaged, and the baselines."""
-    data = load_forecast_data(handle, ("train", "val", "test"))
+    data = load_forecast_data(handle, ("val", "test"))  # nothing here reads the training split
     loaded = [_in_dir(c, load_forecast_member) for c in checkpoints]
     members = [(model, window) for _, model, window in loaded]
 

@@ -37,16 +37,20 @@ def piece_rows(budget_bytes: int, n_features: int) -> int:
     return max(1, budget_bytes // row_bytes(n_features))
 
 
-def streams(manifest: Manifest, splits: tuple[str, ...], budget: int | None) -> bool:
-    """Whether a trial reads ``splits`` of this dataset a piece at a time: a panel larger than ``budget`` (None: the
-    default budget)."""
+def budget_bytes(option: int | None) -> int:
+    """``--memory-budget`` as given, or the default."""
+    return option or default_budget()
+
+
+def streams(manifest: Manifest, splits: tuple[str, ...], budget: int) -> bool:
+    """Whether a trial reads ``splits`` of this dataset a piece at a time: a panel larger than ``budget``."""
     n_features = len(manifest.preprocessing["fitted"]["feature_names"])
-    limit = budget or default_budget()
-    return "series" in manifest.task_params and resident_bytes(manifest, splits, n_features) > limit
+    return "series" in manifest.task_params and resident_bytes(manifest, splits, n_features) > budget
 
 
 __all__ = [
     "DEFAULT_BUDGET_SHARE",
+    "budget_bytes",
     "default_budget",
     "piece_rows",
     "resident_bytes",

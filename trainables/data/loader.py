@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from trainables.data.budget import default_budget, piece_rows, streams
+from trainables.data.budget import budget_bytes, piece_rows, streams
 from trainables.data.cache import ShardCache
 from trainables.data.forecast_prep import FittedPrep
 from trainables.data.handle import DataHandle
@@ -70,8 +70,8 @@ def load_forecast_data(
         # Local datasets are read in place; remote ones go through the node's shard cache.
         cache = None if root.is_local else ShardCache.default(handle.cache_dir)
         fitted = FittedPrep.from_dict(manifest.preprocessing["fitted"])
-        if streams(manifest, splits, handle.memory_budget):
-            budget = handle.memory_budget or default_budget()
+        budget = budget_bytes(handle.memory_budget)
+        if streams(manifest, splits, budget):
             by_split = {
                 split: SplitStream(
                     root=root,

@@ -62,10 +62,6 @@ class SplitStream:
             )
         return mine
 
-    @property
-    def rows(self) -> int:
-        return self.manifest.splits[self.split].rows
-
     def shuffled(self, seed: int) -> SplitStream:
         return replace(self, seed=seed)
 
