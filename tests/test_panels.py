@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from cluster.cli import app
 from tests.conftest import SHARED_DATASETS
 from trainables.data.forecast_prep import CONTEXT, SERIES, TIME
 from trainables.data.manifest import read_manifest
+from trainables.data.prep_config import FittedPrep
+from trainables.data.prep_transform import transform_frame
 from trainables.data.shards import read_split
 from trainables.data.windows import SeriesArrays, target_positions, target_rows
 from trainables.storage import resolve
@@ -239,6 +242,8 @@ def _cli_prepare(source: Path, out: Path, *extra: str) -> Any:
         ("too_short", ["--series-column", "series", "--max-window", "200"], "every one of the 3 series is too short"),
         (None, ["--series-column", "series", "--series-column", "series"], "data.series = ['series', 'series']"),
         (None, ["--series-column", "value"], "'value' is also a numeric column"),
+        (None, ["--series-column", "series", "--memory-budget", "5"], "--memory-budget = '5': at least 1 MiB"),
+        ("backwards", ["--series-column", "series", "--memory-budget", "1MiB"], "'s000001': time goes backwards at"),
     ],
 )
 def test_bad_panels_are_one_line_exit_2_and_nothing_written(
@@ -300,6 +305,55 @@ def test_births_prepare_names_the_first_repeated_pair_then_prepares_with_a_polic
 
 @pytest.mark.ray
 @pytest.mark.skipif(not BIRTHS.exists(), reason="../shared/datasets not present")
+def test_static_covariates_are_embeddings_with_an_unknown_slot(tmp_path: Path) -> None:
+    frame = pd.concat(list(chunks(PanelSpec(series=6, days=200, seed=2))), ignore_index=True)
+    source = tmp_path / "panel.csv"
+    frame.to_csv(source, index=False)
+    manifest = _prepare(source, tmp_path / "out", static=["series", "region"])
+    fitted = FittedPrep.from_dict(manifest.preprocessing["fitted"])
+    assert fitted.config.static == ("series", "region") and set(fitted.config.categorical) == {"series", "region"}
+    names = fitted.feature_names
+    assert {"series__code", "region__code"} <= set(names), "one code per static column, never a 0/1 per series"
+    assert not [n for n in names if n.startswith("series=")]
+    codes = dict(fitted.categorical_codes)
+    assert codes[names.index("series__code")] == 6 + 1, "six series and the slot for a series never seen"
+    table = read_split(resolve(str(tmp_path / "out")), manifest, "test").to_pandas()
+    per_series = table.groupby(SERIES)["series__code"].agg(["min", "max"])
+    assert (per_series["min"] == per_series["max"]).all() and per_series["min"].min() >= 1
+    assert per_series["min"].nunique() == 6
+    unseen = transform_frame(frame[frame["series"] == "s000001"].assign(series="new"), fitted)
+    assert (unseen["series__code"] == 0).all() and (unseen["region__code"] >= 1).all()
+
+
+def test_a_static_covariate_mixes_with_one_hot_categoricals(tmp_path: Path) -> None:
+    frame = pd.concat(list(chunks(PanelSpec(series=4, days=200, seed=2))), ignore_index=True)
+    frame["weekend"] = np.where(pd.to_datetime(frame["date"]).dt.day_of_week >= 5, "yes", "no")
+    source = tmp_path / "panel.csv"
+    frame.to_csv(source, index=False)
+    manifest = _prepare(source, tmp_path / "out", static="region", categorical="weekend")
+    names = manifest.preprocessing["fitted"]["feature_names"]
+    assert "region__code" in names and {"weekend=no", "weekend=yes"} <= set(names)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"series_column": None, "static": "region"}, "static covariates need a panel"),
+        ({"static": "region,region"}, "data.static = ['region', 'region']: a column is named twice"),
+        ({"static": "value"}, "are both numeric and categorical"),
+        ({"static": "day"}, "column 'day' changes within series 's000000'"),
+    ],
+)
+def test_bad_static_covariates_are_named(tmp_path: Path, options: dict[str, Any], message: str) -> None:
+    frame = pd.concat(list(chunks(PanelSpec(series=3, days=120, seed=3))), ignore_index=True)
+    frame["day"] = pd.to_datetime(frame["date"]).dt.day_name()
+    source = tmp_path / "panel.csv"
+    frame.to_csv(source, index=False)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _prepare(source, tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
+
+
 def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
     cluster.prepare(
         str(BIRTHS),
@@ -312,6 +366,7 @@ def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
         horizon=7,
         frequency="1D",
         duplicates="mean",
+        static="state",
     )
     result = cluster.run(
         data=str(tmp_path / "births"),
@@ -344,7 +399,8 @@ def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
     assert len(detail["curves"]["best"]["forecast"]) == len(detail["curves"]["best"]["actual"]) > 100
     report = result.report(tmp_path / "report")
     assert (tmp_path / "report" / "series.png").is_file() and "## Series" in report.read_text()
-    # predict: rows of many series, key columns included; a state the model never saw is scaled by its own rows
+    # predict: rows of many series, key columns included; a state the model never saw is scaled by its own rows and
+    # takes the state embedding's unknown slot
     raw = pd.read_csv(BIRTHS)
     raw = raw.groupby(["state", "date"], as_index=False)["births"].mean()
     recent = raw[raw["state"].isin(["AK", "CA"]) & (raw["date"] >= "1988-09-01")]

@@ -110,7 +110,9 @@ class Forecaster:
             key_values = values if isinstance(values, tuple) else (values,)
             key = series_key(key_values)
             stored = self.series_scaling.get(key)
-            scaled = group.drop(columns=list(cfg.series)).reset_index(drop=True)
+            # A series column that is a static covariate stays: its embedding (or the unknown slot) is an input.
+            keys_only = [c for c in cfg.series if c not in cfg.static]
+            scaled = group.drop(columns=keys_only).reset_index(drop=True)
             scaling: dict[str, tuple[float, float]] = {}
             for col in cfg.numeric:
                 numbers = pd.to_numeric(scaled[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)

@@ -32,6 +32,13 @@ def prepare(
     name: Annotated[str | None, typer.Option(help="Dataset name (default: the source's file stem).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset already at --out.")] = False,
     shard_rows: Annotated[int, typer.Option(help="Rows per Parquet shard.")] = 8192,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="forecast, panels: memory the source's rows may take (1.5GB, 800MiB); a larger panel is spilled "
+            "to local disk by series and prepared part by part [a quarter of RAM]."
+        ),
+    ] = None,
     s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
     series_column: Annotated[
         list[str] | None,
@@ -40,6 +47,13 @@ def prepare(
     scale_per_series: Annotated[
         bool, typer.Option(help="forecast, panels: scale each series by its own training rows.")
     ] = True,
+    static: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="forecast, panels: a column constant per series (a series column may be one), learned as an "
+            "embedding with a slot for unseen values; repeatable."
+        ),
+    ] = None,
     time_columns: Annotated[str | None, typer.Option(help="forecast: time column, or columns to assemble it.")] = None,
     time_format: Annotated[
         str | None, typer.Option(help="forecast: strftime format of the joined time columns.")

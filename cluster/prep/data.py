@@ -154,8 +154,10 @@ def prepare_forecast(
     shard_rows: int = DEFAULT_SHARD_ROWS,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     overwrite: bool = False,
+    memory_budget: int | None = None,
 ) -> Manifest:
-    """Prepare a forecasting dataset from ``source`` (local or s3://) into ``dest``."""
+    """Prepare a forecasting dataset from ``source`` (local or s3://) into ``dest``. A single series streams through
+    in batches whatever its size; a panel larger than ``memory_budget`` is spilled to local disk by series first."""
     cfg.validate()
     if shard_rows < 1:
         raise ValueError(f"data.shard_rows = {shard_rows}: must be >= 1")
@@ -164,7 +166,14 @@ def prepare_forecast(
         raise DatasetExistsError(f"{dest.uri} already holds a prepared dataset; use --overwrite to replace it")
     if cfg.is_panel:
         return prepare_panel(
-            source, cfg, dest, name=name, source_info=source_info, shard_rows=shard_rows, batch_rows=batch_rows
+            source,
+            cfg,
+            dest,
+            name=name,
+            source_info=source_info,
+            shard_rows=shard_rows,
+            batch_rows=batch_rows,
+            memory_budget=memory_budget,
         )
 
     counting = RowStream(cfg)

@@ -5,13 +5,14 @@ change features never reach from one series into the next), is split at cut-off 
 series' test period is another's training period), is scaled by its own training rows when ``scale_per_series``,
 and lands in shards that hold whole series. Series too short for the longest window are dropped and counted.
 
-The source is grouped in memory here (the births panel: 372,864 rows); the spill pass for panels larger than memory
-is designed in docs/design/panels.md.
+A source larger than the memory budget is cut into parts of whole series first (``cluster/prep/spill.py``), and
+every pass (cut-offs, fitting, writing) takes one part at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -22,7 +23,9 @@ import pyarrow as pa
 
 from cluster.plan.storage import probe
 from cluster.prep.output import remove_written
-from cluster.prep.sources import DEFAULT_BATCH_ROWS, iter_batches
+from cluster.prep.sources import DEFAULT_BATCH_ROWS
+from cluster.prep.spill import SPILL_PARTITIONS, PanelParts, panel_parts
+from trainables.data.budget import default_budget
 from trainables.data.forecast_prep import (
     CONTEXT,
     NAIVE_SCALE,
@@ -56,6 +59,8 @@ from trainables.data.manifest import (
 from trainables.data.shards import write_shard
 from trainables.storage import Location
 
+log = logging.getLogger(__name__)
+
 DROP_REASONS = ("shorter than the longest window", "no validation rows", "no test rows")
 SHOWN_DROPPED = 20
 """Dropped series named in the manifest per reason (all are counted)."""
@@ -64,8 +69,13 @@ SHOWN_DROPPED = 20
 @dataclass
 class _Series:
     key: str
-    rows: pd.DataFrame
-    """After the row stage: in time order, de-duplicated, gap-filled; ``__row__`` counts from 0 in the series."""
+    rows: pd.DataFrame | None
+    """After the row stage: in time order, de-duplicated, gap-filled; ``__row__`` counts from 0 in the series. None
+    between passes when the panel is spilled."""
+    part: int = 0
+    length: int = 0
+    first: pd.Timestamp | None = None
+    last: pd.Timestamp | None = None
     train: int = 0
     val: int = 0
     test: int = 0
@@ -75,41 +85,64 @@ class _Series:
     """In-sample seasonal-naive MAE of the target on the training rows (units): what MASE divides by."""
 
 
-def read_panel(source: str, cfg: ForecastPrepConfig, batch_rows: int = DEFAULT_BATCH_ROWS) -> pd.DataFrame:
-    """The columns a panel needs, whole, with the series columns checked."""
-    needed = list(dict.fromkeys([*cfg.series, *cfg.time_columns, *cfg.numeric, *cfg.categorical]))
-    frames = []
-    for batch in iter_batches(source, batch_rows=batch_rows):
-        missing = [c for c in needed if c not in batch.columns]
-        if missing:
-            which = "series column" if set(missing) & set(cfg.series) else "column"
-            raise ValueError(f"data: {which}(s) {missing} not in the source {source}; it has {list(batch.columns)}")
-        frames.append(batch[needed])
-    if not frames:
-        raise ValueError(f"source {source}: no rows")
-    raw = pd.concat(frames, ignore_index=True)
-    for col in cfg.series:
-        empty = raw[col].isna()
-        if empty.any():
-            raise ValueError(f"data.series: column {col!r} is empty at row {int(np.flatnonzero(empty)[0])}")
-    return raw
-
-
-def split_series(raw: pd.DataFrame, cfg: ForecastPrepConfig) -> list[_Series]:
-    """Each series through its own row stage; errors name the series."""
+def split_series(raw: pd.DataFrame, cfg: ForecastPrepConfig, part: int = 0) -> list[_Series]:
+    """Each series of ``raw`` (whole series only) through its own row stage; errors name the series."""
     out = []
     for values, group in raw.groupby(list(cfg.series), sort=True):
         key = series_key(values if isinstance(values, tuple) else (values,))
         if len(group) == 1:
             raise ValueError(f"data: series {key!r} has one row; a series needs history and targets")
+        _check_static(group, cfg, key)
         stream = RowStream(cfg, check_columns=False)
         try:
             ordered = _resolve_duplicates(group.reset_index(drop=True), cfg, key, int(group.index[0]))
             rows = pd.concat([*drain(stream, [ordered])], ignore_index=True)
         except ValueError as exc:
             raise ValueError(f"data: series {key!r}: {str(exc).removeprefix('data: ')}") from None
-        out.append(_Series(key=key, rows=rows))
+        times = rows[TIME]
+        out.append(_Series(key=key, rows=rows, part=part, length=len(rows), first=times.iloc[0], last=times.iloc[-1]))
     return out
+
+
+class _Rows:
+    """The row stage's output, part by part: computed once and kept for a panel held in memory; recomputed from
+    the spill file on each pass otherwise (cheaper in memory than a second copy on disk, and the row stage is
+    deterministic), onto the same ``_Series`` records."""
+
+    def __init__(self, parts: PanelParts, cfg: ForecastPrepConfig) -> None:
+        self.parts, self.cfg = parts, cfg
+        self.records: dict[str, _Series] = {}
+
+    def load(self, part: int) -> list[_Series]:
+        if not self.parts.spilled and self.records:
+            return list(self.records.values())
+        fresh = split_series(self.parts.read(part), self.cfg, part)
+        if not self.records or any(s.key not in self.records for s in fresh):
+            for s in fresh:
+                self.records.setdefault(s.key, s)
+            return fresh
+        for s in fresh:
+            self.records[s.key].rows = s.rows
+        return [self.records[s.key] for s in fresh]
+
+    def release(self, series: list[_Series]) -> None:
+        if self.parts.spilled:
+            for s in series:
+                s.rows = None
+
+
+def _check_static(group: pd.DataFrame, cfg: ForecastPrepConfig, key: str) -> None:
+    """A static covariate holds one value through a series (a value that changes is a time-varying input: list it
+    in ``--categorical`` alone)."""
+    for col in cfg.static:
+        if col in cfg.series:
+            continue
+        values = group[col].dropna().unique()
+        if len(values) > 1:
+            raise ValueError(
+                f"data.static: column {col!r} changes within series {key!r} ({values[0]!r}, {values[1]!r}); a "
+                "static covariate is constant per series (list a time-varying column in --categorical only)"
+            )
 
 
 def _resolve_duplicates(group: pd.DataFrame, cfg: ForecastPrepConfig, key: str, first_row: int) -> pd.DataFrame:
@@ -134,10 +167,9 @@ def _resolve_duplicates(group: pd.DataFrame, cfg: ForecastPrepConfig, key: str, 
     return group.iloc[np.argsort(times.to_numpy(), kind="stable")].reset_index(drop=True)
 
 
-def cut_offs(series: list[_Series], cfg: ForecastPrepConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
+def cut_offs(times: np.ndarray, cfg: ForecastPrepConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The first validation and the first test time, shared by every series: the split fractions of the panel's
-    distinct timestamps."""
-    times = np.unique(np.concatenate([s.rows[TIME].to_numpy() for s in series]))
+    distinct timestamps (``times``, sorted and unique)."""
     n = len(times)
     train_end = round(n * cfg.split[0])
     val_end = round(n * (cfg.split[0] + cfg.split[1]))
@@ -146,8 +178,9 @@ def cut_offs(series: list[_Series], cfg: ForecastPrepConfig) -> tuple[pd.Timesta
     return pd.Timestamp(times[train_end]), pd.Timestamp(times[val_end])
 
 
-def assign_splits(series: list[_Series], cfg: ForecastPrepConfig, cuts: tuple[pd.Timestamp, pd.Timestamp]) -> None:
+def assign_splits(series: list[_Series], cuts: tuple[pd.Timestamp, pd.Timestamp]) -> None:
     for s in series:
+        assert s.rows is not None
         times = s.rows[TIME].to_numpy()
         s.train = int((times < cuts[0].to_datetime64()).sum())
         s.test = int((times >= cuts[1].to_datetime64()).sum())
@@ -167,6 +200,7 @@ def drop_reason(s: _Series, cfg: ForecastPrepConfig) -> str | None:
 def naive_mae(s: _Series, cfg: ForecastPrepConfig) -> float:
     """Mean absolute change over one season within the training rows, where both ends were observed; NaN if there
     is no such pair or the series never changes (MASE is then undefined for it)."""
+    assert s.rows is not None
     values = pd.to_numeric(s.rows[cfg.target].iloc[: s.train], errors="coerce").to_numpy(dtype=np.float64)
     m = cfg.season_length
     if len(values) <= m:
@@ -178,6 +212,7 @@ def naive_mae(s: _Series, cfg: ForecastPrepConfig) -> float:
 
 def scale_series(s: _Series, cfg: ForecastPrepConfig) -> pd.DataFrame:
     """The series' numeric columns centred and scaled by its own training rows (nothing else is looked at)."""
+    assert s.rows is not None
     train = s.rows.iloc[: s.train]
     out = s.rows.copy()
     s.centre, s.scale = {}, {}
@@ -248,58 +283,103 @@ def prepare_panel(
     source_info: dict[str, Any] | None = None,
     shard_rows: int,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    memory_budget: int | None = None,
+    partitions: int = SPILL_PARTITIONS,
 ) -> Manifest:
-    """Prepare a panel (``cfg.series`` set) from ``source`` into ``dest``; the caller has checked ``dest``."""
+    """Prepare a panel (``cfg.series`` set) from ``source`` into ``dest``; the caller has checked ``dest``. A source
+    whose rows would take more than ``memory_budget`` (default: a quarter of RAM) is spilled to local disk in
+    ``partitions`` parts of whole series first."""
     probe(dest)
-    raw = read_panel(source, cfg, batch_rows)
-    series = split_series(raw, cfg)
-    cuts = cut_offs(series, cfg)
-    assign_splits(series, cfg, cuts)
+    budget = memory_budget or default_budget()
+    with panel_parts(source, cfg, budget, batch_rows=batch_rows, partitions=partitions) as parts:
+        if parts.spilled:
+            log.info("panel spilled to %d parts under %s (memory budget %d bytes)", len(parts), parts.spill_dir, budget)
+        rows = _Rows(parts, cfg)
+        cuts = cut_offs(_distinct_times(rows), cfg)
+        kept, dropped, fitted = _fit(rows, cfg, cuts)
+        sinks = {split: _SeriesSink(dest, split, shard_rows) for split in SPLITS}
+        try:
+            _write(rows, cfg, kept, fitted, sinks)
+            manifest = _manifest(cfg, fitted, kept, dropped, sinks, cuts, name, source, source_info, parts.rows_in)
+            write_manifest(dest, manifest)
+        except BaseException:
+            remove_written(dest, [shard for sink in sinks.values() for shard in sink.written])
+            raise
+    return manifest
+
+
+def _distinct_times(rows: _Rows) -> np.ndarray:
+    """Pass 1: every series through its row stage (its errors raised here, before anything is written), and the
+    panel's distinct times."""
+    times = np.array([], dtype="datetime64[ns]")
+    for part in range(len(rows.parts)):
+        found = rows.load(part)
+        times = np.union1d(times, np.concatenate([s.rows[TIME].to_numpy() for s in found if s.rows is not None]))
+        rows.release(found)
+    return times
+
+
+def _fit(
+    rows: _Rows, cfg: ForecastPrepConfig, cuts: tuple[pd.Timestamp, pd.Timestamp]
+) -> tuple[list[_Series], dict[str, list[str]], FittedPrep]:
+    """Pass 2: splits, the series kept and why the others are dropped, per-series scaling and MASE scale, and the
+    shared preprocessing fitted on every kept series' training rows."""
     dropped: dict[str, list[str]] = {r: [] for r in DROP_REASONS}
     kept: list[_Series] = []
-    for s in series:
-        reason = drop_reason(s, cfg)
-        if reason is None:
+    fitter = Fitter(cfg, train_rows=np.iinfo(np.int64).max)
+    total = 0
+    for part in range(len(rows.parts)):
+        found = rows.load(part)
+        total += len(found)
+        assign_splits(found, cuts)
+        for s in found:
+            reason = drop_reason(s, cfg)
+            if reason is not None:
+                dropped[reason].append(s.key)
+                continue
             kept.append(s)
-        else:
-            dropped[reason].append(s.key)
+            scaled = scale_series(s, cfg) if cfg.scale_per_series else s.rows
+            assert scaled is not None
+            s.naive_mae = naive_mae(s, cfg)
+            fitter.new_series()
+            fitter.add(scaled.iloc[: s.train])
+        rows.release(found)
     if not kept:
         raise ValueError(
-            f"data: every one of the {len(series)} series is too short: a series needs more than "
+            f"data: every one of the {total} series is too short: a series needs more than "
             f"{cfg.context_rows} training rows (max_window {cfg.max_window}, horizon {cfg.horizon}, season "
             f"{cfg.season_steps}) before {cuts[0].isoformat()}, and rows after it"
         )
-    scaled = {s.key: scale_series(s, cfg) if cfg.scale_per_series else s.rows for s in kept}
-    for s in kept:
-        s.naive_mae = naive_mae(s, cfg)
-    fitter = Fitter(cfg, train_rows=np.iinfo(np.int64).max)
-    for s in kept:
-        fitter.new_series()
-        fitter.add(scaled[s.key].iloc[: s.train])
-    fitted = fitter.fitted()
+    return kept, dropped, fitter.fitted()
 
-    sinks = {split: _SeriesSink(dest, split, shard_rows) for split in SPLITS}
+
+def _write(
+    rows: _Rows, cfg: ForecastPrepConfig, kept: list[_Series], fitted: FittedPrep, sinks: dict[str, _SeriesSink]
+) -> None:
+    """Pass 3: each kept series transformed and written, its training, validation and test rows to their splits
+    (val and test with the series' own context)."""
+    code_of = {s.key: code for code, s in enumerate(kept)}
     context = cfg.context_rows
-    try:
-        for code, s in enumerate(kept):
-            frame = _transformed(s, scaled[s.key], fitted, code)
+    for part in range(len(rows.parts)):
+        found = rows.load(part)
+        for s in found:
+            if s.key not in code_of:
+                continue
+            scaled = scale_series(s, cfg) if cfg.scale_per_series else s.rows
+            assert scaled is not None
+            frame = _transformed(s, scaled, fitted, code_of[s.key])
             bounds = {
                 "train": (0, s.train, 0),
                 "val": (s.train, s.train + s.val, context),
                 "test": (s.train + s.val, len(frame), context),
             }
             for split, (start, end, ctx) in bounds.items():
-                part = frame.iloc[max(start - ctx, 0) : end].copy()
-                part[CONTEXT] = np.arange(max(start - ctx, 0), end) < start
-                sinks[split].add(s.key, part)
-        for sink in sinks.values():
-            sink.close()
-        manifest = _manifest(cfg, fitted, kept, dropped, sinks, cuts, name, source, source_info, len(raw))
-        write_manifest(dest, manifest)
-    except BaseException:
-        remove_written(dest, [shard for sink in sinks.values() for shard in sink.written])
-        raise
-    return manifest
+                piece = frame.iloc[max(start - ctx, 0) : end].copy()
+                piece[CONTEXT] = np.arange(max(start - ctx, 0), end) < start
+                sinks[split].add(s.key, piece)
+        rows.release(found)
+    for sink in sinks.values():
+        sink.close()
 
 
 def _manifest(
@@ -314,11 +394,11 @@ def _manifest(
     source_info: dict[str, Any] | None,
     rows_in: int,
 ) -> Manifest:
-    lengths = np.array([len(s.rows) for s in kept])
+    lengths = np.array([s.length for s in kept])
     times = {
-        "train": (min(s.rows[TIME].iloc[0] for s in kept), cuts[0]),
+        "train": (min(s.first for s in kept if s.first is not None), cuts[0]),
         "val": (cuts[0], cuts[1]),
-        "test": (cuts[1], max(s.rows[TIME].iloc[-1] for s in kept)),
+        "test": (cuts[1], max(s.last for s in kept if s.last is not None)),
     }
     splits = {
         split: SplitInfo(
@@ -382,4 +462,4 @@ def _manifest(
     )
 
 
-__all__ = ["DROP_REASONS", "cut_offs", "prepare_panel", "read_panel", "split_series"]
+__all__ = ["DROP_REASONS", "cut_offs", "prepare_panel", "split_series"]

@@ -83,10 +83,12 @@ def prepare(
     name: str | None = None,
     overwrite: bool = False,
     shard_rows: int = 8192,
+    memory_budget: int | str | None = None,
     split: str | Sequence[float] | None = None,
     # forecasting
     series_column: Names = None,
     scale_per_series: bool = True,
+    static: Names = None,
     time_columns: Names = None,
     time_format: str | None = None,
     target: str | None = None,
@@ -126,7 +128,10 @@ def prepare(
     Options are those of ``lstm-tune data prepare`` (``--time-columns`` is ``time_columns``); bad values raise a
     ``ValueError`` naming the option, before anything is written. ``series_column`` makes a panel: one series per
     combination of those columns, split at shared cut-off times, each scaled by its own training rows
-    (``scale_per_series``), shards holding whole series.
+    (``scale_per_series``), shards holding whole series. ``static`` names columns constant within a series (a
+    series column may be one) that the model sees as learned embeddings, with a slot for values never seen. A panel
+    whose rows would take more than ``memory_budget`` (bytes, or ``"1.5GB"``; default a quarter of RAM) is spilled
+    to local disk in parts of whole series and prepared part by part.
     """
     from trainables.storage import Location, resolve
 
@@ -154,6 +159,7 @@ def prepare(
     if task != "forecast":
         raise ValueError(f"--task = {task!r}: must be forecast or classify")
 
+    from cluster.plan.options import parse_bytes
     from cluster.prep.data import prepare_forecast
     from trainables.data.forecast_prep import ForecastPrepConfig
 
@@ -162,8 +168,9 @@ def prepare(
         raise ValueError("--time-columns: required for --task forecast (e.g. timestamp, or year,month,day,hour)")
     if not target:
         raise ValueError("--target: required for --task forecast (the column to forecast)")
-    cats = _names(categorical)
     series = _names(series_column)
+    statics = _names(static)
+    cats = tuple(dict.fromkeys([*_names(categorical), *statics]))
     numeric = _names(features) or infer_numeric(source, {*times, *cats, *series, *_names(exclude)})
     if target not in numeric:
         numeric = (target, *numeric)
@@ -193,9 +200,18 @@ def prepare(
         max_window=max_window,
         series=series,
         scale_per_series=scale_per_series,
+        static=statics,
         **optional,
     )
-    return prepare_forecast(source, cfg, dest, name=dataset, shard_rows=shard_rows, overwrite=overwrite)
+    return prepare_forecast(
+        source,
+        cfg,
+        dest,
+        name=dataset,
+        shard_rows=shard_rows,
+        overwrite=overwrite,
+        memory_budget=parse_bytes(memory_budget, "--memory-budget"),
+    )
 
 
 def inspect(uri: str) -> Manifest:

@@ -128,10 +128,19 @@ class ForecastPrepConfig:
     scale_per_series: bool = True
     """Panels: scale each series' numeric columns by that series' own training rows (with ``scaler``'s statistic)
     before the shared preprocessing, so series of very different size train one model alike."""
+    static: tuple[str, ...] = ()
+    """Panels: static covariates, columns constant within a series (a series column may be one: the series'
+    identity). Each is also listed in ``categorical`` and is always a learned embedding, whatever
+    ``categorical_encoding`` says, with code 0 for a value training never saw: a new series still forecasts."""
 
     @property
     def is_panel(self) -> bool:
         return bool(self.series)
+
+    def encoding(self, column: str) -> str:
+        """How a categorical column is encoded: a static column is always an embedding (ordinal codes), so that a
+        panel of thousands of series does not become thousands of 0/1 features."""
+        return "ordinal" if column in self.static else self.categorical_encoding
 
     def policy(self, column: str) -> str:
         return dict(self.missing_columns).get(column, self.missing)
@@ -191,22 +200,32 @@ class ForecastPrepConfig:
                 ) from None
 
     def _validate_series(self) -> None:
+        if self.static and not self.series:
+            raise ValueError(f"data.static = {list(self.static)}: static covariates need a panel (data.series)")
         if not self.series:
             return
         if len(set(self.series)) != len(self.series):
             raise ValueError(f"data.series = {list(self.series)}: a column is named twice")
+        if len(set(self.static)) != len(self.static):
+            raise ValueError(f"data.static = {list(self.static)}: a column is named twice")
+        for col in self.static:
+            if col not in self.categorical:
+                raise ValueError(f"data.static: {col!r} must also be a categorical column {list(self.categorical)}")
         for col in self.series:
             role = (
                 "numeric"
                 if col in self.numeric
                 else "categorical"
-                if col in self.categorical
+                if col in self.categorical and col not in self.static
                 else "time"
                 if col in self.time_columns
                 else None
             )
             if role:
-                raise ValueError(f"data.series: {col!r} is also a {role} column; a series column is only a key")
+                raise ValueError(
+                    f"data.series: {col!r} is also a {role} column; a series column is only a key, or a static "
+                    "covariate (data.static)"
+                )
         if self.pca:
             raise ValueError("data.pca: not available for panels (data.series) yet; leave it 0")
 
@@ -254,7 +273,7 @@ class ForecastPrepConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ForecastPrepConfig:
         cfg = dict(raw)
-        for key in ("time_columns", "numeric", "categorical", "split", "lags", "rolling", "diffs", "series"):
+        for key in ("time_columns", "numeric", "categorical", "split", "lags", "rolling", "diffs", "series", "static"):
             cfg[key] = tuple(cfg.get(key, ()))
         for key in ("missing_columns", "increments"):
             cfg[key] = tuple((str(a), str(b)) for a, b in cfg.get(key, ()))
@@ -295,10 +314,14 @@ class FittedPrep:
 
     @property
     def categorical_codes(self) -> tuple[tuple[int, int], ...]:
-        """Ordinal encoding: (feature index, codes incl. 0 for unseen) of each categorical column; else empty."""
-        if self.config.categorical_encoding != "ordinal":
-            return ()
-        return tuple((self.feature_names.index(code_name(c)), len(cats) + 1) for c, cats in self.categories.items())
+        """(feature index, codes incl. 0 for unseen) of each categorical column encoded as ordinal codes (static
+        columns always are): the model embeds these."""
+        cfg = self.config
+        return tuple(
+            (self.feature_names.index(code_name(c)), len(cats) + 1)
+            for c, cats in self.categories.items()
+            if cfg.encoding(c) == "ordinal"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

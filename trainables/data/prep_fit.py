@@ -145,10 +145,8 @@ def _with_feature_names(fitted: FittedPrep) -> FittedPrep:
             names.append(col)
     names += [f"pc{i + 1}" for i in range(cfg.pca)] if fitted.pca_columns else []
     names += [f"{c}__missing" for c in fitted.indicators]
-    if cfg.categorical_encoding == "ordinal":
-        names += [code_name(c) for c in fitted.categories]
-    else:
-        names += [f"{c}={cat}" for c, cats in fitted.categories.items() for cat in cats]
+    for c, cats in fitted.categories.items():
+        names += [code_name(c)] if cfg.encoding(c) == "ordinal" else [f"{c}={cat}" for cat in cats]
     names += [f"{cfg.target}__lag{k}" for k in cfg.lags]
     for w in cfg.rolling:
         names += [f"{cfg.target}__mean{w}", f"{cfg.target}__std{w}"]

@@ -98,7 +98,7 @@ class Transformer:
             cols[f"{col}__missing"] = pd.to_numeric(frame[col], errors="coerce").isna().astype("float64")
         for col, cats in fitted.categories.items():
             values = frame[col].astype("string")
-            if cfg.categorical_encoding == "ordinal":
+            if cfg.encoding(col) == "ordinal":
                 codes = {cat: float(i + 1) for i, cat in enumerate(cats)}
                 cols[code_name(col)] = values.map(codes).astype("float64").fillna(0.0).to_numpy()
                 continue
