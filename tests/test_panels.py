@@ -303,8 +303,6 @@ def test_births_prepare_names_the_first_repeated_pair_then_prepares_with_a_polic
     assert all(len(s["series"]) == 1 for s in manifest["splits"]["train"]["shards"])
 
 
-@pytest.mark.ray
-@pytest.mark.skipif(not BIRTHS.exists(), reason="../shared/datasets not present")
 def test_static_covariates_are_embeddings_with_an_unknown_slot(tmp_path: Path) -> None:
     frame = pd.concat(list(chunks(PanelSpec(series=6, days=200, seed=2))), ignore_index=True)
     source = tmp_path / "panel.csv"
@@ -354,6 +352,8 @@ def test_bad_static_covariates_are_named(tmp_path: Path, options: dict[str, Any]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
 
 
+@pytest.mark.ray
+@pytest.mark.skipif(not BIRTHS.exists(), reason="../shared/datasets not present")
 def test_a_panel_tunes_end_to_end(tmp_path: Path) -> None:
     cluster.prepare(
         str(BIRTHS),
