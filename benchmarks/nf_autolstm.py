@@ -35,7 +35,7 @@ def main(path: str, seconds: float) -> None:
     n = len(dates)
     train_end, val_end = round(n * 0.7), round(n * 0.85)
     first_val, first_test = dates[train_end], dates[val_end]
-    model = AutoLSTM(h=HORIZON, loss=MAE(), time_budget=seconds, num_samples=1000, backend="ray", cpus=2)
+    model = AutoLSTM(h=HORIZON, loss=MAE(), time_budget=seconds, num_samples=1000, backend="ray")
     started = time.perf_counter()
     forecasts = NeuralForecast(models=[model], freq="D").cross_validation(
         df, val_size=val_end - train_end, test_size=n - val_end, step_size=1, n_windows=None

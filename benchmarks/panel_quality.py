@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     if args.skip != "ours":
         rows.append(ours(args.seconds, args.workdir, args.seed))
+        print(json.dumps(rows[-1], default=str), flush=True)
     if args.skip != "theirs":
         rows.append(theirs(args.seconds, args.venv))
+        print(json.dumps(rows[-1], default=str), flush=True)
     print(f"{'tool':<26} {'budget s':>8} {'wall s':>7} {'test MASE':>9} {'seasonal naive':>14} {'below naive':>11} "
           f"{'states better':>13}")  # fmt: skip
     for r in rows:

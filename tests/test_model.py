@@ -134,6 +134,36 @@ def test_level_gain_starts_at_zero_and_scales_the_level(head: str) -> None:
         assert torch.allclose(model(x), x[:, -1, 1:2] + 0.5 * level.expand(5, 4), atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("head", "quantiles", "level_gain"),
+    [("linear", (), False), ("decoder", (0.1, 0.5, 0.9), False), ("linear", (0.2, 0.8), True)],
+)
+def test_window_norm_forecasts_a_shifted_window_shifted(
+    head: str, quantiles: tuple[float, ...], level_gain: bool
+) -> None:
+    """Instance normalisation: the encoder sees the window's target centred and scaled by the window's own statistics,
+    so a history raised by c is forecast raised by c (the level gain aside) and a flat window stays finite."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=8, head=head, window_norm=True, level_gain=level_gain)
+    model = build_model(cfg, n_features=3, target_index=1, horizon=4, quantiles=quantiles).eval()
+    x = torch.randn(5, 12, 3)
+    raised = x.clone()
+    raised[..., 1] += 7.0
+    with torch.no_grad():
+        if level_gain:
+            out_layer = model.head
+            assert isinstance(out_layer, torch.nn.Linear)
+            out_layer.weight[out_layer.out_features // 2 :].zero_()
+            out_layer.bias[out_layer.out_features // 2 :].zero_()
+        assert torch.allclose(model(raised), model(x) + 7.0, atol=1e-4)
+        flat = x.clone()
+        flat[..., 1] = 3.0
+        out = model(flat)
+        assert torch.isfinite(out).all() and (out - 3.0).abs().max() < 1.0
+    plain = build_model(replace(cfg, window_norm=False), n_features=3, target_index=1, horizon=4, quantiles=quantiles)
+    assert not torch.allclose(plain.eval()(raised), plain(x) + 7.0, atol=1e-4), "without it: levels matter"
+
+
 def test_level_gain_survives_export_info(tmp_path: Path) -> None:
     """target_offset travels in model_info, so a reloaded level-gain model forecasts exactly as the trained one."""
     from trainables.model import forecaster_from_info

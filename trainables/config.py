@@ -97,6 +97,13 @@ class ModelConfig:
     """Forecasting: the head also outputs a gain ``b`` and the forecast gains ``b`` times the last observed level (in
     the target's original units, divided by its scale). Series such as PM2.5 move in proportion to their level, which a
     plain additive head can only approximate; the gain starts at zero, so training starts from the plain head."""
+    window_norm: bool = hyper(
+        False, kind="bool", help="forecast: normalise each window's target by its own mean and spread"
+    )
+    """Forecasting: the window's target history is centred and scaled by its own mean and standard deviation before the
+    encoder sees it, and the forecast is mapped back (instance normalisation, as RevIN). The model then learns shapes,
+    not levels: a series that grows past its training level (births in Florida) is forecast from where it is now.
+    No weights depend on it, so PBT may flip it."""
 
 
 @dataclass(frozen=True, kw_only=True)

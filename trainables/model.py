@@ -151,6 +151,10 @@ class DecoderHead(nn.Module):
         return torch.cat(steps, dim=1)
 
 
+WINDOW_NORM_EPS = 1e-4
+"""Added to a window's target variance (scaled units): a flat window is divided by 0.01, not by zero."""
+
+
 def gain_head(in_dim: int, horizon: int, level_gain: bool) -> nn.Linear:
     """The head's output layer: ``horizon`` changes, and with ``level_gain`` as many gains, which start at zero."""
     layer = nn.Linear(in_dim, 2 * horizon if level_gain else horizon)
@@ -199,6 +203,7 @@ class LSTMForecaster(nn.Module):
             raise ValueError(f"model.head = {cfg.head!r}: must be one of {', '.join(HEADS)}")
         self.residual = cfg.residual
         self.level_gain = cfg.level_gain
+        self.window_norm = cfg.window_norm
         self.target_offset = target_offset
         """Centre / scale of the target: the scaled last value plus this is the level in units of the scale."""
         self.target_index = target_index
@@ -245,9 +250,23 @@ class LSTMForecaster(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.window_norm:
+            return self._forward(x, self.target_offset)
+        history = x[..., self.target_index]
+        centre = history.mean(dim=1, keepdim=True)
+        spread = (history.var(dim=1, unbiased=False, keepdim=True) + WINDOW_NORM_EPS).sqrt()
+        x = x.clone()
+        x[..., self.target_index] = (history - centre) / spread
+        # The level in units of the scale, seen from the normalised window: (v + offset) / spread, v = n*spread + centre.
+        out = self._forward(x, (centre + self.target_offset) / spread)
+        if self.quantiles:
+            return out * spread.unsqueeze(-1) + centre.unsqueeze(-1)
+        return out * spread + centre
+
+    def _forward(self, x: torch.Tensor, offset: torch.Tensor | float) -> torch.Tensor:
         summary = self.head_dropout(self.encoder(self.input_dropout(self.embed(x))))
         last = x[:, -1, self.target_index]
-        level = last + self.target_offset
+        level = last + (offset.squeeze(1) if isinstance(offset, torch.Tensor) else offset)
         if isinstance(self.head, DecoderHead):
             out: torch.Tensor = self.head(summary, last, level, self.residual)
         else:
