@@ -110,3 +110,26 @@ def test_beijing_without_changes_differs_from_the_bundled_preparation_only_in_it
     assert changes == ["pm2.5__diff", "DEWP__diff", "TEMP__diff", "PRES__diff", "Iws__step"]
     assert len(changes) == len(BUNDLED_CHANGES["diffs"]) + len(BUNDLED_CHANGES["increments"])
     assert plain["centre"] == bundled["centre"] and plain["scale"] == bundled["scale"]
+
+
+def test_the_panel_scale_space_keeps_models_small() -> None:
+    from benchmarks.panel_scale import SPACE
+
+    space = load_space(str(SPACE), param_rules())
+    assert space.task == "forecast"
+    assert max(space.params["hidden_size"].values) <= 32 and max(space.params["window"].values) <= 28  # type: ignore[type-var]
+    assert set(space.params["window_norm"].values) == {True, False}, "the rest of forecast-panel is inherited"
+
+
+def test_the_peak_sampler_sees_the_memory_of_a_process_tree() -> None:
+    import os
+    import sys
+
+    from benchmarks.panel_scale import measured
+
+    child = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True); print('done')"
+    seconds, peaks, out = measured([sys.executable, "-c", parent], dict(os.environ))
+    assert out.strip() == "done" and seconds >= 1.5
+    assert 300 < peaks[0][0] < 400, peaks[:3]
+    assert peaks[0][0] > max(mb for mb, _ in peaks[1:]) + 250, "the child's peak is its own, not its parent's"
