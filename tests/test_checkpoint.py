@@ -183,9 +183,30 @@ def test_checkpoint_with_code_payload_is_refused(tmp_path: Path) -> None:
         os.remove(MARKER)
     model = build_model(ModelConfig(hidden_size=4), n_features=3, target_index=0)
     torch.save({"format_version": 1, "model": model.state_dict(), "evil": _Payload()}, tmp_path / "trial_state.pt")
-    with pytest.raises(CheckpointError, match=r"refused: it holds objects other than tensors"):
+    with pytest.raises(
+        CheckpointError, match=r"is not a valid lstm-tune file and may be unsafe: it holds objects other than tensors"
+    ):
         load_checkpoint(str(tmp_path))
     assert not os.path.exists(MARKER), "the payload ran"
+
+
+def test_a_tampered_model_is_refused_naming_the_file_and_never_advising_an_unsafe_load(tmp_path: Path) -> None:
+    from trainables.export import load_forecaster
+
+    if os.path.exists(MARKER):
+        os.remove(MARKER)
+    folder = tmp_path / "best_model"
+    folder.mkdir()
+    torch.save({"format_version": 2, "members": [_Payload()]}, folder / "model.pt")
+    with pytest.raises(CheckpointError) as refused:
+        load_forecaster(str(folder))
+    message = str(refused.value)
+    assert f"{folder / 'model.pt'} is not a valid lstm-tune file and may be unsafe" in message
+    assert "posix.system" in message and "weights_only" not in message and "will likely succeed" not in message
+    assert not os.path.exists(MARKER), "the payload ran"
+    (folder / "model.pt").write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match=r"model.pt is not a valid lstm-tune (model|file)"):
+        load_forecaster(str(folder))
 
 
 def test_other_format_and_missing_file(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import math
 import os
 import pickle
 import random
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -78,6 +79,18 @@ def save_checkpoint(
     return path
 
 
+def unsafe_file(uri: str, exc: BaseException) -> CheckpointError:
+    """The refusal of a file the safe loader would not rebuild. PyTorch's own message advises loading it again with
+    ``weights_only=False``: for a file that failed the safe loader, the one thing never to do; only the culprit it
+    names (``unsupported GLOBAL posix.system``) is passed on."""
+    named = re.search(r"(?:unsupported GLOBAL \S+|Unsupported (?:global|operand)[^\n.]*)", str(exc), re.IGNORECASE)
+    reason = named.group(0).strip() if named else type(exc).__name__
+    return CheckpointError(
+        f"{uri} is not a valid lstm-tune file and may be unsafe: it holds objects other than tensors and plain data "
+        f"({reason}); nothing in it was loaded or run. Do not load it by other means unless you made it yourself."
+    )
+
+
 def load_checkpoint(directory: str) -> dict[str, Any]:
     """Load a checkpoint safely; refuse other formats and any payload that is not plain data."""
     path = os.path.join(directory, CHECKPOINT_FILE)
@@ -88,10 +101,7 @@ def load_checkpoint(directory: str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path} refused: it holds objects other than tensors and plain data ({first})"
-        ) from None
+        raise unsafe_file(path, exc) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:

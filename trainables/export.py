@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trainables.checkpoint import CheckpointError
+from trainables.checkpoint import CheckpointError, unsafe_file
 from trainables.data.forecast_prep import (
     TIME,
     FittedPrep,
@@ -240,8 +241,11 @@ def _load_payload(uri: str | Location) -> tuple[Location, list[dict[str, Any]], 
         payload = torch.load(io.BytesIO(read_bytes(loc.child(MODEL_FILE))), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{loc.uri}: no {MODEL_FILE}; is this a best_model folder?") from None
-    except Exception as exc:  # the unpickler's refusal types vary; any failure here means "not safe/valid"
-        raise CheckpointError(f"{loc.child(MODEL_FILE).uri} refused or unreadable: {exc}") from None
+    except pickle.UnpicklingError as exc:
+        raise unsafe_file(loc.child(MODEL_FILE).uri, exc) from None
+    except Exception as exc:  # a truncated or foreign file: not a model, and nothing ran
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{loc.child(MODEL_FILE).uri} is not a valid lstm-tune model ({first})") from None
     version = payload.get("format_version") if isinstance(payload, dict) else None
     if version == 1:
         members = [{k: payload[k] for k in ("model", "model_info", "data_info")}]
