@@ -88,6 +88,9 @@ def prepare(
         str | None, typer.Option(help="forecast: expected spacing (1h, 1min); gaps become rows.")
     ] = None,
     duplicates: Annotated[str, typer.Option(help="forecast: duplicate timestamps: error|first|last|mean.")] = "error",
+    non_finite: Annotated[
+        str, typer.Option(help="forecast: inf/-inf in a numeric column: error (refuse) or missing (a gap).")
+    ] = "error",
     horizon: Annotated[int, typer.Option(help="forecast: steps ahead.")] = 1,
     season_length: Annotated[int, typer.Option(help="forecast: steps per season (seasonal-naive baseline).")] = 24,
     max_window: Annotated[int, typer.Option(help="forecast: longest window trials may use.")] = 168,
@@ -119,6 +122,9 @@ def prepare(
     except user_errors() as exc:
         fail(str(exc))
         return
+    changed = int(manifest.source.get("non_finite", 0) or 0)
+    if changed:
+        err.print(f"changed: {changed:,} infinite value(s) made gaps (--non-finite missing)", highlight=False)
     show_manifest(manifest, dest.uri, json_out)
     err.print(f"prepared in {time.monotonic() - started:.1f} s", highlight=False)
 

@@ -128,6 +128,8 @@ class PrepareReport:
     duplicates: int = 0
     gaps_filled: int = 0
     dropped: int = 0
+    non_finite: int = 0
+    """Infinite values made gaps (``--non-finite missing``)."""
     missing_values: dict[str, int] = field(default_factory=dict)
     """Per numeric column: values missing in the source (after gaps were filled with empty rows)."""
 
@@ -190,6 +192,7 @@ def prepare_forecast(
         duplicates=counting.duplicates,
         gaps_filled=counting.gaps_filled,
         dropped=counting.dropped,
+        non_finite=counting.non_finite,
     )
     train_end, val_end = split_bounds(n, cfg)
     if train_end <= cfg.context_rows or val_end - train_end < 1 or n - val_end < 1:

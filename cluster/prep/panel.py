@@ -81,13 +81,15 @@ class _Series:
     test: int = 0
     centre: dict[str, float] | None = None
     scale: dict[str, float] | None = None
+    non_finite: int = 0
+    """Infinite values made gaps (``non_finite = "missing"``)."""
     naive_mae: float = float("nan")
     """In-sample seasonal-naive MAE of the target on the training rows (units): what MASE divides by."""
 
 
 def split_series(raw: pd.DataFrame, cfg: ForecastPrepConfig, part: int = 0) -> list[_Series]:
     """Each series of ``raw`` (whole series only) through its own row stage; errors name the series."""
-    out = []
+    out: list[_Series] = []
     for values, group in raw.groupby(list(cfg.series), sort=True):
         key = series_key(values if isinstance(values, tuple) else (values,))
         if len(group) == 1:
@@ -100,7 +102,17 @@ def split_series(raw: pd.DataFrame, cfg: ForecastPrepConfig, part: int = 0) -> l
         except ValueError as exc:
             raise ValueError(f"data: series {key!r}: {str(exc).removeprefix('data: ')}") from None
         times = rows[TIME]
-        out.append(_Series(key=key, rows=rows, part=part, length=len(rows), first=times.iloc[0], last=times.iloc[-1]))
+        out.append(
+            _Series(
+                key=key,
+                rows=rows,
+                part=part,
+                length=len(rows),
+                first=times.iloc[0],
+                last=times.iloc[-1],
+                non_finite=stream.non_finite,
+            )
+        )
     return out
 
 
@@ -300,7 +312,19 @@ def prepare_panel(
         sinks = {split: _SeriesSink(dest, split, shard_rows) for split in SPLITS}
         try:
             _write(rows, cfg, kept, fitted, sinks)
-            manifest = _manifest(cfg, fitted, kept, dropped, sinks, cuts, name, source, source_info, parts.rows_in)
+            manifest = _manifest(
+                cfg,
+                fitted,
+                kept,
+                dropped,
+                sinks,
+                cuts,
+                name,
+                source,
+                source_info,
+                parts.rows_in,
+                list(rows.records.values()),
+            )
             write_manifest(dest, manifest)
         except BaseException:
             remove_written(dest, [shard for sink in sinks.values() for shard in sink.written])
@@ -393,6 +417,7 @@ def _manifest(
     source: str,
     source_info: dict[str, Any] | None,
     rows_in: int,
+    records: list[_Series],
 ) -> Manifest:
     lengths = np.array([s.length for s in kept])
     times = {
@@ -427,7 +452,12 @@ def _manifest(
         format_version=FORMAT_VERSION,
         task="forecast",
         name=name,
-        source={**(source_info or {"uri": source}), "rows_in": rows_in, "rows": int(lengths.sum())},
+        source={
+            **(source_info or {"uri": source}),
+            "rows_in": rows_in,
+            "rows": int(lengths.sum()),
+            "non_finite": sum(s.non_finite for s in records),
+        },
         columns=columns,
         preprocessing={
             "fitted": fitted.to_dict(),

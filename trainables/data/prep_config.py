@@ -37,6 +37,7 @@ MissingPolicy = Literal["ffill", "mean", "zero", "interpolate", "mask", "drop"]
 MISSING_POLICIES: tuple[str, ...] = ("ffill", "mean", "zero", "interpolate", "mask", "drop")
 ScalerKind = Literal["standard", "minmax", "robust", "none"]
 DuplicatePolicy = Literal["error", "first", "last", "mean"]
+NonFinitePolicy = Literal["error", "missing"]
 MAX_INTERPOLATE_HOLD = 100_000
 """Rows an interpolating column may wait for its next observation before falling back to forward fill."""
 ROBUST_SAMPLE = 200_000
@@ -115,6 +116,9 @@ class ForecastPrepConfig:
     """Expected spacing (pandas offset such as ``1h``, ``1min``); gaps become rows with missing values."""
     duplicates: DuplicatePolicy = "error"
     """Rows sharing a timestamp: error, keep the first, keep the last, or average them."""
+    non_finite: NonFinitePolicy = "error"
+    """``inf`` or ``-inf`` in a numeric column: ``error`` (refuse, naming the column, the count and the first row) or
+    ``missing`` (a gap, handled by the column's missing-value policy; the count is printed)."""
     horizon: int = 1
     """Steps ahead to forecast (1 = next hour for hourly data)."""
     season_length: int = 24
@@ -190,6 +194,8 @@ class ForecastPrepConfig:
             raise ValueError(f"data.scaler = {self.scaler!r}: must be standard, minmax, robust or none")
         if self.duplicates not in ("error", "first", "last", "mean"):
             raise ValueError(f"data.duplicates = {self.duplicates!r}: must be error, first, last or mean")
+        if self.non_finite not in ("error", "missing"):
+            raise ValueError(f"data.non_finite = {self.non_finite!r}: must be error or missing")
         self._validate_series()
         if self.frequency is not None:
             try:

@@ -41,6 +41,8 @@ class RowStream:
         self.duplicates = 0
         self.gaps_filled = 0
         self.dropped = 0
+        self.non_finite = 0
+        """Infinite values made gaps (``non_finite = "missing"``)."""
         self._held = pd.DataFrame()
         self._last_time: pd.Timestamp | None = None
         self._step = step_of(cfg.frequency) if cfg.frequency else None
@@ -58,6 +60,7 @@ class RowStream:
             self.check_columns = False
         frame = batch[self.needed_columns].copy()
         frame.insert(0, TIME, parse_time(frame, self.cfg, self.rows_in).to_numpy())
+        self._non_finite(frame)
         self.rows_in += len(frame)
         frame = pd.concat([self._held, frame], ignore_index=True) if len(self._held) else frame
         if len(frame) == 0:
@@ -67,6 +70,24 @@ class RowStream:
         tail = frame[TIME] == last
         self._held = frame[tail]
         return self._emit(frame[~tail])
+
+    def _non_finite(self, frame: pd.DataFrame) -> None:
+        """``inf``/``-inf`` refused (the default) or made gaps; a word in a numeric column is a gap either way."""
+        for col in self.cfg.numeric:
+            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+            infinite = np.isinf(values)
+            if not infinite.any():
+                continue
+            first = int(np.flatnonzero(infinite)[0])
+            if self.cfg.non_finite == "error":
+                raise ValueError(
+                    f"data: column {col!r} holds {int(infinite.sum())} infinite value(s) in source rows "
+                    f"{self.rows_in}-{self.rows_in + len(frame) - 1}, the first at row {self.rows_in + first} "
+                    f"(time {frame[TIME].iloc[first]}); --non-finite missing makes them gaps"
+                )
+            values[infinite] = np.nan
+            frame[col] = values
+            self.non_finite += int(infinite.sum())
 
     def finish(self) -> pd.DataFrame:
         held, self._held = self._held, pd.DataFrame()
