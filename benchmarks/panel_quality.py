@@ -66,10 +66,14 @@ def venv_python(venv: Path) -> Path:
     return python
 
 
-def theirs(seconds: float, venv: Path) -> dict[str, Any]:
-    script = Path(__file__).with_name("nf_autolstm.py")
+def theirs(seconds: float, venv: Path, workdir: Path) -> dict[str, Any]:
+    script = Path(__file__).resolve().with_name("nf_autolstm.py")
+    # In the work folder: PyTorch Lightning writes lightning_logs/ into the current directory.
     done = subprocess.run(
-        [str(venv_python(venv)), str(script), str(BIRTHS), str(seconds)], capture_output=True, text=True
+        [str(venv_python(venv)), str(script), str(BIRTHS.resolve()), str(seconds)],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
     )
     if done.returncode != 0:
         raise SystemExit(f"AutoLSTM failed ({done.returncode}):\n{done.stderr[-4000:]}")
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(ours(args.seconds, args.workdir, args.seed))
         print(json.dumps(rows[-1], default=str), flush=True)
     if args.skip != "theirs":
-        rows.append(theirs(args.seconds, args.venv))
+        rows.append(theirs(args.seconds, args.venv, args.workdir))
         print(json.dumps(rows[-1], default=str), flush=True)
     print(f"{'tool':<26} {'budget s':>8} {'wall s':>7} {'test MASE':>9} {'seasonal naive':>14} {'below naive':>11} "
           f"{'states better':>13}")  # fmt: skip
