@@ -25,7 +25,7 @@ from cluster.plan.storage import probe
 from cluster.prep.output import remove_written
 from cluster.prep.sources import DEFAULT_BATCH_ROWS
 from cluster.prep.spill import SPILL_PARTITIONS, PanelParts, panel_parts
-from trainables.data.budget import default_budget
+from trainables.data.budget import budget_bytes
 from trainables.data.forecast_prep import (
     CONTEXT,
     NAIVE_SCALE,
@@ -128,14 +128,12 @@ class _Rows:
     def load(self, part: int) -> list[_Series]:
         if not self.parts.spilled and self.records:
             return list(self.records.values())
-        fresh = split_series(self.parts.read(part), self.cfg, part)
-        if not self.records or any(s.key not in self.records for s in fresh):
-            for s in fresh:
-                self.records.setdefault(s.key, s)
-            return fresh
-        for s in fresh:
-            self.records[s.key].rows = s.rows
-        return [self.records[s.key] for s in fresh]
+        found = []
+        for fresh in split_series(self.parts.read(part), self.cfg, part):
+            record = self.records.setdefault(fresh.key, fresh)
+            record.rows = fresh.rows
+            found.append(record)
+        return found
 
     def release(self, series: list[_Series]) -> None:
         if self.parts.spilled:
@@ -223,16 +221,18 @@ def naive_mae(s: _Series, cfg: ForecastPrepConfig) -> float:
 
 
 def scale_series(s: _Series, cfg: ForecastPrepConfig) -> pd.DataFrame:
-    """The series' numeric columns centred and scaled by its own training rows (nothing else is looked at)."""
+    """The series' numeric columns centred and scaled by its own training rows (nothing else is looked at). The
+    statistics are fitted on the first call (the fitting pass) and reused on the next (the writing pass)."""
     assert s.rows is not None
-    train = s.rows.iloc[: s.train]
     out = s.rows.copy()
-    s.centre, s.scale = {}, {}
+    fit = s.centre is None or s.scale is None
+    centres, scales = ({}, {}) if fit else (s.centre or {}, s.scale or {})
     for col in cfg.numeric:
         values = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        centre, scale = series_statistic(values[: len(train)], cfg.scaler)
-        s.centre[col], s.scale[col] = centre, scale
-        out[col] = (values - centre) / scale
+        if fit:
+            centres[col], scales[col] = series_statistic(values[: s.train], cfg.scaler)
+        out[col] = (values - centres[col]) / scales[col]
+    s.centre, s.scale = centres, scales
     return out
 
 
@@ -302,7 +302,7 @@ def prepare_panel(
     whose rows would take more than ``memory_budget`` (default: a quarter of RAM) is spilled to local disk in
     ``partitions`` parts of whole series first."""
     probe(dest)
-    budget = memory_budget or default_budget()
+    budget = budget_bytes(memory_budget)
     with panel_parts(source, cfg, budget, batch_rows=batch_rows, partitions=partitions) as parts:
         if parts.spilled:
             log.info("panel spilled to %d parts under %s (memory budget %d bytes)", len(parts), parts.spill_dir, budget)
@@ -323,7 +323,7 @@ def prepare_panel(
                 source,
                 source_info,
                 parts.rows_in,
-                list(rows.records.values()),
+                sum(s.non_finite for s in rows.records.values()),
             )
             write_manifest(dest, manifest)
         except BaseException:
@@ -417,7 +417,7 @@ def _manifest(
     source: str,
     source_info: dict[str, Any] | None,
     rows_in: int,
-    records: list[_Series],
+    non_finite: int,
 ) -> Manifest:
     lengths = np.array([s.length for s in kept])
     times = {
@@ -456,7 +456,7 @@ def _manifest(
             **(source_info or {"uri": source}),
             "rows_in": rows_in,
             "rows": int(lengths.sum()),
-            "non_finite": sum(s.non_finite for s in records),
+            "non_finite": non_finite,
         },
         columns=columns,
         preprocessing={
