@@ -27,14 +27,14 @@ BIRTHS = DATASETS / "us_births_by_state_daily.csv.xz"
 NF_PINS = ["torch==2.13.0", "neuralforecast==3.3.0"]
 
 
-def ours(seconds: float, workdir: Path, seed: int) -> dict[str, Any]:
+def ours(seconds: float, workdir: Path, seed: int, holidays: str | None) -> dict[str, Any]:
     import cluster
 
-    data = workdir / "births"
+    data = workdir / (f"births-{holidays.lower()}-holidays" if holidays else "births")
     if not (data / "manifest.json").exists():
         cluster.prepare(
             str(BIRTHS), str(data), series_column="state", static="state", time_columns="date", target="births",
-            season_length=7, max_window=56, horizon=7, frequency="1D", duplicates="mean",
+            season_length=7, max_window=56, horizon=7, frequency="1D", duplicates="mean", holidays=holidays,
         )  # fmt: skip
     started = time.perf_counter()
     result = cluster.run(
@@ -47,7 +47,7 @@ def ours(seconds: float, workdir: Path, seed: int) -> dict[str, Any]:
     assert s is not None and s.series is not None
     naive = s.baselines["seasonal_naive"]["test"]
     return {
-        "tool": "lstm-tune",
+        "tool": f"lstm-tune ({holidays} holidays)" if holidays else "lstm-tune",
         "seconds_budget": seconds,
         "seconds": elapsed,
         "trials": s.trials,
@@ -89,11 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lstm-tune-panel-quality")
     parser.add_argument("--skip", choices=["ours", "theirs"], default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--holidays", default="US", help="lstm-tune's holiday calendar (--holidays none: the calendar features alone)"
+    )
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     if args.skip != "ours":
-        rows.append(ours(args.seconds, args.workdir, args.seed))
+        holidays = None if args.holidays.lower() == "none" else args.holidays
+        rows.append(ours(args.seconds, args.workdir, args.seed, holidays))
         print(json.dumps(rows[-1], default=str), flush=True)
     if args.skip != "theirs":
         rows.append(theirs(args.seconds, args.venv, args.workdir))

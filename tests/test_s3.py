@@ -269,7 +269,7 @@ def test_storage_and_input_errors_are_one_clear_line(s3_server: S3Server, tmp_pa
             "--target",
             "pm2.5",
         ),
-        "cannot parse as csv",
+        "a row has 7 field(s) where the header has 5",
     )
     assert_clear_failure(
         cli(

@@ -3,6 +3,7 @@ part, with the same result as in memory and nothing left behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,10 @@ def _source(tmp_path: Path, series: int = 30, days: int = 200, **edits: Any) -> 
     return path
 
 
-def _prepare(source: Path, out: Path, budget: int | None, **kw: Any) -> Manifest:
+def _prepare(source: Path, out: Path, budget: int | None, cfg: ForecastPrepConfig = CFG, **kw: Any) -> Manifest:
     from cluster.prep.panel import prepare_panel
 
-    return prepare_panel(str(source), CFG, resolve(str(out)), name="p", shard_rows=500, memory_budget=budget, **kw)
+    return prepare_panel(str(source), cfg, resolve(str(out)), name="p", shard_rows=500, memory_budget=budget, **kw)
 
 
 def _by_series(out: Path, manifest: Manifest, split: str) -> pd.DataFrame:
@@ -140,14 +141,19 @@ def test_a_spilled_panel_refuses_what_memory_refuses_and_leaves_nothing(
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
 
 
-def test_a_word_in_a_numeric_column_is_a_gap_in_both_paths(tmp_path: Path) -> None:
+def test_a_word_in_a_numeric_column_is_refused_or_a_gap_with_coerce_in_both_paths(tmp_path: Path) -> None:
     source = _source(tmp_path, series=12)
     frame = pd.read_csv(source)
     frame["value"] = frame["value"].astype(object)
     frame.loc[frame.index[-5], "value"] = "n/a"  # in the last batch only: the spill's first type is a number
     frame.to_csv(source, index=False)
-    held = _prepare(source, tmp_path / "held", budget=None)
-    spilled = _prepare(source, tmp_path / "spilled", budget=SMALL, partitions=3, batch_rows=400)
+    for budget in (None, SMALL):
+        with pytest.raises(ValueError, match=r"numeric column 'value' holds 1 value\(s\) that are not numbers"):
+            _prepare(source, tmp_path / "refused", budget=budget, partitions=3, batch_rows=400)
+    coerce = dataclasses.replace(CFG, coerce=True)
+    held = _prepare(source, tmp_path / "held", budget=None, cfg=coerce)
+    spilled = _prepare(source, tmp_path / "spilled", budget=SMALL, cfg=coerce, partitions=3, batch_rows=400)
+    assert held.source["coerced"] == spilled.source["coerced"] == 1
     pd.testing.assert_frame_equal(
         _by_series(tmp_path / "held", held, "test"), _by_series(tmp_path / "spilled", spilled, "test"), rtol=1e-9
     )

@@ -71,6 +71,13 @@ def prepare(
     missing_column: Annotated[list[str] | None, typer.Option(help="forecast: COLUMN=POLICY, repeatable.")] = None,
     scaler: Annotated[str, typer.Option(help="forecast: standard|minmax|robust|none (fitted on train).")] = "standard",
     calendar: Annotated[bool, typer.Option(help="forecast: add calendar sin/cos features.")] = True,
+    holidays: Annotated[
+        str | None,
+        typer.Option(
+            help="forecast: public-holiday calendar (US): 0/1 features for the row's day and the next --horizon "
+            "steps, known in advance (needs --frequency)."
+        ),
+    ] = None,
     lags: Annotated[str | None, typer.Option(help="forecast: target lags, e.g. 24,168.")] = None,
     rolling: Annotated[str | None, typer.Option(help="forecast: rolling mean/std windows of the target.")] = None,
     diffs: Annotated[
@@ -91,10 +98,20 @@ def prepare(
     non_finite: Annotated[
         str, typer.Option(help="forecast: inf/-inf in a numeric column: error (refuse) or missing (a gap).")
     ] = "error",
+    coerce: Annotated[
+        bool,
+        typer.Option(
+            "--coerce",
+            help="forecast: a value in a numeric column that is not a number becomes a gap (default: refused).",
+        ),
+    ] = False,
     horizon: Annotated[int, typer.Option(help="forecast: steps ahead.")] = 1,
     season_length: Annotated[int, typer.Option(help="forecast: steps per season (seasonal-naive baseline).")] = 24,
     max_window: Annotated[int, typer.Option(help="forecast: longest window trials may use.")] = 168,
     split: Annotated[str | None, typer.Option(help="train,val,test fractions.")] = None,
+    encoding: Annotated[
+        str, typer.Option(help="Text encoding of a CSV/JSON Lines source (latin-1, cp1252, ...).")
+    ] = "utf-8",
     text_column: Annotated[str, typer.Option(help="classify: document column.")] = "text",
     label_column: Annotated[str, typer.Option(help="classify: class column.")] = "label",
     test_source: Annotated[str | None, typer.Option(help="classify: separate test file.")] = None,
@@ -122,11 +139,21 @@ def prepare(
     except user_errors() as exc:
         fail(str(exc))
         return
-    changed = int(manifest.source.get("non_finite", 0) or 0)
-    if changed:
-        err.print(f"changed: {changed:,} infinite value(s) made gaps (--non-finite missing)", highlight=False)
+    for line in manifest.source.get("warnings", []) or []:
+        err.print(f"warning: {line}", highlight=False)
+    for key, what in CHANGED:
+        count = int(manifest.source.get(key, 0) or 0)
+        if count:
+            err.print(f"changed: {count:,} {what}", highlight=False)
     show_manifest(manifest, dest.uri, json_out)
     err.print(f"prepared in {time.monotonic() - started:.1f} s", highlight=False)
+
+
+CHANGED = (
+    ("non_finite", "infinite value(s) made gaps (--non-finite missing)"),
+    ("coerced", "value(s) that are not numbers made gaps (--coerce)"),
+)
+"""Manifest counts of data changed rather than refused, and the line that says so on stderr."""
 
 
 def show_manifest(manifest: Manifest, uri: str, json_out: bool) -> None:

@@ -130,12 +130,15 @@ class PrepareReport:
     dropped: int = 0
     non_finite: int = 0
     """Infinite values made gaps (``--non-finite missing``)."""
+    coerced: int = 0
+    """Values that are not numbers made gaps in numeric columns (``--coerce``)."""
     missing_values: dict[str, int] = field(default_factory=dict)
     """Per numeric column: values missing in the source (after gaps were filled with empty rows)."""
 
 
 def _rows(source: str, cfg: ForecastPrepConfig, batch_rows: int, stream: RowStream) -> Iterator[pd.DataFrame]:
-    return stream_rows(iter_batches(source, columns=stream.needed_columns, batch_rows=batch_rows), stream)
+    batches = iter_batches(source, columns=stream.needed_columns, batch_rows=batch_rows, encoding=cfg.text_encoding)
+    return stream_rows(batches, stream)
 
 
 def _until(frames: Iterator[pd.DataFrame], end_row: int) -> Iterator[pd.DataFrame]:
@@ -193,6 +196,7 @@ def prepare_forecast(
         gaps_filled=counting.gaps_filled,
         dropped=counting.dropped,
         non_finite=counting.non_finite,
+        coerced=counting.coerced,
     )
     train_end, val_end = split_bounds(n, cfg)
     if train_end <= cfg.context_rows or val_end - train_end < 1 or n - val_end < 1:

@@ -83,6 +83,8 @@ class _Series:
     scale: dict[str, float] | None = None
     non_finite: int = 0
     """Infinite values made gaps (``non_finite = "missing"``)."""
+    coerced: int = 0
+    """Values that are not numbers made gaps (``coerce``)."""
     naive_mae: float = float("nan")
     """In-sample seasonal-naive MAE of the target on the training rows (units): what MASE divides by."""
 
@@ -111,6 +113,7 @@ def split_series(raw: pd.DataFrame, cfg: ForecastPrepConfig, part: int = 0) -> l
                 first=times.iloc[0],
                 last=times.iloc[-1],
                 non_finite=stream.non_finite,
+                coerced=stream.coerced,
             )
         )
     return out
@@ -323,7 +326,10 @@ def prepare_panel(
                 source,
                 source_info,
                 parts.rows_in,
-                sum(s.non_finite for s in rows.records.values()),
+                {
+                    "non_finite": sum(s.non_finite for s in rows.records.values()),
+                    "coerced": parts.coerced + sum(s.coerced for s in rows.records.values()),
+                },
             )
             write_manifest(dest, manifest)
         except BaseException:
@@ -417,7 +423,7 @@ def _manifest(
     source: str,
     source_info: dict[str, Any] | None,
     rows_in: int,
-    non_finite: int,
+    changed: dict[str, int],
 ) -> Manifest:
     lengths = np.array([s.length for s in kept])
     times = {
@@ -456,7 +462,7 @@ def _manifest(
             **(source_info or {"uri": source}),
             "rows_in": rows_in,
             "rows": int(lengths.sum()),
-            "non_finite": non_finite,
+            **changed,
         },
         columns=columns,
         preprocessing={

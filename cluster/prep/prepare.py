@@ -65,14 +65,26 @@ def _pairs(value: Mapping[str, str] | Sequence[str] | None, key: str) -> tuple[t
     return tuple(out)
 
 
-def infer_numeric(source: str, exclude: set[str]) -> tuple[str, ...]:
-    """Every numeric column of the source's first rows, less ``exclude``."""
+def infer_numeric(
+    source: str, exclude: set[str], encoding: str = "utf-8", *, notes: list[str] | None = None
+) -> tuple[str, ...]:
+    """Every numeric column of the source's first rows, less ``exclude`` and less row numbers (a column that goes
+    up by 1 each row, like Beijing's ``No``: on a chronological split it is pure extrapolation), which are named in
+    ``notes``."""
+    from cluster.prep.checks import row_number_columns
     from cluster.prep.sources import iter_batches
 
-    first = next(iter_batches(source, batch_rows=1000), None)
+    first = next(iter_batches(source, batch_rows=1000, encoding=encoding), None)
     if first is None:
         raise ValueError(f"source {source}: no rows")
-    return tuple(c for c in first.columns if c not in exclude and first[c].dtype.kind in "iuf")
+    numeric = [c for c in first.columns if c not in exclude and first[c].dtype.kind in "iuf"]
+    counters = row_number_columns(first, numeric)
+    for col in counters:
+        (notes if notes is not None else []).append(
+            f"column {col!r} left out of the inferred features: a row number (up by 1 each row); --features names "
+            "the inputs to keep it"
+        )
+    return tuple(c for c in numeric if c not in counters)
 
 
 def prepare(
@@ -85,6 +97,7 @@ def prepare(
     shard_rows: int = 8192,
     memory_budget: int | str | None = None,
     split: str | Sequence[float] | None = None,
+    encoding: str = "utf-8",
     # forecasting
     series_column: Names = None,
     scale_per_series: bool = True,
@@ -100,6 +113,7 @@ def prepare(
     missing_column: Mapping[str, str] | Sequence[str] | None = None,
     scaler: str = "standard",
     calendar: bool = True,
+    holidays: str | None = None,
     lags: Numbers = None,
     rolling: Numbers = None,
     diffs: Names = None,
@@ -108,6 +122,7 @@ def prepare(
     frequency: str | None = None,
     duplicates: str = "error",
     non_finite: str = "error",
+    coerce: bool = False,
     horizon: int = 1,
     season_length: int = 24,
     max_window: int = 168,
@@ -145,6 +160,7 @@ def prepare(
         text_cfg = TextPrepConfig(
             text_column=text_column,
             label_column=label_column,
+            text_encoding=encoding,
             lowercase=lowercase,
             token_pattern=token_pattern,
             min_freq=min_freq,
@@ -172,7 +188,10 @@ def prepare(
     series = _names(series_column)
     statics = _names(static)
     cats = tuple(dict.fromkeys([*_names(categorical), *statics]))
-    numeric = _names(features) or infer_numeric(source, {*times, *cats, *series, *_names(exclude)})
+    notes: list[str] = []
+    numeric = _names(features) or infer_numeric(
+        source, {*times, *cats, *series, *_names(exclude)}, encoding, notes=notes
+    )
     if target not in numeric:
         numeric = (target, *numeric)
     optional: dict[str, Any] = {"split": _fractions(split, "--split")} if split else {}
@@ -187,6 +206,7 @@ def prepare(
         missing_columns=_pairs(missing_column, "--missing-column"),
         scaler=cast(Any, scaler),
         calendar=calendar,
+        holidays=holidays,
         lags=_ints(lags, "--lags"),
         rolling=_ints(rolling, "--rolling"),
         diffs=_names(diffs),
@@ -197,6 +217,8 @@ def prepare(
         frequency=frequency,
         duplicates=cast(Any, duplicates),
         non_finite=cast(Any, non_finite),
+        coerce=coerce,
+        text_encoding=encoding,
         horizon=horizon,
         season_length=season_length,
         max_window=max_window,
@@ -205,11 +227,16 @@ def prepare(
         static=statics,
         **optional,
     )
+    cfg.validate()
+    from cluster.prep.checks import leaks
+
+    notes += leaks(source, cfg)
     return prepare_forecast(
         source,
         cfg,
         dest,
         name=dataset,
+        source_info={"uri": source, "warnings": notes} if notes else None,
         shard_rows=shard_rows,
         overwrite=overwrite,
         memory_budget=parse_bytes(memory_budget, "--memory-budget"),

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from cluster.prep.sources import DEFAULT_BATCH_ROWS, iter_batches
 from trainables.data.forecast_prep import ForecastPrepConfig
+from trainables.data.prep_rows import not_numbers, words_error
 
 SPILL_PARTITIONS = 256
 """Parts a spilled panel is cut into: 20 million source rows make parts of about 80,000 rows (a few tens of MB in
@@ -34,6 +35,8 @@ class PanelParts:
 
     columns: list[str]
     rows_in: int = 0
+    coerced: int = 0
+    """Spilled: values that are not numbers made gaps while spilling (the row stage counts them otherwise)."""
     held: pd.DataFrame | None = None
     """The whole source, when it fits the budget (one part)."""
     spill_dir: Path | None = None
@@ -63,6 +66,9 @@ class _Spiller:
     def __init__(self, directory: Path, partitions: int, cfg: ForecastPrepConfig) -> None:
         self.directory, self.partitions, self.series = directory, partitions, cfg.series
         self.numeric = list(cfg.numeric)
+        self.coerce = cfg.coerce
+        self.coerced = 0
+        """Values that are not numbers made gaps (``coerce``): the later passes see them as missing already."""
         self.schema: pa.Schema | None = None
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
 
@@ -79,7 +85,18 @@ class _Spiller:
     def _table(self, batch: pd.DataFrame, first_row: int) -> pa.Table:
         # Every later stage reads numeric columns this way; done here, a word in a numeric column cannot change the
         # column's type between batches.
-        batch = batch.assign(**{c: pd.to_numeric(batch[c], errors="coerce").astype("float64") for c in self.numeric})
+        numbers = {}
+        for col in self.numeric:
+            values, words = not_numbers(batch[col])
+            if words.any():
+                first = int(np.flatnonzero(words)[0])
+                if not self.coerce:
+                    raise words_error(
+                        col, int(words.sum()), f"the first at row {first_row + first}", batch[col].iloc[first]
+                    )
+                self.coerced += int(words.sum())
+            numbers[col] = values
+        batch = batch.assign(**numbers)
         if self.schema is None:
             table = pa.Table.from_pandas(batch, preserve_index=False)
             self.schema = pa.schema([pa.field(f.name, _spill_type(f.type)) for f in table.schema])
@@ -151,7 +168,7 @@ def panel_parts(
     held_bytes = 0
     spiller: _Spiller | None = None
     try:
-        for batch in iter_batches(source, batch_rows=batch_rows):
+        for batch in iter_batches(source, batch_rows=batch_rows, encoding=cfg.text_encoding):
             _checked(batch, needed, cfg, source, parts.rows_in)
             batch = batch[needed]
             if spiller is None:
@@ -170,6 +187,7 @@ def panel_parts(
             parts.rows_in += len(batch)
         if spiller is not None:
             parts.files = spiller.close()
+            parts.coerced = spiller.coerced
         elif frames:
             parts.held = pd.concat(frames, ignore_index=True)
         else:

@@ -29,7 +29,7 @@ VOCAB_FILE = "vocab.txt"
 
 
 def _load(source: str, cfg: TextPrepConfig) -> pd.DataFrame:
-    df = read_all(source)
+    df = read_all(source, encoding=cfg.text_encoding)
     missing = [c for c in (cfg.text_column, cfg.label_column) if c not in df.columns]
     if missing:
         raise ValueError(f"data: column(s) {missing} not in {source}; it has {list(df.columns)}")
@@ -73,6 +73,12 @@ def prepare_classify(
         train, val = _split(df, (1 - cfg.val_fraction,), cfg.seed)
     else:
         train, val, test = _split(df, cfg.split[:2], cfg.seed)
+    classes = train["label"].unique()
+    if len(classes) < 2:
+        raise ValueError(
+            f"data: label column {cfg.label_column!r} holds one class ({classes[0]!r}) in the training split of "
+            f"{source}; a classifier needs at least 2"
+        )
     fitted = fit_vocabulary(train["text"], train["label"], cfg)
     unknown = sorted((set(val["label"]) | set(test["label"])) - set(fitted.labels))
     if unknown:

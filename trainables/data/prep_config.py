@@ -97,6 +97,9 @@ class ForecastPrepConfig:
     """Scaling of numeric columns, fitted on the training split only."""
     calendar: bool = True
     """Add hour-of-day, day-of-week and day-of-year as sin/cos pairs."""
+    holidays: str | None = None
+    """A public-holiday calendar (``US``): 0/1 features for the row's day and for each of the next ``horizon``
+    steps, which the calendar knows in advance (needs ``frequency``)."""
     lags: tuple[int, ...] = ()
     """Extra features: the target ``k`` rows back, for each k (beyond what the window shows, e.g. 168)."""
     rolling: tuple[int, ...] = ()
@@ -119,6 +122,12 @@ class ForecastPrepConfig:
     non_finite: NonFinitePolicy = "error"
     """``inf`` or ``-inf`` in a numeric column: ``error`` (refuse, naming the column, the count and the first row) or
     ``missing`` (a gap, handled by the column's missing-value policy; the count is printed)."""
+    text_encoding: str = "utf-8"
+    """Text encoding of a CSV or JSON Lines source (latin-1, cp1252, ...); bytes that do not decode are refused,
+    naming the file and the offset."""
+    coerce: bool = False
+    """A value in a numeric column that is not a number (a word, ``1,234``): refused with one line naming the
+    column, the count and the first row (False), or made a gap like a missing value (True; the count is printed)."""
     horizon: int = 1
     """Steps ahead to forecast (1 = next hour for hourly data)."""
     season_length: int = 24
@@ -197,6 +206,13 @@ class ForecastPrepConfig:
         if self.non_finite not in ("error", "missing"):
             raise ValueError(f"data.non_finite = {self.non_finite!r}: must be error or missing")
         self._validate_series()
+        if self.holidays is not None:
+            from trainables.data.holidays import HOLIDAY_CALENDARS
+
+            if self.holidays not in HOLIDAY_CALENDARS:
+                raise ValueError(f"data.holidays = {self.holidays!r}: must be one of {', '.join(HOLIDAY_CALENDARS)}")
+            if self.frequency is None:
+                raise ValueError("data.holidays: needs data.frequency (--frequency 1D), the step the leads look ahead")
         if self.frequency is not None:
             try:
                 step_of(self.frequency)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from trainables.data.holidays import holiday_names
 from trainables.data.prep_changes import ChangeFeatures, category_strings, change_names
 from trainables.data.prep_config import ROBUST_SAMPLE, ROW, TIME, FittedPrep, ForecastPrepConfig, code_name
 from trainables.data.prep_rows import drain
@@ -153,6 +154,8 @@ def _with_feature_names(fitted: FittedPrep) -> FittedPrep:
     names += change_names(cfg)
     if cfg.calendar:
         names += ["hour_sin", "hour_cos", "dow_sin", "dow_cos", "doy_sin", "doy_cos"]
+    if cfg.holidays:
+        names += holiday_names(cfg.horizon)
     return FittedPrep(**{**fitted.__dict__, "feature_names": names})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -13,21 +14,45 @@ from trainables.data.prep_config import ROW, TIME, ForecastPrepConfig, step_of
 
 def parse_time(df: pd.DataFrame, cfg: ForecastPrepConfig, first_row: int) -> pd.Series:
     """The time of each row, from the time column(s); a row whose time does not parse is an error naming it."""
-    cols = list(cfg.time_columns)
-    if len(cols) == 1:
-        ts = pd.to_datetime(df[cols[0]].astype("string"), format=cfg.time_format, errors="coerce")
-    elif set(cols) <= {"year", "month", "day", "hour", "minute", "second"}:
-        ts = pd.to_datetime(df[cols].rename(columns=str), errors="coerce")
-    else:
-        joined = df[cols[0]].astype("string")
-        for c in cols[1:]:
-            joined = joined + " " + df[c].astype("string")
-        ts = pd.to_datetime(joined, format=cfg.time_format, errors="coerce")
+    with warnings.catch_warnings():
+        # pandas warns when it cannot infer one format from the first value; every row is parsed and checked anyway.
+        warnings.filterwarnings("ignore", "Could not infer format", UserWarning)
+        ts = _to_time(df, cfg)
     if ts.isna().any():
+        cols = list(cfg.time_columns)
         bad = int(np.flatnonzero(ts.isna().to_numpy())[0])
         shown = {c: df[c].iloc[bad] for c in cols}
+        if all(pd.isna(v) for v in shown.values()):
+            raise ValueError(f"data: row {first_row + bad} has no time (empty {cols})")
         raise ValueError(f"data: row {first_row + bad} has an invalid time {shown} in {cols}")
     return ts.astype("datetime64[ns]")
+
+
+def _to_time(df: pd.DataFrame, cfg: ForecastPrepConfig) -> pd.Series:
+    cols = list(cfg.time_columns)
+    if len(cols) == 1:
+        return pd.to_datetime(df[cols[0]].astype("string"), format=cfg.time_format, errors="coerce")
+    if set(cols) <= {"year", "month", "day", "hour", "minute", "second"}:
+        return pd.to_datetime(df[cols].rename(columns=str), errors="coerce")
+    joined = df[cols[0]].astype("string")
+    for c in cols[1:]:
+        joined = joined + " " + df[c].astype("string")
+    return pd.to_datetime(joined, format=cfg.time_format, errors="coerce")
+
+
+def not_numbers(given: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values as float64, mask of the given values that are not numbers: words, ``1,234``); a missing marker
+    already read as missing is not in the mask."""
+    values = pd.to_numeric(given, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    return values, np.isnan(values) & given.notna().to_numpy()
+
+
+def words_error(col: str, count: int, where: str, example: object) -> ValueError:
+    """The refusal of a numeric column holding values that are not numbers (without ``--coerce``)."""
+    return ValueError(
+        f"data: numeric column {col!r} holds {count} value(s) that are not numbers, {where}: {str(example)[:40]!r}; "
+        "--coerce makes them gaps (empty, NA and ? are gaps already)"
+    )
 
 
 class RowStream:
@@ -43,6 +68,8 @@ class RowStream:
         self.dropped = 0
         self.non_finite = 0
         """Infinite values made gaps (``non_finite = "missing"``)."""
+        self.coerced = 0
+        """Values that are not numbers made gaps in numeric columns (``coerce``)."""
         self._held = pd.DataFrame()
         self._last_time: pd.Timestamp | None = None
         self._step = step_of(cfg.frequency) if cfg.frequency else None
@@ -60,7 +87,7 @@ class RowStream:
             self.check_columns = False
         frame = batch[self.needed_columns].copy()
         frame.insert(0, TIME, parse_time(frame, self.cfg, self.rows_in).to_numpy())
-        self._non_finite(frame)
+        self._check_numbers(frame)
         self.rows_in += len(frame)
         frame = pd.concat([self._held, frame], ignore_index=True) if len(self._held) else frame
         if len(frame) == 0:
@@ -71,23 +98,39 @@ class RowStream:
         self._held = frame[tail]
         return self._emit(frame[~tail])
 
-    def _non_finite(self, frame: pd.DataFrame) -> None:
-        """``inf``/``-inf`` refused (the default) or made gaps; a word in a numeric column is a gap either way."""
+    def _check_numbers(self, frame: pd.DataFrame) -> None:
+        """A numeric column's values must be numbers: ``inf``/``-inf`` are refused (the default) or made gaps, and
+        so is a word (refused unless ``coerce``); the source's missing markers (empty, NA, ?) are gaps already."""
         for col in self.cfg.numeric:
-            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+            values, words = not_numbers(frame[col])
+            if words.any():
+                self._words(col, frame, words)
             infinite = np.isinf(values)
-            if not infinite.any():
-                continue
-            first = int(np.flatnonzero(infinite)[0])
-            if self.cfg.non_finite == "error":
-                raise ValueError(
-                    f"data: column {col!r} holds {int(infinite.sum())} infinite value(s) in source rows "
-                    f"{self.rows_in}-{self.rows_in + len(frame) - 1}, the first at row {self.rows_in + first} "
-                    f"(time {frame[TIME].iloc[first]}); --non-finite missing makes them gaps"
-                )
-            values[infinite] = np.nan
-            frame[col] = values
-            self.non_finite += int(infinite.sum())
+            if infinite.any():
+                self._infinite(col, frame, infinite)
+                values[infinite] = np.nan
+            if words.any() or infinite.any():
+                frame[col] = values
+
+    def _where(self, frame: pd.DataFrame, mask: np.ndarray) -> tuple[int, str]:
+        first = int(np.flatnonzero(mask)[0])
+        return first, f"the first at row {self.rows_in + first} (time {frame[TIME].iloc[first]})"
+
+    def _words(self, col: str, frame: pd.DataFrame, words: np.ndarray) -> None:
+        if self.cfg.coerce:
+            self.coerced += int(words.sum())
+            return
+        first, where = self._where(frame, words)
+        raise words_error(col, int(words.sum()), where, frame[col].iloc[first])
+
+    def _infinite(self, col: str, frame: pd.DataFrame, infinite: np.ndarray) -> None:
+        if self.cfg.non_finite == "error":
+            _, where = self._where(frame, infinite)
+            raise ValueError(
+                f"data: column {col!r} holds {int(infinite.sum())} infinite value(s) in source rows "
+                f"{self.rows_in}-{self.rows_in + len(frame) - 1}, {where}; --non-finite missing makes them gaps"
+            )
+        self.non_finite += int(infinite.sum())
 
     def finish(self) -> pd.DataFrame:
         held, self._held = self._held, pd.DataFrame()

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainables.data.holidays import holiday_features
 from trainables.data.prep_changes import ChangeFeatures, category_strings
 from trainables.data.prep_config import (
     MAX_INTERPOLATE_HOLD,
@@ -19,6 +20,7 @@ from trainables.data.prep_config import (
     FittedPrep,
     ForecastPrepConfig,
     code_name,
+    step_of,
 )
 from trainables.data.prep_rows import RowStream, drain, stream_rows
 
@@ -131,6 +133,8 @@ class Transformer:
                 angle = 2.0 * np.pi * value / period
                 cols[f"{name}_sin"] = np.sin(angle)
                 cols[f"{name}_cos"] = np.cos(angle)
+        if cfg.holidays and cfg.frequency:
+            cols.update(holiday_features(frame[TIME], cfg.holidays, step_of(cfg.frequency), cfg.horizon))
         features = pd.DataFrame(cols, index=frame.index)
         expected = fitted.feature_names if self.apply_pca or not fitted.pca_columns else None
         if expected is not None and list(features.columns) != expected:

@@ -7,22 +7,44 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trainables.data.cache import ShardCache, ShardError, fetch_verified
 from trainables.data.manifest import Manifest, ShardInfo
+from trainables.data.prep_config import NAIVE_SCALE, TARGET_RAW
 from trainables.storage import Location, write_bytes_atomic
 
 FETCH_THREADS = 8
 """Shards fetched at once from object storage by one reader."""
 
 
+MAY_BE_MISSING = frozenset({TARGET_RAW, NAIVE_SCALE})
+"""Float columns where NaN has a meaning: a target not observed (``__observed__`` masks it), a series whose MASE
+scale is undefined (it never changes). Every other float in a shard is finite."""
+
+
+def check_finite(table: pa.Table, where: str) -> None:
+    """The last check before a shard is written: no infinity anywhere, no NaN outside :data:`MAY_BE_MISSING`."""
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not pa.types.is_floating(column.type):
+            continue
+        bad = pc.is_inf(column)
+        if name not in MAY_BE_MISSING:
+            bad = pc.or_(bad, pc.is_nan(column))
+        count = pc.sum(bad).as_py() or 0
+        if count:
+            raise ValueError(f"data: column {name!r} of {where} would hold {count} non-finite value(s); not written")
+
+
 def write_shard(root: Location, split: str, index: int, table: pa.Table) -> ShardInfo:
-    """Write ``table`` as ``split/part-NNNNN.parquet`` and return its manifest entry."""
+    """Write ``table`` as ``split/part-NNNNN.parquet`` and return its manifest entry, once every float in it is
+    finite (:func:`check_finite`)."""
+    rel = f"{split}/part-{index:05d}.parquet"
+    check_finite(table, f"{root.child(rel).uri}")
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     data = buf.getvalue()
-    rel = f"{split}/part-{index:05d}.parquet"
     write_bytes_atomic(root.child(rel), data)
     return ShardInfo(path=rel, rows=table.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 

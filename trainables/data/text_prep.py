@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -24,6 +25,8 @@ class TextPrepConfig:
     """Column holding the document."""
     label_column: str = "label"
     """Column holding the class."""
+    text_encoding: str = "utf-8"
+    """Text encoding of a CSV or JSON Lines source (latin-1, cp1252, ...)."""
     lowercase: bool = True
     """Lower-case before tokenizing."""
     token_pattern: str = r"[\w']+"
@@ -85,13 +88,17 @@ class TextEncoder:
         self.label_index = {lab: i for i, lab in enumerate(fitted.labels)}
 
     def encode(self, text: str) -> np.ndarray:
-        tokens = tokenize(text, self.cfg, self.pattern)[: self.cfg.max_length]
+        tokens = tokenize(text, self.cfg, self.pattern, limit=self.cfg.max_length)
         return np.fromiter((self.index.get(t, OOV_INDEX) for t in tokens), dtype=np.int32, count=len(tokens))
 
 
-def tokenize(text: str, cfg: TextPrepConfig, pattern: re.Pattern[str] | None = None) -> list[str]:
+def tokenize(
+    text: str, cfg: TextPrepConfig, pattern: re.Pattern[str] | None = None, *, limit: int | None = None
+) -> list[str]:
+    """The first ``limit`` tokens (all without one); a document of millions of words costs only the tokens kept."""
     pattern = pattern or re.compile(cfg.token_pattern)
-    return pattern.findall(text.lower() if cfg.lowercase else text)
+    found = (m.group() for m in pattern.finditer(text.lower() if cfg.lowercase else text))
+    return list(itertools.islice(found, limit))
 
 
 def fit_vocabulary(texts: Iterable[str], labels: Iterable[str], cfg: TextPrepConfig) -> FittedText:
@@ -99,7 +106,7 @@ def fit_vocabulary(texts: Iterable[str], labels: Iterable[str], cfg: TextPrepCon
     pattern = re.compile(cfg.token_pattern)
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(tokenize(text, cfg, pattern))
+        counts.update(m.group() for m in pattern.finditer(text.lower() if cfg.lowercase else text))
     ranked = sorted((t for t, c in counts.items() if c >= cfg.min_freq), key=lambda t: (-counts[t], t))
     vocab = [PAD_TOKEN, OOV_TOKEN, *ranked[: cfg.max_vocab - 2]]
     return FittedText(config=cfg, vocab=vocab, labels=sorted(set(labels)))
