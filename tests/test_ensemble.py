@@ -205,3 +205,31 @@ def test_the_summary_leads_with_the_exported_model_and_reads_back() -> None:
         raw = json.loads(summary.to_json())
         assert exported_scores(raw)["test"]["rmse"] == summary.exported.test.rmse
     assert "ensemble: t0 (epoch 3), t1 (epoch 4)" in text and "best LSTM (t0, epoch 3)" in text
+
+
+def test_predict_refuses_words_and_a_wrong_encoding_in_one_line_and_coerces_on_request(
+    prepared_data: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    data = load_forecast_data(DataHandle(uri=prepared_data))
+    export_model(
+        resolve(str(tmp_path / "m")), checkpoint_payloads=[forecast_payload(data, 12, seed=0)], fitted=data.fitted
+    )
+    rows = read_csv_bytes(bundled_beijing_csv(), "beijing").iloc[-300:].reset_index(drop=True)
+    rows["DEWP"] = rows["DEWP"].astype(object)
+    rows.loc[200, "DEWP"] = "sensor fault"
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "rows.csv")])
+    assert refused.exit_code == 2, refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    assert "numeric column 'DEWP' holds 1 value(s) that are not numbers" in refused.output
+    done = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "rows.csv"), "--coerce"])
+    assert done.exit_code == 0, done.output
+    (tmp_path / "latin.csv").write_bytes(b"No,year\xf6\n1,2010\n")
+    wrong = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "latin.csv")])
+    assert wrong.exit_code == 2 and "is not valid utf-8 text (byte 0xf6" in wrong.output
+    assert "--encoding latin-1" in wrong.output

@@ -40,6 +40,16 @@ def launch(ready: Ready | Finished, console: Console, hook: ProgressHook | None 
     progress lines go to ``console`` and every trial event to ``hook``."""
     if isinstance(ready, Finished):
         return ready.show(console)
+    try:
+        return _launch_held(ready, console, hook)
+    finally:
+        if ready.lease is not None:
+            if ready.lease.lost:
+                console.print(f"warning: {ready.lease.lost}", highlight=False)
+            ready.lease.release()
+
+
+def _launch_held(ready: Ready, console: Console, hook: ProgressHook | None) -> Summary:
     p, handle, task, opts = ready.plan, ready.data, ready.task, ready.plan.options
     with ray_session(opts.address):
         previous = [round_results(resolve(uri), p, handle, task) for uri in ready.previous]

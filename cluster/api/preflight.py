@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from rich.console import Console
 
+from cluster.plan.lease import RESUME_WAIT_S, Lease, acquire
 from cluster.plan.options import (
     PANEL_METRICS,
     CheckpointOptions,
@@ -62,6 +64,8 @@ class Ready:
     previous: tuple[str, ...] = ()
     """Earlier rounds of the experiment (its first run, earlier extensions), finished: their trials join the
     summary, and TPE is told of them."""
+    lease: Lease | None = None
+    """This driver's hold on the experiment (:mod:`cluster.plan.lease`), released when the run ends."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,12 +197,41 @@ def experiment_state(paths: ExperimentPaths) -> ExperimentState:
     return "finished" if exists(paths.best_json) else "incomplete"
 
 
+def _leased(
+    root: Location, purpose: str, check: Callable[[], Ready | Finished], *, wait: float = 0.0
+) -> Ready | Finished:
+    """Run ``check`` holding the experiment's lease: a second driver for the same experiment is refused here, before
+    it reads or writes anything of it. A finished experiment needs no lease past the check. ``wait``: how long a
+    resume watches a lease whose holder may be lost (:func:`cluster.plan.lease.acquire`)."""
+    lease = acquire(root, purpose, wait=wait)
+    try:
+        ready = check()
+    except BaseException:
+        lease.release()
+        raise
+    if isinstance(ready, Finished):
+        lease.release()
+        return ready
+    return replace(ready, lease=lease)
+
+
 def preflight(opts: RunOptions, console: Console, *, resume_if_exists: bool = False) -> Ready | Finished:
     """Check and prepare a run up to the point where Ray is needed; raise a ValueError naming the problem."""
     started = time.monotonic()
     p = plan(opts)
     # Reachability first: asking whether the experiment exists is already a storage request.
     check_readable(p.paths.root, "--storage")
+    return _leased(
+        p.paths.root,
+        "run",
+        lambda: _new_or_resumed(p, opts, console, resume_if_exists, started),
+        wait=RESUME_WAIT_S if resume_if_exists else 0.0,
+    )
+
+
+def _new_or_resumed(
+    p: Plan, opts: RunOptions, console: Console, resume_if_exists: bool, started: float
+) -> Ready | Finished:
     state = experiment_state(p.paths)
     if state != "missing":
         if not resume_if_exists:
@@ -235,7 +268,12 @@ def preflight_resume(uri: str, console: Console, *, address: str | None) -> Read
     root = resolve(uri)
     check_readable(root, "resume")
     paths = ExperimentPaths(root=root)
-    return _resume(paths, experiment_state(paths), console, address=address, started=started)
+    return _leased(
+        root,
+        "resume",
+        lambda: _resume(paths, experiment_state(paths), console, address=address, started=started),
+        wait=RESUME_WAIT_S,
+    )
 
 
 def _resume(
@@ -292,6 +330,19 @@ def preflight_extend(
     started = time.monotonic()
     root = resolve(uri)
     check_readable(root, "extend")
+    ready = _leased(root, "extend", lambda: _extension(root, console, num_samples, time_budget_s, address, started))
+    assert isinstance(ready, Ready)
+    return ready
+
+
+def _extension(
+    root: Location,
+    console: Console,
+    num_samples: int | None,
+    time_budget_s: float | None,
+    address: str | None,
+    started: float,
+) -> Ready:
     paths = ExperimentPaths(root=root)
     state = experiment_state(paths)
     if state == "missing":

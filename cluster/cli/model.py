@@ -46,6 +46,13 @@ def predict(
         ),
     ],
     out: Annotated[str | None, typer.Option(help="Write the forecasts here as CSV (default: stdout).")] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="Text encoding of ROWS (default: the one the model's data was prepared from)."),
+    ] = None,
+    coerce: Annotated[
+        bool, typer.Option("--coerce", help="A value in a numeric column that is not a number becomes a gap.")
+    ] = False,
     s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint (else AWS_ENDPOINT_URL_S3).")] = None,
 ) -> None:
     """Forecast from raw rows (one forecast per row with enough history, per step) or classify documents (label and
@@ -53,7 +60,7 @@ def predict(
 
     set_endpoint(s3_endpoint)
     try:
-        forecasts = predict_rows(model, rows)
+        forecasts = predict_rows(model, rows, encoding, coerce=coerce)
     except user_errors() as exc:
         fail(str(exc))
         return

@@ -68,12 +68,21 @@ def bundled_beijing_csv() -> bytes:
         return lzma.decompress(f.read())
 
 
-def read_csv_bytes(data: bytes, name: str) -> pd.DataFrame:
+def read_csv_bytes(data: bytes, name: str, encoding: str = "utf-8") -> pd.DataFrame:
     import io
 
     try:
-        return pd.read_csv(io.BytesIO(data), na_values=["NA", "?", ""], keep_default_na=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        return pd.read_csv(io.BytesIO(data), na_values=["NA", "?", ""], keep_default_na=True, encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"data: {name} is not valid {encoding} text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "name its encoding, e.g. --encoding latin-1"
+        ) from None
+    except LookupError:
+        raise ValueError(
+            f"--encoding = {encoding!r}: not a known text encoding (utf-8, latin-1, cp1252, ...)"
+        ) from None
+    except pd.errors.ParserError as exc:
         raise ValueError(f"data: {name} is not a readable CSV: {str(exc).splitlines()[0]}") from None
 
 

@@ -47,7 +47,7 @@ def export_best(uri: str, out: str) -> dict[str, object]:
     return card
 
 
-def read_rows(rows: str) -> pd.DataFrame:
+def read_rows(rows: str, encoding: str = "utf-8") -> pd.DataFrame:
     """A CSV file, plain or gzip/xz/bz2-compressed, local or ``s3://``."""
     import bz2
     import gzip
@@ -63,15 +63,19 @@ def read_rows(rows: str) -> pd.DataFrame:
     for suffix, opener in ((".gz", gzip.decompress), (".xz", lzma.decompress), (".bz2", bz2.decompress)):
         if rows.endswith(suffix):
             data = opener(data)
-    return read_csv_bytes(data, rows)
+    return read_csv_bytes(data, rows, encoding)
 
 
-def predict_rows(model: str, rows: str) -> pd.DataFrame:
-    """Forecasts (origin, step, target_time, forecast) or classes (document, label, confidence) for ``rows``."""
+def predict_rows(model: str, rows: str, encoding: str | None = None, *, coerce: bool = False) -> pd.DataFrame:
+    """Forecasts (origin, step, target_time, forecast) or classes (document, label, confidence) for ``rows``, read
+    in ``encoding`` (default: the encoding the model's data was prepared from). Values in numeric columns that are
+    not numbers are refused as in preparation, or gaps with ``coerce`` (or when the data was prepared with it)."""
+    import dataclasses
+
     from trainables.export import Classifier, load_model
 
     loaded = load_model(model)
-    raw = read_rows(rows)
+    raw = read_rows(rows, encoding or loaded.fitted.config.text_encoding)
     if isinstance(loaded, Classifier):
         column = loaded.fitted.config.text_column
         if column not in raw.columns:
@@ -81,6 +85,9 @@ def predict_rows(model: str, rows: str) -> pd.DataFrame:
         predictions.insert(0, "document", range(len(texts)))
         return predictions
     cfg = loaded.fitted.config
+    if coerce and not cfg.coerce:
+        cfg = dataclasses.replace(cfg, coerce=True)
+        loaded.fitted = dataclasses.replace(loaded.fitted, config=cfg)
     wanted = list(dict.fromkeys([*cfg.series, *cfg.time_columns, cfg.target, *cfg.numeric, *cfg.categorical]))
     missing = [c for c in wanted if c not in raw.columns]
     if missing:

@@ -12,25 +12,24 @@ import pyarrow.parquet as pq
 
 from trainables.data.cache import ShardCache, ShardError, fetch_verified
 from trainables.data.manifest import Manifest, ShardInfo
-from trainables.data.prep_config import NAIVE_SCALE, TARGET_RAW
 from trainables.storage import Location, write_bytes_atomic
 
 FETCH_THREADS = 8
 """Shards fetched at once from object storage by one reader."""
 
 
-MAY_BE_MISSING = frozenset({TARGET_RAW, NAIVE_SCALE})
-"""Float columns where NaN has a meaning: a target not observed (``__observed__`` masks it), a series whose MASE
-scale is undefined (it never changes). Every other float in a shard is finite."""
-
-
 def check_finite(table: pa.Table, where: str) -> None:
-    """The last check before a shard is written: no infinity anywhere, no NaN outside :data:`MAY_BE_MISSING`."""
+    """The last check before a shard is written: no infinity anywhere, and NaN only where it has a meaning: a target
+    not observed (``__observed__`` masks it), a series whose MASE scale is undefined (it never changes)."""
+    # Here, not at the top: the command line checks its options without pandas, which prep_config imports.
+    from trainables.data.prep_config import NAIVE_SCALE, TARGET_RAW
+
+    may_be_missing = {TARGET_RAW, NAIVE_SCALE}
     for name, column in zip(table.column_names, table.columns, strict=True):
         if not pa.types.is_floating(column.type):
             continue
         bad = pc.is_inf(column)
-        if name not in MAY_BE_MISSING:
+        if name not in may_be_missing:
             bad = pc.or_(bad, pc.is_nan(column))
         count = pc.sum(bad).as_py() or 0
         if count:
