@@ -37,6 +37,8 @@ BEST_JSON = "best.json"
 BEST_MODEL = "best_model"
 LINEAGE_FILE = "pbt_lineage.jsonl"
 RUNGS_FILE = "asha_rungs.jsonl"
+PBT_STATE_FILE = "pbt_state.json"
+"""PBT's per-trial state at its last perturbation check, read back on resume."""
 TENSORBOARD_DIR = "tensorboard"
 DATA_DIR = "data"
 RESULT_FILE = "result.json"
@@ -94,6 +96,19 @@ class ExperimentPaths:
     @property
     def rungs(self) -> Location:
         return self.root.child(RUNGS_FILE)
+
+    @property
+    def pbt_state(self) -> Location:
+        return self.root.child(PBT_STATE_FILE)
+
+
+def read_state(uri: str) -> dict[str, Any]:
+    """A JSON object kept by a scheduler (PBT's per-trial state); empty if there is none yet."""
+    try:
+        value: dict[str, Any] = json.loads(read_bytes(resolve(uri)))
+    except FileNotFoundError:
+        return {}
+    return value
 
 
 def read_events(uri: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 
 from cluster.plan.options import SchedulerOptions
 from cluster.plan.storage import read_events as read_lineage
+from cluster.plan.storage import read_state
 from trainables import metrics as M
 from trainables.storage import resolve, write_bytes_atomic
 from trainables.tensorboard import write_text_event
@@ -51,16 +52,67 @@ def _short(value: Any) -> str:
 
 class LineagePBT(PopulationBasedTraining):
     """PBT that keeps every exploit as data (who cloned whom, when, old and new values) in ``pbt_lineage.jsonl``,
-    and as a text event in the exploiting trial's TensorBoard run, not only as log text."""
+    and as a text event in the exploiting trial's TensorBoard run, not only as log text.
 
-    def __init__(self, *, lineage_uri: str | None = None, tensorboard_uri: str | None = None, **kwargs: Any) -> None:
+    Its population bookkeeping survives the driver: each trial's state at its last perturbation check (score, time)
+    is kept in ``pbt_state.json``, and a resumed experiment's scheduler, which Ray rebuilds empty
+    (ray-project/ray#30838), reads it back as Tune re-adds each trial, with the trial's newest checkpoint as what a
+    weaker trial would clone. Quantiles, the next perturbation time and the exploit due at the kill are then what
+    they were.
+    """
+
+    def __init__(
+        self,
+        *,
+        lineage_uri: str | None = None,
+        state_uri: str | None = None,
+        tensorboard_uri: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.lineage_uri = lineage_uri
+        self.state_uri = state_uri
         self.log = EventLog(lineage_uri, tensorboard_uri, "pbt/exploit")
+        self._saved: dict[str, dict[str, Any]] | None = None
+        self.restored: list[str] = []
+        """Trials whose bookkeeping was read back on resume."""
 
     @property
     def exploits(self) -> list[dict[str, Any]]:
         return self.log.events
+
+    def _saved_states(self) -> dict[str, dict[str, Any]]:
+        if self._saved is None:
+            self._saved = read_state(self.state_uri) if self.state_uri else {}
+        return self._saved
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        saved = self._saved_states().get(trial.trial_id)
+        if saved is None:
+            return
+        state = self._trial_state[trial]
+        state.last_score = float(saved["score"])
+        state.last_train_time = int(saved["time"])
+        state.last_perturbation_time = int(saved["perturbed"])
+        state.last_result = {self._time_attr: int(saved["time"]), str(self._metric): float(saved["value"])}
+        # What a weaker trial clones: the newest checkpoint Tune restored for it (at or after the last check).
+        state.last_checkpoint = trial.checkpoint
+        self.restored.append(trial.trial_id)
+
+    def _save_trial_state(self, state: Any, time: int, result: dict[str, Any], trial: Trial) -> Any:
+        score = super()._save_trial_state(state, time, result, trial)
+        saved = self._saved_states()
+        saved[trial.trial_id] = {
+            "time": int(time),
+            "score": float(score),
+            "value": float(result[str(self._metric)]),
+            # A check runs only when it is due, and sets the perturbation time to this time.
+            "perturbed": int(time),
+        }
+        if self.state_uri:
+            write_bytes_atomic(resolve(self.state_uri), json.dumps(saved, indent=1).encode())
+        return score
 
     def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
         old = {k: trial.config.get(k) for k in self._hyperparam_mutations}
@@ -91,9 +143,45 @@ class RecordingASHA(ASHAScheduler):
 
     def __init__(self, *, rungs_uri: str | None = None, tensorboard_uri: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.rungs_uri = rungs_uri
         self.log = EventLog(rungs_uri, tensorboard_uri, "asha/rung")
+        self._recorded: dict[str, list[dict[str, Any]]] | None = None
+        self._stopped_at: dict[str, int] = {}
+        self.restored: list[str] = []
+        """Trials whose rungs were read back on resume."""
+
+    def _recorded_events(self) -> dict[str, list[dict[str, Any]]]:
+        if self._recorded is None:
+            self._recorded = {}
+            for event in read_lineage(self.rungs_uri) if self.rungs_uri else []:
+                self._recorded.setdefault(str(event["trial"]), []).append(event)
+        return self._recorded
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        """Ray rebuilds a resumed experiment's scheduler empty (ray-project/ray#30838): as Tune re-adds each trial,
+        its recorded rung values go back into the bracket, so cutoffs are what they were before the driver was lost.
+        Only this round's trials are re-added, so an earlier round's rungs stay out."""
+        super().on_trial_add(tune_controller, trial)
+        events = self._recorded_events().get(trial.trial_id)
+        if not events:
+            return
+        bracket = self._trial_info[trial.trial_id]
+        sign = float(self._metric_op or 1.0)
+        for event in events:
+            for milestone, recorded in bracket._rungs:
+                if int(milestone) == int(event["rung"]):
+                    recorded[trial.trial_id] = sign * float(event["value"])
+            if event["decision"] == "stopped":
+                self._stopped_at[trial.trial_id] = int(event["rung"])
+        self.restored.append(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        stopped = self._stopped_at.get(trial.trial_id)
+        iteration = result.get(self._time_attr)
+        if stopped is not None and iteration is not None and iteration >= stopped:
+            # Stopped at this rung before the driver was lost, but Tune's snapshot did not show it yet: the trial
+            # replays its epochs to the rung, and the decision stands.
+            return str(TrialScheduler.STOP)
         pending = self._rung_reached(trial, result)
         action = super().on_trial_result(tune_controller, trial, result)
         if pending is not None:
@@ -135,6 +223,7 @@ def build_scheduler(
     mutations: dict[str, Any],
     lineage_uri: str | None = None,
     rungs_uri: str | None = None,
+    pbt_state_uri: str | None = None,
     tensorboard_uri: str | None = None,
 ) -> TrialScheduler:
     """ASHA, PBT or FIFO; metric and mode come from the TuneConfig (``trainables.metrics``)."""
@@ -155,6 +244,7 @@ def build_scheduler(
             )
         return LineagePBT(
             lineage_uri=lineage_uri,
+            state_uri=pbt_state_uri,
             tensorboard_uri=tensorboard_uri,
             time_attr="training_iteration",
             perturbation_interval=opts.perturbation_interval,

@@ -105,6 +105,7 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str, w
         mutations=to_mutations(p.space),
         lineage_uri=p.paths.lineage.uri,
         rungs_uri=p.paths.rungs.uri,
+        pbt_state_uri=p.paths.pbt_state.uri,
         tensorboard_uri=p.paths.tensorboard.uri,
     )
     root = p.paths.root
