@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -121,3 +122,49 @@ def new_server() -> S3Server:
         data_dir=tempfile.mkdtemp(prefix="lt-weed-", dir="/tmp"),
         ports=ports,
     )
+
+
+@dataclass
+class MotoServer:
+    """moto's standalone S3 server (from the package index) on 127.0.0.1: a second implementation, with the same
+    interface as :class:`S3Server`. moto keeps objects in memory and checks no signature: any credentials are
+    accepted."""
+
+    access_key: str
+    secret_key: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    data_dir: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.data_dir = self.data_dir or tempfile.mkdtemp(prefix="lt-moto-")
+        log = open(os.path.join(self.data_dir, "moto.log"), "ab")
+        # moto's server behind one fix (tests/moto_s3.py: the multipart answer's root element, as AWS names it).
+        cmd = [sys.executable, "-m", "tests.moto_s3", str(self.port)]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": root}
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=root
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {self.process.returncode}; see {self.data_dir}/moto.log")
+            try:
+                self.client().list_buckets()
+                return
+            except Exception:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"moto_server did not answer within {timeout} s")
+
+    stop = S3Server.stop
+    client = S3Server.client
+
+
+def new_moto_server() -> MotoServer:
+    return MotoServer(access_key="lstm-tune-test", secret_key=os.urandom(12).hex(), port=free_port(set()))
