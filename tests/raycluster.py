@@ -23,6 +23,8 @@ class LocalCluster:
 
     workers: int = 2
     worker_cpus: int = 1
+    worker_gpus: int = 0
+    """GPUs each worker node advertises (``ray start --num-gpus``): fake ones, for placement and load tests."""
     dashboard: bool = False
     """Start the head's dashboard (Ray Jobs API) on 127.0.0.1; slower to start."""
     port: int = 0
@@ -78,7 +80,12 @@ class LocalCluster:
                 sockets = [f"--temp-dir={self.temp_dir}/w{i}"]
                 self.nodes.append(
                     self._spawn(
-                        [ray, "start", f"--address={self.address}", f"--num-cpus={self.worker_cpus}", *sockets, *common]
+                        [
+                            *(ray, "start", f"--address={self.address}", f"--num-cpus={self.worker_cpus}"),
+                            *([f"--num-gpus={self.worker_gpus}"] if self.worker_gpus else []),
+                            *sockets,
+                            *common,
+                        ]
                     )
                 )
             self._wait_nodes(1 + self.workers, timeout)

@@ -246,6 +246,30 @@ def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, t
     assert "nothing to resume" in again.stderr
 
 
+def test_a_90_s_s3_outage_is_waited_out(cluster: LocalCluster, s3_server: S3Server, tmp_path: Path) -> None:
+    """Longer than the S3 client's retries (6 attempts, about 11-27 s of backoff): trials wait for storage before
+    they checkpoint, the driver keeps going, and the run ends with every epoch of every trial in its history."""
+    proc = start_driver(
+        tmp_path,
+        *("--address", cluster.address, "--name", "outage90", "--num-samples", "2", "--max-epochs", "6"),
+        *("--sync-period-s", "5"),
+    )
+    wait_for(lambda: len(checkpoints(s3_server, "outage90")) >= 2, 240, "2 checkpoints in S3")
+    s3_server.stop()
+    time.sleep(90)
+    s3_server.start()
+    proc.wait(timeout=500)
+    summary = finished_summary(proc, tmp_path)
+    assert summary["trials"] == {"total": 2, "finished": 2, "stopped": 0, "errored": 0}, trial_errors(
+        s3_server, "outage90"
+    )
+    log = (tmp_path / "driver.out").read_text() + (tmp_path / "driver.err").read_text()
+    assert "unreachable" in log and "reachable again after" in log, "the trials said they were waiting"
+    for trial, results in trial_results(s3_server, "outage90").items():
+        epochs = [r["epoch"] for r in results]
+        assert sorted(set(epochs)) == list(range(1, 7)), f"{trial}: {epochs}"
+
+
 def test_s3_outage_mid_run(cluster: LocalCluster, s3_server: S3Server, tmp_path: Path) -> None:
     proc = start_driver(
         tmp_path, "--address", cluster.address, "--name", "outage", "--num-samples", "2", "--max-epochs", "8"

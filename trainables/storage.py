@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -105,6 +107,38 @@ def resolve(uri: str, *, endpoint: str | None = None, attempts: int = DEFAULT_S3
     raise ValueError(
         f"storage URI {uri!r}: unsupported scheme {parsed.scheme!r}; use a local path or s3://bucket/prefix"
     )
+
+
+STORAGE_WAIT_S = float(os.environ.get("LSTM_TUNE_STORAGE_WAIT_S", "600"))
+"""How long a trial waits for unreachable object storage before it checkpoints anyway (and fails, to be retried)."""
+
+
+def wait_until_reachable(loc: Location, budget_s: float = STORAGE_WAIT_S, say: Any = print) -> float:
+    """Block while ``loc`` (S3) does not answer, up to ``budget_s``: an outage longer than the client's retries is
+    waited out instead of failing the checkpoint that follows. One line when the wait starts and one when it ends.
+    Returns the seconds waited (0 on local disk, or when storage answers at once)."""
+    if loc.is_local:
+        return 0.0
+    started = time.monotonic()
+    probe = loc.with_attempts(1)
+    delay = 1.0
+    while True:
+        try:
+            probe.fs.get_file_info(probe.path)
+        except OSError as exc:
+            waited = time.monotonic() - started
+            if waited >= budget_s:
+                say(f"storage {loc.uri} still unreachable after {waited:.0f} s; checkpointing anyway")
+                return waited
+            if delay == 1.0:
+                say(f"storage {loc.uri} unreachable ({explain(exc, loc)}); waiting up to {budget_s:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        waited = time.monotonic() - started
+        if waited > 0.5:
+            say(f"storage {loc.uri} reachable again after {waited:.0f} s")
+        return waited
 
 
 def read_bytes(loc: Location) -> bytes:

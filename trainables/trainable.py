@@ -17,7 +17,7 @@ from trainables.device import Placement, placement, trial_device
 from trainables.loop import Startup, run_trial
 from trainables.ray_api import Checkpoint, get_checkpoint, get_context, report
 from trainables.restore import restore_state
-from trainables.storage import Location, resolve
+from trainables.storage import Location, resolve, wait_until_reachable
 from trainables.tensorboard import TrialLogger
 
 
@@ -49,6 +49,9 @@ class TuneSession:
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
         # Tune persists the checkpoint to storage before report() returns, so the caller may delete the folder.
+        # An outage longer than the S3 client's retries would fail that upload and the trial: wait it out first.
+        if self.trial_storage is not None:
+            wait_until_reachable(self.trial_storage, say=lambda line: print(line, flush=True))
         report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -15,6 +16,8 @@ from cluster.plan.storage import read_state
 from trainables import metrics as M
 from trainables.storage import resolve, write_bytes_atomic
 from trainables.tensorboard import write_text_event
+
+log = logging.getLogger(__name__)
 
 
 class EventLog:
@@ -34,11 +37,16 @@ class EventLog:
             self.events = read_lineage(self.uri)
             self._loaded = True
         self.events.append(json.loads(json.dumps(record, default=str)))
-        if self.uri:
-            body = "".join(json.dumps(e) + "\n" for e in self.events)
-            write_bytes_atomic(resolve(self.uri), body.encode())
-        if self.tensorboard_uri:
-            write_text_event(resolve(self.tensorboard_uri), run_name, self.tag, text, step)
+        # Storage may be down (an S3 outage longer than the client's retries): a scheduler callback that raised
+        # would stop Tune. The log is rewritten whole at every event, so the next write that succeeds is complete.
+        try:
+            if self.uri:
+                body = "".join(json.dumps(e) + "\n" for e in self.events)
+                write_bytes_atomic(resolve(self.uri), body.encode())
+            if self.tensorboard_uri:
+                write_text_event(resolve(self.tensorboard_uri), run_name, self.tag, text, step)
+        except OSError as exc:
+            log.warning("could not write %s (kept in memory, written with the next event): %s", self.uri, exc)
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -111,7 +119,10 @@ class LineagePBT(PopulationBasedTraining):
             "perturbed": int(time),
         }
         if self.state_uri:
-            write_bytes_atomic(resolve(self.state_uri), json.dumps(saved, indent=1).encode())
+            try:
+                write_bytes_atomic(resolve(self.state_uri), json.dumps(saved, indent=1).encode())
+            except OSError as exc:  # storage down: written whole with the next check
+                log.warning("could not write %s: %s", self.state_uri, exc)
         return score
 
     def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
