@@ -7,6 +7,8 @@ chain (environment, shared config, web identity); an S3-compatible endpoint come
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import posixpath
 import time
@@ -147,17 +149,31 @@ def read_bytes(loc: Location) -> bytes:
         return bytes(f.read())
 
 
+class StorageFullError(ValueError):
+    """The local disk holding storage or a cache is full: the user's to fix, named in one line."""
+
+
 def write_bytes_atomic(loc: Location, data: bytes) -> None:
     """Write a whole object; on local disk through a temporary file and a rename, so readers never see half."""
     parent = posixpath.dirname(loc.path)
     if loc.is_local:
-        os.makedirs(parent, exist_ok=True)
         tmp = f"{loc.path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, loc.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, loc.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(
+                    f"storage {loc.uri}: no space left on the device ({len(data):,} bytes to write); nothing "
+                    "half-written is left: free space and run the command again (or resume the experiment)"
+                ) from None
+            raise
         return
     # A single S3 PUT is atomic: the object appears whole or not at all.
     with loc.fs.open_output_stream(loc.path) as out:

@@ -8,9 +8,12 @@ cache is bounded: least recently used entries are evicted past ``max_bytes``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -23,6 +26,9 @@ CACHE_DIR_ENV = "LSTM_TUNE_CACHE_DIR"
 CACHE_MAX_BYTES_ENV = "LSTM_TUNE_CACHE_MAX_BYTES"
 DEFAULT_MAX_BYTES = 20 * 1024**3
 FETCH_LOG = "fetches.jsonl"
+log = logging.getLogger(__name__)
+_FULL_WARNED: list[bool] = []
+"""The full-disk warning is given once per process."""
 
 
 class ShardError(ValueError):
@@ -61,15 +67,32 @@ class ShardCache:
                 if data is not None:
                     return data
                 data = fetch_verified(root, shard)
-                fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".fetch-")
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
+                if not self._store(path, data):
+                    return data  # the node's disk is full: served from memory, uncached
                 self._log_fetch(root, shard)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         self._evict(keep=path)
         return data
+
+    def _store(self, path: str, data: bytes) -> bool:
+        """Keep a fetched shard; False (and a warning, once) when the cache's disk is full: trials go on reading
+        shards from storage instead of failing, and nothing half-written stays in the cache."""
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".fetch-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if not _FULL_WARNED:
+                _FULL_WARNED.append(True)
+                log.warning("shard cache %s: no space left on the device; reading shards uncached", self.directory)
+            return False
+        return True
 
     def _read_if_present(self, path: str, shard: ShardInfo) -> bytes | None:
         try:
