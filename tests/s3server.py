@@ -33,6 +33,22 @@ def _free(port: int) -> bool:
             return False
 
 
+def _wait_answering(server: S3Server | MotoServer, what: str, log: str, timeout: float) -> None:
+    """Until the server lists buckets; an exited process or the timeout stops it and says where its log is."""
+    assert server.process is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {server.process.returncode}; see {log}")
+        try:
+            server.client().list_buckets()
+            return
+        except Exception:
+            time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"{what} did not answer within {timeout} s; see {log}")
+
+
 @dataclass
 class S3Server:
     """One SeaweedFS process; start/stop keep the same data directory (so a restart loses nothing)."""
@@ -71,17 +87,7 @@ class S3Server:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         log = open(os.path.join(self.data_dir, "weed.log"), "ab")  # the server writes to it for its whole life
         self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.process.returncode}; see {self.data_dir}/weed.log")
-            try:
-                self.client().list_buckets()
-                return
-            except Exception:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"SeaweedFS did not answer within {timeout} s")
+        _wait_answering(self, "weed", os.path.join(self.data_dir, "weed.log"), timeout)
 
     def stop(self) -> None:
         if self.process is None:
@@ -150,17 +156,7 @@ class MotoServer:
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=root
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.process.returncode}; see {self.data_dir}/moto.log")
-            try:
-                self.client().list_buckets()
-                return
-            except Exception:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"moto_server did not answer within {timeout} s")
+        _wait_answering(self, "moto", os.path.join(self.data_dir, "moto.log"), timeout)
 
     stop = S3Server.stop
     client = S3Server.client

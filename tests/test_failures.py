@@ -246,20 +246,25 @@ def test_killed_driver_then_resume(cluster: LocalCluster, s3_server: S3Server, t
     assert "nothing to resume" in again.stderr
 
 
+def run_through_outage(
+    cluster: LocalCluster, s3_server: S3Server, tmp_path: Path, name: str, seconds: float, *args: str
+) -> Any:
+    """A 2-trial run whose S3 server stops for ``seconds`` once a checkpoint per trial is in; its summary."""
+    proc = start_driver(tmp_path, "--address", cluster.address, "--name", name, "--num-samples", "2", *args)
+    wait_for(lambda: len(checkpoints(s3_server, name)) >= 2, 240, "2 checkpoints in S3")
+    s3_server.stop()
+    time.sleep(seconds)
+    s3_server.start()
+    proc.wait(timeout=400 + seconds)
+    return finished_summary(proc, tmp_path)
+
+
 def test_a_90_s_s3_outage_is_waited_out(cluster: LocalCluster, s3_server: S3Server, tmp_path: Path) -> None:
     """Longer than the S3 client's retries (6 attempts, about 11-27 s of backoff): trials wait for storage before
     they checkpoint, the driver keeps going, and the run ends with every epoch of every trial in its history."""
-    proc = start_driver(
-        tmp_path,
-        *("--address", cluster.address, "--name", "outage90", "--num-samples", "2", "--max-epochs", "6"),
-        *("--sync-period-s", "5"),
+    summary = run_through_outage(
+        cluster, s3_server, tmp_path, "outage90", 90, "--max-epochs", "6", "--sync-period-s", "5"
     )
-    wait_for(lambda: len(checkpoints(s3_server, "outage90")) >= 2, 240, "2 checkpoints in S3")
-    s3_server.stop()
-    time.sleep(90)
-    s3_server.start()
-    proc.wait(timeout=500)
-    summary = finished_summary(proc, tmp_path)
     assert summary["trials"] == {"total": 2, "finished": 2, "stopped": 0, "errored": 0}, trial_errors(
         s3_server, "outage90"
     )
@@ -271,15 +276,7 @@ def test_a_90_s_s3_outage_is_waited_out(cluster: LocalCluster, s3_server: S3Serv
 
 
 def test_s3_outage_mid_run(cluster: LocalCluster, s3_server: S3Server, tmp_path: Path) -> None:
-    proc = start_driver(
-        tmp_path, "--address", cluster.address, "--name", "outage", "--num-samples", "2", "--max-epochs", "8"
-    )
-    wait_for(lambda: len(checkpoints(s3_server, "outage")) >= 3, 240, "3 checkpoints in S3")
-    s3_server.stop()
-    time.sleep(6)
-    s3_server.start()
-    proc.wait(timeout=400)
-    summary = finished_summary(proc, tmp_path)
+    summary = run_through_outage(cluster, s3_server, tmp_path, "outage", 6, "--max-epochs", "8")
     assert summary["trials"]["finished"] == 2 and summary["trials"]["errored"] == 0
     best = summary["best"]["checkpoint"]
     assert best.startswith("lt-exp/failures/outage/")
