@@ -5,9 +5,10 @@ Two ``lstm-tune run --name X`` started together (or a run and a ``resume``, or a
 still runs) would otherwise both find no experiment and both write one. The lease decides: the first to create
 ``lease.json`` proceeds; the other exits naming the experiment, the holder and when its lease runs out.
 
-- **Local disk**: the lease file is created with ``O_EXCL`` (atomic on local disks and NFSv3+). An expired lease is
+- **Local disk**: the lease is written whole to a file of its own and hard-linked to its name (atomic, and it fails
+  if the name exists, on local disks and NFSv3+). An expired lease is
   first renamed aside (atomic: of two drivers, one finds it), checked to be the lease read, then replaced by a new
-  ``O_EXCL`` create.
+  link.
 - **S3**: conditional writes. Creating is ``PutObject`` with ``If-None-Match: *`` (the server refuses the second with
   412); renewing and taking over an expired lease are ``PutObject`` with ``If-Match: <ETag read>``, so of two
   drivers racing for an expired lease exactly one wins. AWS S3 (since 2024), SeaweedFS, MinIO and moto support both.
@@ -176,15 +177,19 @@ def _read_local(path: str) -> dict[str, Any] | None:
 
 
 def _create_local(lease: Lease) -> bool:
-    """``O_EXCL``: atomic on local disks and NFSv3+; False if a lease file exists."""
-    try:
-        fd = os.open(lease.loc.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as f:
+    """The whole lease written to a file of its own, then hard-linked to the lease's name: the link is atomic and
+    fails if the name exists (local disks, NFSv3+), so no reader ever sees a lease half-written. False if one exists."""
+    tmp = f"{lease.loc.path}.{lease.owner}.new"
+    with open(tmp, "wb") as f:
         f.write(json.dumps(lease.body()).encode())
         f.flush()
         os.fsync(f.fileno())
+    try:
+        os.link(tmp, lease.loc.path)
+    except FileExistsError:
+        return False
+    finally:
+        os.remove(tmp)
     return True
 
 

@@ -36,9 +36,9 @@ def leaks(source: str, cfg: ForecastPrepConfig) -> list[str]:
     a panel). Such a column is known only after the fact, unless it is itself a forecast made in advance: the line
     says so, and preparation goes on."""
     frame = next(iter_batches(source, batch_rows=PROBE_ROWS, encoding=cfg.text_encoding), None)
-    inputs = [c for c in cfg.numeric if c != cfg.target]
-    if frame is None or not inputs:
-        return []
+    inputs = [c for c in cfg.numeric if c != cfg.target and frame is not None and c in frame.columns]
+    if frame is None or not inputs or cfg.target not in frame.columns or any(k not in frame for k in cfg.series):
+        return []  # a missing column is named by the preparation that follows
     groups = [g for _, g in frame.groupby(list(cfg.series), sort=False)] if cfg.series else [frame]
     numbers = [g[[cfg.target, *inputs]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64) for g in groups]
     lines = []

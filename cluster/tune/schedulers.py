@@ -85,6 +85,14 @@ class LineagePBT(PopulationBasedTraining):
         self.restored: list[str] = []
         """Trials whose bookkeeping was read back on resume."""
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # An experiment's tuner.pkl holds the scheduler as it was pickled: one from before the restore has none of
+        # its attributes.
+        state.setdefault("state_uri", None)
+        state.setdefault("_saved", None)
+        state.setdefault("restored", [])
+        self.__dict__.update(state)
+
     @property
     def exploits(self) -> list[dict[str, Any]]:
         return self.log.events
@@ -160,6 +168,16 @@ class RecordingASHA(ASHAScheduler):
         self._stopped_at: dict[str, int] = {}
         self.restored: list[str] = []
         """Trials whose rungs were read back on resume."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # An experiment's tuner.pkl holds the scheduler as it was pickled: one from before the restore has none of
+        # its attributes; its rung log's place is its EventLog's.
+        log = state.get("log")
+        state.setdefault("rungs_uri", log.uri if log is not None else None)
+        state.setdefault("_recorded", None)
+        state.setdefault("_stopped_at", {})
+        state.setdefault("restored", [])
+        self.__dict__.update(state)
 
     def _recorded_events(self) -> dict[str, list[dict[str, Any]]]:
         if self._recorded is None:
