@@ -8,8 +8,8 @@ run (ASHA, tiny LSTMs on CPU, ``--epoch-samples`` small) from this process, meas
 - results lost: every epoch a trial reached (its last ``training_iteration``) must be a line of its stored
   ``result.json``; counted over all trials (0 is the bar);
 - the driver's peak RSS (this process, sampled every 0.2 s) and the size of Tune's experiment state;
-- results/s over the run, and the time from a trial's last report to the next trial's first report on the same
-  worker process (slot reuse), median and 95th percentile.
+- results/s while trials run (first start to last result), and the time from a trial ending to a waiting trial
+  starting in the slot it freed, as the driver's progress events see them (slot reuse), median and 95th percentile.
 
 Trials ask for 1 fake GPU and 0.05 CPU: the machine's 2 cores are shared by every slot, so figures measure the
 driver and the scheduler, not the model.
@@ -18,7 +18,6 @@ driver and the scheduler, not the model.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import tempfile
@@ -93,36 +92,30 @@ def lost_results(rows: list[dict[str, Any]]) -> tuple[int, int]:
     return expected, missing
 
 
-def slot_reuse(rows: list[dict[str, Any]]) -> list[float]:
-    """Seconds from a trial's last report to the next trial's first report on the same worker process, less the
-    next trial's first epoch (its own work)."""
-    spans: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
-    trials: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        trials.setdefault(str(r["trial_id"]), []).append(r)
-    for results in trials.values():
-        results.sort(key=lambda r: r["training_iteration"])
-        first, last = results[0], results[-1]
-        start = float(first["timestamp"]) - float(first.get("time_this_iter_s", 0.0))
-        spans.setdefault((str(first.get("hostname")), int(first.get("pid", 0))), []).append(
-            (start, float(last["timestamp"]), 0.0)
-        )
-    gaps = []
-    for runs in spans.values():
-        runs.sort()
-        gaps += [max(nxt[0] - prev[1], 0.0) for prev, nxt in itertools.pairwise(runs)]
+def slot_reuse(events: list[tuple[str, str, float]], slots: int) -> list[float]:
+    """Seconds from a trial ending (finished, stopped or errored) to a waiting trial starting in the slot it freed,
+    as the driver saw them: once every slot has been taken, each start is paired with the oldest unpaired end."""
+    ends = sorted(t for kind, _, t in events if kind in ("complete", "error"))
+    starts = sorted(t for kind, _, t in events if kind == "start")[slots:]
+    gaps, i = [], 0
+    for start in starts:
+        if i < len(ends) and ends[i] <= start:
+            gaps.append(start - ends[i])
+            i += 1
     return gaps
 
 
-def measure(trials: int, address: str, data: str, workdir: Path, epochs: int) -> dict[str, Any]:
+def measure(trials: int, address: str, data: str, workdir: Path, epochs: int, slots: int) -> dict[str, Any]:
     import cluster
 
     space = workdir / "load.yaml"
     space.write_text(SPACE)
     name = f"load-{trials}-{int(time.time())}"
+    events: list[tuple[str, str, float]] = []
     started = time.perf_counter()
     with PeakRSS() as rss:
         result = cluster.run(
+            on_progress=lambda e: events.append((e.kind, e.trial_id, e.elapsed_s)),
             data=data, storage=str(workdir / "runs"), name=name, space=str(space), address=address,
             scheduler="asha", num_samples=trials, max_epochs=epochs, epoch_samples=256, gpus_per_trial=1.0,
             cpus_per_trial=0.05, sync_period_s=30, keep_checkpoints=1, keep_stopped=0, seed=0,
@@ -131,7 +124,9 @@ def measure(trials: int, address: str, data: str, workdir: Path, epochs: int) ->
     experiment = workdir / "runs" / name
     rows = read_experiment_results(experiment)
     expected, missing = lost_results(rows)
-    gaps = slot_reuse(rows)
+    gaps = slot_reuse(events, slots)
+    results_at = [t for kind, _, t in events if kind == "result"]
+    tuning_s = max(results_at) - min(t for kind, _, t in events if kind == "start") if results_at else None
     states = sorted(experiment.glob("experiment_state-*.json"))
     s = result.summary
     assert s is not None
@@ -140,7 +135,8 @@ def measure(trials: int, address: str, data: str, workdir: Path, epochs: int) ->
         "finished": s.trials,
         "wall_s": wall,
         "results": len(rows),
-        "results_per_s": len(rows) / wall,
+        "tuning_s": tuning_s,
+        "results_per_s": len(rows) / tuning_s if tuning_s else None,
         "results_expected": expected,
         "results_lost": missing,
         "driver_peak_rss_mb": rss.peak / 2**20,
@@ -168,16 +164,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     try:
         for n in (int(t) for t in args.trials.split(",")):
-            rows.append(measure(n, ray_cluster.address, data, args.workdir, args.epochs))
+            slots = args.nodes * args.gpus_per_node
+            rows.append(measure(n, ray_cluster.address, data, args.workdir, args.epochs, slots))
             print(json.dumps(rows[-1], default=str), flush=True)
     finally:
         ray_cluster.stop()
-    print(f"{'trials':>7} {'wall s':>7} {'results':>8} {'lost':>5} {'results/s':>9} {'driver MB':>9} "
+    print(f"{'trials':>7} {'wall s':>7} {'tuning s':>8} {'results':>8} {'lost':>5} {'results/s':>9} {'driver MB':>9} "
           f"{'state KB':>8} {'reuse p50 s':>11} {'reuse p95 s':>11}")  # fmt: skip
     for r in rows:
         print(
-            f"{r['trials']:>7} {r['wall_s']:>7.0f} {r['results']:>8} {r['results_lost']:>5} "
-            f"{r['results_per_s']:>9.1f} {r['driver_peak_rss_mb']:>9.0f} {r['experiment_state_kb'] or 0:>8.0f} "
+            f"{r['trials']:>7} {r['wall_s']:>7.0f} {r['tuning_s'] or 0:>8.0f} {r['results']:>8} {r['results_lost']:>5} "
+            f"{r['results_per_s'] or 0:>9.1f} {r['driver_peak_rss_mb']:>9.0f} {r['experiment_state_kb'] or 0:>8.0f} "
             f"{r['slot_reuse_median_s'] or 0:>11.2f} {r['slot_reuse_p95_s'] or 0:>11.2f}"
         )
     if args.json:
