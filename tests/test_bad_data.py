@@ -16,8 +16,6 @@ from trainables.data.manifest import SPLITS, read_manifest
 from trainables.data.shards import read_split
 from trainables.storage import resolve
 
-pytestmark = pytest.mark.unit
-
 COMMON = ["--time-columns", "date", "--target", "value", "--features", "value,extra", "--season-length", "7"]
 COMMON += ["--max-window", "14", "--frequency", "1D"]
 
@@ -134,6 +132,7 @@ def _classify(source: Path, out: Path, *extra: str) -> object:
     return CliRunner().invoke(app, ["data", "prepare", str(source), "--out", str(out), "--task", "classify", *extra])
 
 
+@pytest.mark.integration  # a 7.8 MB document
 def test_one_long_document_prepares_capped_by_max_length(tmp_path: Path) -> None:
     """2 million words on one line: longer than the CSV reader's 4 MiB block, so the read restarts with larger blocks;
     the document keeps its first --max-length tokens."""

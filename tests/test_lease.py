@@ -16,8 +16,6 @@ from cluster.plan.lease import LEASE_FILE, LeaseHeldError, acquire
 from tests.s3server import S3Server
 from trainables.storage import Location, resolve
 
-pytestmark = pytest.mark.unit
-
 
 def _race(uri: str, barrier: object, wins: object, endpoint: str | None) -> None:
     if endpoint:

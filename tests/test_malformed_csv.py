@@ -18,7 +18,7 @@ from trainables.data.manifest import SPLITS, read_manifest
 from trainables.data.shards import read_split
 from trainables.storage import resolve
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # 200 generated sources take about 10-20 s: out of the unit loop
 
 ROWS = 80
 HEADER = "date,value,extra,kind"

@@ -14,9 +14,8 @@ from cluster.cli import app
 from cluster.prep.data import bundled_beijing_path
 from trainables.storage import resolve
 
-pytestmark = pytest.mark.unit
 
-
+@pytest.mark.integration  # waits out 2 s of a closed endpoint
 def test_a_trial_waits_for_unreachable_storage_then_goes_on(tmp_path: Path) -> None:
     from tests.s3server import free_port
     from trainables.storage import wait_until_reachable
