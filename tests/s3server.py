@@ -116,6 +116,14 @@ class S3Server:
         )
 
 
+def flip_a_byte(server: S3Server | MotoServer, bucket: str, key: str) -> None:
+    """Corrupt a stored object in place: one byte in its middle inverted."""
+    client = server.client()
+    body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+
+
 def new_server() -> S3Server:
     used: set[int] = set()
     ports = {}

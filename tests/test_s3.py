@@ -30,7 +30,7 @@ from cluster.plan.storage import StorageError, check_readable
 from cluster.prep.data import bundled_beijing_path, prepare_forecast
 from cluster.prep.text import prepare_classify
 from tests.conftest import REPO, SHARED_DATASETS
-from tests.s3server import S3Server, free_port
+from tests.s3server import S3Server, flip_a_byte, free_port
 from trainables.data.cache import ShardCache, ShardError
 from trainables.data.forecast_prep import ForecastPrepConfig
 from trainables.data.manifest import read_manifest
@@ -157,11 +157,7 @@ def assert_tensorboard_serves(uri: str) -> None:
 
 def test_corrupt_shard_fails_before_training(s3_server: S3Server) -> None:
     prepare_forecast(bundled_beijing_path(), ForecastPrepConfig(), resolve("s3://lt-data/corrupt"), name="c")
-    client = s3_server.client()
-    key = "corrupt/val/part-00000.parquet"
-    body = bytearray(client.get_object(Bucket="lt-data", Key=key)["Body"].read())
-    body[len(body) // 2] ^= 0xFF
-    client.put_object(Bucket="lt-data", Key=key, Body=bytes(body))
+    flip_a_byte(s3_server, "lt-data", "corrupt/val/part-00000.parquet")
     opts = RunOptions(
         storage="s3://lt-exp/runs",
         name="corrupt",

@@ -14,7 +14,7 @@ from rich.console import Console
 from cluster.api.launch import resume_experiment, run_experiment
 from cluster.plan.options import RunOptions, SchedulerOptions
 from cluster.prep.data import bundled_beijing_path, prepare_forecast
-from tests.s3server import MotoServer, S3Server, free_port, new_moto_server
+from tests.s3server import MotoServer, S3Server, flip_a_byte, free_port, new_moto_server
 from tests.test_lease import race
 from tests.test_s3 import BEIJING, assert_clear_failure, cli, keys
 from trainables.data.cache import ShardError
@@ -54,11 +54,7 @@ def test_prepare_then_a_corrupt_shard_is_refused_before_training(server: Server)
     stored = keys(server, "lt-data", "servers-corrupt/")
     assert "servers-corrupt/manifest.json" in stored
     assert len([k for k in stored if k.endswith(".parquet")]) == sum(len(s.shards) for s in manifest.splits.values())
-    client = server.client()
-    key = "servers-corrupt/val/part-00000.parquet"
-    body = bytearray(client.get_object(Bucket="lt-data", Key=key)["Body"].read())
-    body[len(body) // 2] ^= 0xFF
-    client.put_object(Bucket="lt-data", Key=key, Body=bytes(body))
+    flip_a_byte(server, "lt-data", "servers-corrupt/val/part-00000.parquet")
     opts = RunOptions(
         storage="s3://lt-exp/servers", name="corrupt", data=dest.uri, num_samples=1, max_epochs=1,
         scheduler=SchedulerOptions(kind="fifo"), cache_dir=tempfile.mkdtemp(prefix="lt-cache-", dir="/tmp"),
