@@ -27,7 +27,7 @@ BIRTHS = DATASETS / "us_births_by_state_daily.csv.xz"
 NF_PINS = ["torch==2.13.0", "neuralforecast==3.3.0"]
 
 
-def ours(seconds: float, workdir: Path, seed: int, holidays: str | None) -> dict[str, Any]:
+def ours(seconds: float, workdir: Path, seed: int, holidays: str | None, ensemble: int = 1) -> dict[str, Any]:
     import cluster
 
     data = workdir / (f"births-{holidays.lower()}-holidays" if holidays else "births")
@@ -40,14 +40,16 @@ def ours(seconds: float, workdir: Path, seed: int, holidays: str | None) -> dict
     result = cluster.run(
         data=str(data), storage=str(workdir / "runs"), name=f"births-{int(time.time())}", space="forecast-panel",
         metric="mase", search="tpe", scheduler="asha", num_samples=1000, time_budget_s=seconds, max_epochs=12,
-        epoch_samples=16384, seed=seed,
+        epoch_samples=16384, seed=seed, ensemble=ensemble,
     )  # fmt: skip
     elapsed = time.perf_counter() - started
     s = result.summary
     assert s is not None and s.series is not None
     naive = s.baselines["seasonal_naive"]["test"]
     return {
-        "tool": f"lstm-tune ({holidays} holidays)" if holidays else "lstm-tune",
+        "tool": "lstm-tune"
+        + (f" ({holidays} holidays)" if holidays else "")
+        + (f" ens {ensemble}" if ensemble > 1 else ""),
         "seconds_budget": seconds,
         "seconds": elapsed,
         "trials": s.trials,
@@ -92,12 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--holidays", default="US", help="lstm-tune's holiday calendar (--holidays none: the calendar features alone)"
     )
+    parser.add_argument("--ensemble", type=int, default=1, help="lstm-tune exports the mean of the best N trials")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     if args.skip != "ours":
         holidays = None if args.holidays.lower() == "none" else args.holidays
-        rows.append(ours(args.seconds, args.workdir, args.seed, holidays))
+        rows.append(ours(args.seconds, args.workdir, args.seed, holidays, args.ensemble))
         print(json.dumps(rows[-1], default=str), flush=True)
     if args.skip != "theirs":
         rows.append(theirs(args.seconds, args.venv, args.workdir))
