@@ -86,8 +86,10 @@ class Lease:
                 except LeaseLostError as exc:
                     self.lost = str(exc)
                     return
-                except OSError:
-                    continue  # storage unreachable for now: retry at the next beat, while the lease lasts
+                except Exception:
+                    # Storage unreachable for now (OSError, botocore's connection errors): retry at the next beat,
+                    # while the lease lasts; the thread must not die of it.
+                    continue
 
         self._thread = threading.Thread(target=loop, name="lstm-tune-lease", daemon=True)
         self._thread.start()
