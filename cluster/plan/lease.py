@@ -46,6 +46,10 @@ class LeaseHeldError(ValueError):
     """Another driver holds the experiment."""
 
 
+class LeaseUnavailableError(ValueError):
+    """Storage refused or could not be reached while taking the lease: one line, like any storage error."""
+
+
 class LeaseLostError(RuntimeError):
     """This driver's lease was taken over (it expired while the driver could not renew it)."""
 
@@ -110,10 +114,13 @@ def acquire(root: Location, purpose: str, *, ttl: float = LEASE_TTL_S, renew: bo
     driver it replaces may have been lost on another node), a live lease is watched that long: taken over if its
     holder does not renew it, refused as soon as it does."""
     lease = Lease(loc=root.child(LEASE_FILE), owner=uuid.uuid4().hex, purpose=purpose, ttl=ttl)
-    if root.is_local:
-        _acquire_local(lease, root, wait)
-    else:
-        _acquire_s3(lease, root, wait)
+    try:
+        if root.is_local:
+            _acquire_local(lease, root, wait)
+        else:
+            _acquire_s3(lease, root, wait)
+    except OSError as exc:
+        raise LeaseUnavailableError(f"experiment {root.uri}: its lease could not be taken: {exc}") from None
     if renew:
         lease.start_renewing(min(RENEW_EVERY_S, ttl / 4))
     return lease
@@ -275,7 +282,7 @@ def _status(exc: Exception) -> int:
 
 def _put(lease: Lease, **condition: str) -> bool:
     """One conditional write; False when the condition failed (412, or 409 for a concurrent conditional write)."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = _bucket_key(lease.loc)
     try:
@@ -286,12 +293,14 @@ def _put(lease: Lease, **condition: str) -> bool:
         if _status(exc) in (409, 412):
             return False
         raise OSError(f"lease {lease.loc.uri}: {exc}") from None
+    except BotoCoreError as exc:
+        raise OSError(f"lease {lease.loc.uri}: {exc}") from None
     lease.version = str(out.get("ETag", ""))
     return True
 
 
 def _get(lease: Lease) -> tuple[dict[str, Any], str] | None:
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = _bucket_key(lease.loc)
     try:
@@ -299,6 +308,8 @@ def _get(lease: Lease) -> tuple[dict[str, Any], str] | None:
     except ClientError as exc:
         if _status(exc) == 404:
             return None
+        raise OSError(f"lease {lease.loc.uri}: {exc}") from None
+    except BotoCoreError as exc:
         raise OSError(f"lease {lease.loc.uri}: {exc}") from None
     try:
         body: dict[str, Any] = json.loads(out["Body"].read() or b"{}")
@@ -344,4 +355,12 @@ def _delete_if_owned(lease: Lease) -> None:
         _client(lease.loc).delete_object(Bucket=bucket, Key=key)
 
 
-__all__ = ["LEASE_FILE", "LEASE_TTL_S", "Lease", "LeaseHeldError", "LeaseLostError", "acquire"]
+__all__ = [
+    "LEASE_FILE",
+    "LEASE_TTL_S",
+    "Lease",
+    "LeaseHeldError",
+    "LeaseLostError",
+    "LeaseUnavailableError",
+    "acquire",
+]
