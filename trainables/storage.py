@@ -149,6 +149,11 @@ def read_bytes(loc: Location) -> bytes:
         return bytes(f.read())
 
 
+def disk_full(exc: OSError) -> bool:
+    """No space left on the device, or over the user's quota."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class StorageFullError(ValueError):
     """The local disk holding storage or a cache is full: the user's to fix, named in one line."""
 
@@ -168,7 +173,7 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if disk_full(exc):
                 raise StorageFullError(
                     f"storage {loc.uri}: no space left on the device ({len(data):,} bytes to write); nothing "
                     "half-written is left: free space and run the command again (or resume the experiment)"

@@ -20,7 +20,7 @@ import pyarrow as pa
 from cluster.plan.storage import probe
 from cluster.prep.output import DatasetExistsError, remove_written
 from cluster.prep.panel import prepare_panel
-from cluster.prep.sources import DEFAULT_BATCH_ROWS, iter_batches
+from cluster.prep.sources import DEFAULT_BATCH_ROWS, check_encoding, iter_batches
 from trainables.data.forecast_prep import (
     CONTEXT,
     OBSERVED,
@@ -71,16 +71,13 @@ def bundled_beijing_csv() -> bytes:
 def read_csv_bytes(data: bytes, name: str, encoding: str = "utf-8") -> pd.DataFrame:
     import io
 
+    check_encoding(encoding)
     try:
         return pd.read_csv(io.BytesIO(data), na_values=["NA", "?", ""], keep_default_na=True, encoding=encoding)
     except UnicodeDecodeError as exc:
         raise ValueError(
             f"data: {name} is not valid {encoding} text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
             "name its encoding, e.g. --encoding latin-1"
-        ) from None
-    except LookupError:
-        raise ValueError(
-            f"--encoding = {encoding!r}: not a known text encoding (utf-8, latin-1, cp1252, ...)"
         ) from None
     except pd.errors.ParserError as exc:
         raise ValueError(f"data: {name} is not a readable CSV: {str(exc).splitlines()[0]}") from None

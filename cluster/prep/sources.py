@@ -74,7 +74,7 @@ def iter_batches(
     ``encoding`` is the text encoding of CSV and JSON Lines sources (latin-1, cp1252, ...)."""
     loc = resolve(uri)
     fmt, compression = source_format(uri)
-    _check_encoding(encoding)
+    check_encoding(encoding)
     if columns:
         have = source_columns(uri, encoding=encoding)
         missing = [c for c in columns if c not in have]
@@ -102,7 +102,8 @@ def iter_batches(
         raise _parse_error(uri, fmt, encoding, exc) from None
 
 
-def _check_encoding(encoding: str) -> None:
+def check_encoding(encoding: str) -> None:
+    """An unknown codec is named before anything is read."""
     try:
         codecs.lookup(encoding)
     except LookupError:
@@ -119,9 +120,7 @@ def _parse_error(uri: str, fmt: str, encoding: str, exc: BaseException) -> Sourc
             if isinstance(exc, UnicodeDecodeError)
             else ""
         )
-        return SourceError(
-            f"source {uri}: not valid {encoding} text{where}; name the file's encoding, e.g. --encoding latin-1"
-        )
+        return _not_text(f"source {uri}: not valid {encoding} text{where}", encoding)
     fields = re.search(r"Expected (\d+) columns, got (\d+): (.*)", first)
     if fields:
         return SourceError(
@@ -129,6 +128,10 @@ def _parse_error(uri: str, fmt: str, encoding: str, exc: BaseException) -> Sourc
             f"separator inside an unquoted value): {fields[3][:60]!r}"
         )
     return SourceError(f"source {uri}: cannot parse as {fmt}: {first}")
+
+
+def _not_text(what: str, encoding: str) -> SourceError:
+    return SourceError(f"{what}; name the file's encoding, e.g. --encoding latin-1")
 
 
 def _csv_restarting(
@@ -177,10 +180,7 @@ def _csv_batches(
             # The reader types a column binary when its bytes are not valid text in the encoding.
             binary = [f.name for f in batch.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
             if binary:
-                raise SourceError(
-                    f"source {loc.uri}: column {binary[0]!r} is not valid {encoding} text; name the file's encoding, "
-                    "e.g. --encoding latin-1"
-                )
+                raise _not_text(f"source {loc.uri}: column {binary[0]!r} is not valid {encoding} text", encoding)
             if skip:
                 dropped = min(skip, batch.num_rows)
                 batch, skip = batch.slice(dropped), skip - dropped
@@ -207,4 +207,4 @@ def read_all(uri: str, columns: list[str] | None = None, *, encoding: str = "utf
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["SourceError", "iter_batches", "read_all", "source_columns", "source_format"]
+__all__ = ["SourceError", "check_encoding", "iter_batches", "read_all", "source_columns", "source_format"]

@@ -162,7 +162,6 @@ class RecordingASHA(ASHAScheduler):
 
     def __init__(self, *, rungs_uri: str | None = None, tensorboard_uri: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.rungs_uri = rungs_uri
         self.log = EventLog(rungs_uri, tensorboard_uri, "asha/rung")
         self._recorded: dict[str, list[dict[str, Any]]] | None = None
         self._stopped_at: dict[str, int] = {}
@@ -171,9 +170,7 @@ class RecordingASHA(ASHAScheduler):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # An experiment's tuner.pkl holds the scheduler as it was pickled: one from before the restore has none of
-        # its attributes; its rung log's place is its EventLog's.
-        log = state.get("log")
-        state.setdefault("rungs_uri", log.uri if log is not None else None)
+        # its attributes.
         state.setdefault("_recorded", None)
         state.setdefault("_stopped_at", {})
         state.setdefault("restored", [])
@@ -182,7 +179,7 @@ class RecordingASHA(ASHAScheduler):
     def _recorded_events(self) -> dict[str, list[dict[str, Any]]]:
         if self._recorded is None:
             self._recorded = {}
-            for event in read_lineage(self.rungs_uri) if self.rungs_uri else []:
+            for event in read_lineage(self.log.uri) if self.log.uri else []:
                 self._recorded.setdefault(str(event["trial"]), []).append(event)
         return self._recorded
 

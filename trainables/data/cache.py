@@ -9,7 +9,6 @@ cache is bounded: least recently used entries are evicted past ``max_bytes``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -20,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from trainables.data.manifest import ShardInfo
-from trainables.storage import Location, read_bytes
+from trainables.storage import Location, disk_full, read_bytes
 
 CACHE_DIR_ENV = "LSTM_TUNE_CACHE_DIR"
 CACHE_MAX_BYTES_ENV = "LSTM_TUNE_CACHE_MAX_BYTES"
@@ -86,7 +85,7 @@ class ShardCache:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if not disk_full(exc):
                 raise
             if not _FULL_WARNED:
                 _FULL_WARNED.append(True)

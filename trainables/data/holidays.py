@@ -36,16 +36,15 @@ def _calendar(name: str) -> AbstractHolidayCalendar:
 
 def holiday_features(times: pd.Series, name: str, step: pd.Timedelta, horizon: int) -> dict[str, np.ndarray]:
     """0/1 columns (float64) for ``holiday_names(horizon)``: is the day of ``times + k * step`` a holiday, k = 0..H."""
-    days = pd.DatetimeIndex(times).normalize()
-    if len(days) == 0:
+    index = pd.DatetimeIndex(times)
+    if len(index) == 0:
         return {n: np.zeros(0) for n in holiday_names(horizon)}
-    lead = step * horizon
-    dates = _calendar(name).holidays(days.min() - pd.Timedelta(days=1), days.max() + lead + pd.Timedelta(days=1))
-    out: dict[str, np.ndarray] = {}
-    for k, feature in enumerate(holiday_names(horizon)):
-        ahead = (pd.DatetimeIndex(times) + step * k).normalize()
-        out[feature] = ahead.isin(dates).astype(np.float64)
-    return out
+    first, last = index.min().normalize(), index.max().normalize()
+    dates = _calendar(name).holidays(first - pd.Timedelta(days=1), last + step * horizon + pd.Timedelta(days=1))
+    return {
+        feature: (index + step * k).normalize().isin(dates).astype(np.float64)
+        for k, feature in enumerate(holiday_names(horizon))
+    }
 
 
 __all__ = ["HOLIDAY_CALENDARS", "holiday_features", "holiday_names"]

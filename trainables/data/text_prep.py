@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -96,9 +96,12 @@ def tokenize(
     text: str, cfg: TextPrepConfig, pattern: re.Pattern[str] | None = None, *, limit: int | None = None
 ) -> list[str]:
     """The first ``limit`` tokens (all without one); a document of millions of words costs only the tokens kept."""
-    pattern = pattern or re.compile(cfg.token_pattern)
-    found = (m.group() for m in pattern.finditer(text.lower() if cfg.lowercase else text))
-    return list(itertools.islice(found, limit))
+    return list(itertools.islice(_tokens(text, cfg, pattern or re.compile(cfg.token_pattern)), limit))
+
+
+def _tokens(text: str, cfg: TextPrepConfig, pattern: re.Pattern[str]) -> Iterator[str]:
+    """The document's tokens one at a time: nothing is held for a document of millions of words."""
+    return (m.group() for m in pattern.finditer(text.lower() if cfg.lowercase else text))
 
 
 def fit_vocabulary(texts: Iterable[str], labels: Iterable[str], cfg: TextPrepConfig) -> FittedText:
@@ -106,7 +109,7 @@ def fit_vocabulary(texts: Iterable[str], labels: Iterable[str], cfg: TextPrepCon
     pattern = re.compile(cfg.token_pattern)
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(m.group() for m in pattern.finditer(text.lower() if cfg.lowercase else text))
+        counts.update(_tokens(text, cfg, pattern))
     ranked = sorted((t for t, c in counts.items() if c >= cfg.min_freq), key=lambda t: (-counts[t], t))
     vocab = [PAD_TOKEN, OOV_TOKEN, *ranked[: cfg.max_vocab - 2]]
     return FittedText(config=cfg, vocab=vocab, labels=sorted(set(labels)))
