@@ -180,3 +180,24 @@ def test_a_row_number_is_left_out_and_a_future_copy_of_the_target_is_called_a_le
     assert len(manifest.source["warnings"]) == 2
     clean = CliRunner().invoke(app, [*args, "--exclude", "tomorrow_plus", "--overwrite"])
     assert clean.exit_code == 0 and "matches the target" not in clean.output
+
+
+@pytest.mark.integration  # a 7 MB source: the word must lie past the CSV reader's first 4 MiB block
+def test_a_word_far_down_a_numeric_column_is_refused_or_coerced_like_one_near_the_top(tmp_path: Path) -> None:
+    """The reader types columns from its first block; a word in a later block is read as text from then on, so the
+    row stage names it (before: a CSV conversion error that --coerce could not help)."""
+    n = 300_000
+    frame = pd.DataFrame({"date": pd.date_range("2000-01-01", periods=n, freq="1min").astype(str)})
+    frame["value"] = (np.arange(n) % 100).astype(object)
+    frame.loc[250_000, "value"] = "n/a (sensor)"
+    source = tmp_path / "late.csv"
+    frame.to_csv(source, index=False)
+    assert source.stat().st_size > 4 << 20
+    args = ["data", "prepare", str(source), "--out", str(tmp_path / "out"), "--time-columns", "date", "--target"]
+    args += ["value"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert "numeric column 'value' holds 1 value(s) that are not numbers, the first at row 250000" in refused.output
+    done = CliRunner().invoke(app, [*args, "--coerce"])
+    assert done.exit_code == 0, done.output
+    assert "changed: 1 value(s) that are not numbers made gaps (--coerce)" in done.output

@@ -137,16 +137,28 @@ def _not_text(what: str, encoding: str) -> SourceError:
 def _csv_restarting(
     loc: Location, compression: str | None, columns: list[str] | None, batch_rows: int, encoding: str
 ) -> Iterator[pd.DataFrame]:
-    """CSV batches; a row longer than the reader's block restarts the read with a larger block, skipping the rows
-    already yielded, so a long document prepares instead of failing on the reader's block boundaries."""
-    block, done = BLOCK_BYTES, 0
+    """CSV batches; the read restarts, skipping the rows already yielded, when the reader cannot go on:
+
+    - a row longer than the reader's block: larger blocks, so a long document prepares;
+    - a value that does not fit the type the reader inferred from the first block (a word far down a numeric
+      column): that column is read as text from then on, so the row stage sees the word and refuses it, or makes it
+      a gap under ``--coerce``, as it does a word in the first block.
+    """
+    block, done, as_text = BLOCK_BYTES, 0, set[str]()
     while True:
         try:
-            for frame in _csv_batches(loc, compression, columns, batch_rows, encoding, block, skip=done):
+            for frame in _csv_batches(loc, compression, columns, batch_rows, encoding, block, as_text, skip=done):
                 done += len(frame)
                 yield frame
             return
         except pa.ArrowInvalid as exc:
+            mistyped = re.search(r"CSV column #(\d+): (?:Row #\d+: )?CSV conversion error", str(exc))
+            if mistyped:
+                name = _header(loc, compression, encoding)[int(mistyped[1])]
+                if name in as_text:
+                    raise
+                as_text.add(name)
+                continue
             if "straddling" not in str(exc):
                 raise
             if block >= MAX_BLOCK_BYTES:
@@ -163,6 +175,7 @@ def _csv_batches(
     batch_rows: int,
     encoding: str,
     block: int,
+    as_text: set[str],
     *,
     skip: int = 0,
 ) -> Iterator[pd.DataFrame]:
@@ -171,7 +184,10 @@ def _csv_batches(
             f,
             read_options=pacsv.ReadOptions(block_size=block, encoding=encoding),
             convert_options=pacsv.ConvertOptions(
-                null_values=NA_VALUES, strings_can_be_null=True, include_columns=columns
+                null_values=NA_VALUES,
+                strings_can_be_null=True,
+                include_columns=columns,
+                column_types=dict.fromkeys(as_text, pa.string()),
             ),
         )
         pending: list[pa.RecordBatch] = []
@@ -191,6 +207,12 @@ def _csv_batches(
                 pending, rows = [], 0
         if pending and rows:
             yield pa.Table.from_batches(pending).to_pandas()
+
+
+def _header(loc: Location, compression: str | None, encoding: str) -> list[str]:
+    """Every column of a CSV source, in file order (the reader's errors number them so)."""
+    with _open(loc, compression) as f:
+        return list(pacsv.open_csv(f, read_options=pacsv.ReadOptions(encoding=encoding)).schema.names)
 
 
 def source_columns(uri: str, *, encoding: str = "utf-8") -> list[str]:
