@@ -9,7 +9,11 @@ run (ASHA, tiny LSTMs on CPU, ``--epoch-samples`` small) from this process, meas
   ``result.json``; counted over all trials (0 is the bar);
 - the driver's peak RSS (this process, sampled every 0.2 s) and the size of Tune's experiment state;
 - results/s while trials run (first start to last result), and the time from a trial ending to a waiting trial
-  starting in the slot it freed, as the driver's progress events see them (slot reuse), median and 95th percentile.
+  starting in the slot it freed, as the driver's progress events see them (slot reuse), median and 95th percentile;
+- the driver's full garbage collections (Python's oldest generation): how many, the longest, the total;
+- the experiment-state sync: how often Tune's driver saved its state and how long each save held the driver's loop
+  (serialising every trial and writing the file: ``TuneController.save_to_dir``, timed around Ray's own method),
+  and each whole sync call including the hand-off of the upload.
 
 Trials ask for 1 fake GPU and 0.05 CPU: the machine's 2 cores are shared by every slot, so figures measure the
 driver and the scheduler, not the model.
@@ -18,6 +22,8 @@ driver and the scheduler, not the model.
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
 import json
 import statistics
 import tempfile
@@ -39,6 +45,93 @@ params:
   batch_size: {distribution: constant, value: 64}
   window: {distribution: constant, value: 6}
 """
+
+
+class SyncTimes:
+    """Every experiment-state save by Tune's driver in this process: when it began and how long it took, measured
+    by wrapping Ray's own methods for the duration of a run (a benchmark's instrument, never the product's)."""
+
+    def __init__(self) -> None:
+        self.saves: list[tuple[float, float]] = []
+        self.calls: list[float] = []
+        self._saved = False
+
+    def __enter__(self) -> SyncTimes:
+        from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+        from ray.tune.execution.tune_controller import TuneController
+
+        self._originals = (TuneController.save_to_dir, _ExperimentCheckpointManager.sync_up_experiment_state)
+        save, sync = self._originals
+        times = self
+
+        def timed_save(controller: Any) -> None:
+            began = time.perf_counter()
+            save(controller)
+            times.saves.append((began, time.perf_counter() - began))
+            times._saved = True
+
+        def timed_sync(manager: Any, *args: Any, **kwargs: Any) -> None:
+            times._saved = False
+            began = time.perf_counter()
+            sync(manager, *args, **kwargs)
+            if times._saved:
+                times.calls.append(time.perf_counter() - began)
+
+        TuneController.save_to_dir = timed_save  # type: ignore[method-assign,assignment]
+        _ExperimentCheckpointManager.sync_up_experiment_state = timed_sync  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+        from ray.tune.execution.tune_controller import TuneController
+
+        save, sync = self._originals
+        TuneController.save_to_dir = save  # type: ignore[method-assign]
+        _ExperimentCheckpointManager.sync_up_experiment_state = sync  # type: ignore[method-assign]
+
+    def figures(self) -> dict[str, float | int | None]:
+        durations = sorted(d for _, d in self.saves)
+        starts = [t for t, _ in self.saves]
+        intervals = [b - a for a, b in itertools.pairwise(starts)]
+        return {
+            "state_saves": len(durations),
+            "state_save_median_s": statistics.median(durations) if durations else None,
+            "state_save_max_s": durations[-1] if durations else None,
+            "state_save_total_s": sum(durations),
+            "state_sync_call_max_s": max(self.calls) if self.calls else None,
+            "state_save_interval_median_s": statistics.median(intervals) if intervals else None,
+        }
+
+
+class GCPauses:
+    """Python's collections of the oldest generation in this process (the driver's), with their durations: a full
+    pass walks every live object, and the driver holds every trial's state."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._began = 0.0
+
+    def _hook(self, phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._began)
+
+    def __enter__(self) -> GCPauses:
+        gc.callbacks.append(self._hook)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._hook)
+
+    def figures(self) -> dict[str, float | int | None]:
+        return {
+            "gc_full_collections": len(self.pauses),
+            "gc_full_max_s": max(self.pauses) if self.pauses else None,
+            "gc_full_total_s": sum(self.pauses),
+        }
 
 
 class PeakRSS:
@@ -113,7 +206,7 @@ def measure(trials: int, address: str, data: str, workdir: Path, epochs: int, sl
     name = f"load-{trials}-{int(time.time())}"
     events: list[tuple[str, str, float]] = []
     started = time.perf_counter()
-    with PeakRSS() as rss:
+    with PeakRSS() as rss, SyncTimes() as sync, GCPauses() as pauses:
         result = cluster.run(
             on_progress=lambda e: events.append((e.kind, e.trial_id, e.elapsed_s)),
             data=data, storage=str(workdir / "runs"), name=name, space=str(space), address=address,
@@ -143,6 +236,8 @@ def measure(trials: int, address: str, data: str, workdir: Path, epochs: int, sl
         "experiment_state_kb": states[-1].stat().st_size / 1024 if states else None,
         "slot_reuse_median_s": statistics.median(gaps) if gaps else None,
         "slot_reuse_p95_s": sorted(gaps)[int(0.95 * (len(gaps) - 1))] if gaps else None,
+        **sync.figures(),
+        **pauses.figures(),
     }
 
 
@@ -170,12 +265,15 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         ray_cluster.stop()
     print(f"{'trials':>7} {'wall s':>7} {'tuning s':>8} {'results':>8} {'lost':>5} {'results/s':>9} {'driver MB':>9} "
-          f"{'state KB':>8} {'reuse p50 s':>11} {'reuse p95 s':>11}")  # fmt: skip
+          f"{'state KB':>8} {'reuse p50 s':>11} {'reuse p95 s':>11} {'saves':>5} {'save p50 s':>10} "
+          f"{'save max s':>10} {'every s':>7}")  # fmt: skip
     for r in rows:
         print(
             f"{r['trials']:>7} {r['wall_s']:>7.0f} {r['tuning_s'] or 0:>8.0f} {r['results']:>8} {r['results_lost']:>5} "
             f"{r['results_per_s'] or 0:>9.1f} {r['driver_peak_rss_mb']:>9.0f} {r['experiment_state_kb'] or 0:>8.0f} "
-            f"{r['slot_reuse_median_s'] or 0:>11.2f} {r['slot_reuse_p95_s'] or 0:>11.2f}"
+            f"{r['slot_reuse_median_s'] or 0:>11.2f} {r['slot_reuse_p95_s'] or 0:>11.2f} {r['state_saves']:>5} "
+            f"{r['state_save_median_s'] or 0:>10.3f} {r['state_save_max_s'] or 0:>10.3f} "
+            f"{r['state_save_interval_median_s'] or 0:>7.1f}"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str))

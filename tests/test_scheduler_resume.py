@@ -114,20 +114,28 @@ def test_a_rung_stop_the_snapshot_missed_stands_when_the_trial_replays_to_it(tmp
 
 
 class _Population:
-    """What PBT asks of Tune's controller before it exploits: the trials and their status."""
+    """What PBT asks of Tune's controller when it checks and exploits: the trials and their status, and a pause
+    (recorded here; Tune's controller would stop the actor and restart it from the cloned checkpoint)."""
 
     def __init__(self, trials: list[Trial]) -> None:
         self.trials = trials
         self.search_alg = None
+        self.paused: list[str] = []
 
     def get_trials(self) -> list[Trial]:
         return self.trials
 
+    def pause_trial(self, trial: Trial, should_checkpoint: bool = True) -> None:
+        self.paused.append(trial.trial_id)
+        trial.set_status(Trial.PAUSED)
+
 
 def _pbt(state: Path | None) -> LineagePBT:
+    # log_config (Ray's policy text files) wants a live Ray session's folder; it takes no part in decisions.
     return LineagePBT(
         state_uri=str(state) if state else None, time_attr="training_iteration", metric=METRIC, mode=MODE,
         perturbation_interval=2, hyperparam_mutations={"lr": [0.001, 0.01, 0.1]}, quantile_fraction=0.25,
+        log_config=False,
     )  # fmt: skip
 
 
@@ -184,3 +192,57 @@ def test_a_resumed_pbt_keeps_its_population_and_the_exploit_due_at_the_kill(tmp_
     for t in _pbt_trials():
         empty.on_trial_add(_Population([]), t)
     assert empty._quantiles() == ([], [])
+
+
+def _restored(trials: list[Trial], folder: Path) -> list[Trial]:
+    """Trials as Tune restores them from the experiment state: each with its newest checkpoint."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    for t in trials:
+        (folder / t.trial_id).mkdir(parents=True, exist_ok=True)
+        checkpoint = Checkpoint.from_directory(str(folder / t.trial_id))
+        t.run_metadata.checkpoint_manager._latest_checkpoint_result = _TrainingResult(checkpoint, {})
+    return trials
+
+
+def test_the_exploit_due_at_the_kill_happens_after_resume(tmp_path: Path) -> None:
+    """Through PBT's own ``on_trial_result``: after a kill at epoch 3, the weakest trial's next due check (epoch 4)
+    clones the strongest one's checkpoint, as in the run that was never killed; Ray's empty rebuild exploits nothing."""
+    losses = {1: [0.9, 0.5, 0.4, 0.3], 2: [0.8, 0.45, 0.35, 0.2], 3: [0.75, 0.4, 0.3, 0.15]}
+    at_4 = {"training_iteration": 4, METRIC: 0.7}
+
+    whole, trials = _pbt(tmp_path / "whole.json"), _restored(_pbt_trials(), tmp_path / "whole")
+    population = _Population(trials)
+    for t in trials:
+        whole.on_trial_add(population, t)
+    for epoch, row in losses.items():
+        _check(whole, trials, epoch, row)
+    for t in trials:  # what the controller's save at each trial's last check left as its clone source
+        whole._trial_state[t].last_checkpoint = t.checkpoint
+    whole.on_trial_result(population, trials[0], at_4)
+    assert [(e["trial"], e["cloned_from"]) for e in whole.exploits] == [("t0", "t3")]
+
+    first, killed = _pbt(tmp_path / "pbt_state.json"), _pbt_trials()
+    for t in killed:
+        first.on_trial_add(_Population(killed), t)
+    for epoch, row in losses.items():
+        _check(first, killed, epoch, row)
+    del first
+
+    resumed, again = _pbt(tmp_path / "pbt_state.json"), _restored(_pbt_trials(), tmp_path / "resumed")
+    controller = _Population(again)
+    for t in again:
+        resumed.on_trial_add(controller, t)
+    resumed.on_trial_result(controller, again[0], at_4)
+    assert [(e["trial"], e["cloned_from"], e["step"]) for e in resumed.exploits] == [("t0", "t3", 0)]
+    assert controller.paused == ["t0"]
+    assert again[0].checkpoint is not None and again[0].checkpoint.path == again[3].checkpoint.path
+    assert resumed.exploits[0]["donor"] == {"lr": 0.04}  # explored from the donor's value, not its own
+
+    empty, fresh = _pbt(None), _restored(_pbt_trials(), tmp_path / "empty")
+    bare = _Population(fresh)
+    for t in fresh:
+        empty.on_trial_add(bare, t)
+    empty.on_trial_result(bare, fresh[0], at_4)
+    assert empty.exploits == [] and bare.paused == []
