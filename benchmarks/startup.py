@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"lstm-tune cold: first result {cold[0]:.2f} s (exit {cold[1]:.2f} s): {cold[2]}", flush=True)
     rows: dict[str, list[float]] = {"plain": [], "lstm-tune": []}
     for n in range(1, args.launches + 1):
-        for name, launch in (("plain", lambda: plain(csv, workdir)), ("lstm-tune", lambda: lstm_tune(workdir, n, cache))):
-            seen, ended, line = launch()
+        for name in ("plain", "lstm-tune"):
+            seen, ended, line = plain(csv, workdir) if name == "plain" else lstm_tune(workdir, n, cache)
             rows[name].append(seen)
             print(f"{name} #{n}: first result {seen:.2f} s (exit {ended:.2f} s): {line}", flush=True)
     medians = {k: statistics.median(v) for k, v in rows.items()}

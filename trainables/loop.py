@@ -25,6 +25,7 @@ from trainables.data.loader import ForecastData
 from trainables.data.text_loader import TextData
 from trainables.device import memory_metrics
 from trainables.model import LSTMClassifier, LSTMForecaster, set_dropout
+from trainables.optim import AdamW
 from trainables.tasks import task_for
 from trainables.tensorboard import TrialLogger, schedule_scalars
 
@@ -128,7 +129,7 @@ def run_trial(
 
     model = task.build(cfg).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]  # frozen pretrained embeddings stay out
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    optimizer = AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     state = TrainState()
     payload = session.restore()
     if payload is not None:

@@ -35,9 +35,15 @@ def _launch(ready: Ready | Finished, console: Console, hook: ProgressHook | None
     if isinstance(ready, Finished):
         ready.show(console)  # nothing to run: torch and Ray stay unloaded
         return ExperimentResult(uri=ready.uri, summary=ready.summary)
-    from cluster.api.launch import launch
+    import importlib
 
-    summary = launch(ready, console, hook)
+    from cluster.tune.session import ray_session
+
+    # The modules that build the Tuner and score the results (torch, Tune) import while Ray starts.
+    with ray_session(ready.plan.options.address, meanwhile=lambda: importlib.import_module("cluster.api.launch")):
+        from cluster.api.launch import launch
+
+        summary = launch(ready, console, hook)
     return ExperimentResult(uri=summary.experiment, summary=summary)
 
 

@@ -17,7 +17,8 @@ from cluster.plan.storage import WARM_START_FILE
 from cluster.results.finish import finish
 from cluster.results.summary import Summary, render
 from cluster.tune.progress import ProgressCallback, ProgressHook, restored_output
-from cluster.tune.tuner import build_tuner, cluster_capacity, ray_session, restore_tuner, round_results, trial_env
+from cluster.tune.session import ray_session
+from cluster.tune.tuner import build_tuner, cluster_capacity, restore_tuner, round_results, trial_env
 from trainables import metrics as M
 from trainables.storage import resolve, write_bytes_atomic
 

@@ -3,9 +3,7 @@ with the scheduler, the searcher and the driver's callbacks."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -27,32 +25,6 @@ from trainables import metrics as M
 from trainables.data.handle import DataHandle
 from trainables.storage import Location
 from trainables.trainable import TrialEnv, classify_trainable, forecast_trainable
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
-    """Ray for the duration of a run: joined or started, and shut down again only if this run started it."""
-    started = connect(address)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def connect(address: str | None) -> bool:
-    """Join a cluster (``--address``, else ``RAY_ADDRESS``) or start a private local one; True if we started Ray."""
-    if ray.is_initialized():
-        return False
-    common: dict[str, Any] = {"log_to_driver": False, "logging_level": "WARNING"}
-    if address:
-        ray.init(address=address, **common)
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(**common)
-    else:
-        # "local" never joins a stale cluster left in the temp dir by a killed run.
-        ray.init(address="local", include_dashboard=False, **common)
-    return True
 
 
 def cluster_capacity() -> tuple[list[float], list[float]]:
@@ -191,8 +163,6 @@ def round_results(root: Location, p: Plan, handle: DataHandle, task: str) -> Any
 __all__ = [
     "build_tuner",
     "cluster_capacity",
-    "connect",
-    "ray_session",
     "restore_tuner",
     "round_results",
     "trainable_for",
