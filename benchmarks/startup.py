@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,47 @@ def lstm_tune(workdir: Path, n: int, cache: Path) -> tuple[float, float, str]:
     return first_line(cmd, "best val", env, workdir)
 
 
+def measure(launches: int, workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``launches`` warm launches of each, alternating, after one cold lstm-tune launch; figures in seconds."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir / "runs", ignore_errors=True)
+    cache = workdir / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    csv = beijing_csv(workdir)
+    plain(csv, workdir)  # the file cache warm for both, as for a user who has run either before
+    cold = lstm_tune(workdir, 0, cache)
+    log(f"startup: lstm-tune cold: first result {cold[0]:.2f} s (exit {cold[1]:.2f} s): {cold[2]}")
+    rows: dict[str, list[float]] = {"plain": [], "lstm-tune": []}
+    for n in range(1, launches + 1):
+        for name in ("plain", "lstm-tune"):
+            seen, ended, line = plain(csv, workdir) if name == "plain" else lstm_tune(workdir, n, cache)
+            rows[name].append(seen)
+            log(f"startup: {name} #{n}: first result {seen:.2f} s (exit {ended:.2f} s): {line}")
+    plain_median, ours_median = statistics.median(rows["plain"]), statistics.median(rows["lstm-tune"])
+    return {
+        "launches": launches,
+        "plain_s": rows["plain"],
+        "lstm_tune_s": rows["lstm-tune"],
+        "plain_median_s": plain_median,
+        "lstm_tune_median_s": ours_median,
+        "ratio": ours_median / plain_median,
+        "lstm_tune_cold_s": cold[0],
+    }
+
+
+def markdown(r: dict[str, Any]) -> list[str]:
+    return [
+        "### Start-up: launch to the first result",
+        "",
+        f"| median of {r['launches']} launches | first result | ratio to the plain script |",
+        "| --- | ---: | ---: |",
+        f"| plain script (torch, pandas, Beijing CSV, one epoch) | {r['plain_median_s']:.2f} s | 1.00 |",
+        f"| `lstm-tune run` (bundled data, 2 trials, local Ray) | {r['lstm_tune_median_s']:.2f} s | {r['ratio']:.2f} |",
+        f"| `lstm-tune run`, cold (first launch, empty caches) | {r['lstm_tune_cold_s']:.2f} s | |",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--launches", type=int, default=5, help="warm launches of each (plus one cold lstm-tune)")
@@ -82,35 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lstm-tune-startup-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(workdir / "runs", ignore_errors=True)
-    cache = workdir / "cache"
-    shutil.rmtree(cache, ignore_errors=True)
-    csv = beijing_csv(workdir)
-    plain(csv, workdir)  # the file cache warm for both, as for a user who has run either before
-
-    cold = lstm_tune(workdir, 0, cache)
-    print(f"lstm-tune cold: first result {cold[0]:.2f} s (exit {cold[1]:.2f} s): {cold[2]}", flush=True)
-    rows: dict[str, list[float]] = {"plain": [], "lstm-tune": []}
-    for n in range(1, args.launches + 1):
-        for name in ("plain", "lstm-tune"):
-            seen, ended, line = plain(csv, workdir) if name == "plain" else lstm_tune(workdir, n, cache)
-            rows[name].append(seen)
-            print(f"{name} #{n}: first result {seen:.2f} s (exit {ended:.2f} s): {line}", flush=True)
-    medians = {k: statistics.median(v) for k, v in rows.items()}
-    result: dict[str, Any] = {
-        "launches": args.launches,
-        "plain_s": rows["plain"],
-        "lstm_tune_s": rows["lstm-tune"],
-        "plain_median_s": medians["plain"],
-        "lstm_tune_median_s": medians["lstm-tune"],
-        "ratio": medians["lstm-tune"] / medians["plain"],
-        "lstm_tune_cold_s": cold[0],
-    }
-    print(
-        f"\nfirst result, median of {args.launches}: plain {medians['plain']:.2f} s, lstm-tune "
-        f"{medians['lstm-tune']:.2f} s, ratio {result['ratio']:.2f} (goal <= 2.0); lstm-tune cold {cold[0]:.2f} s"
-    )
+    result = measure(args.launches, workdir)
+    print()
+    print("\n".join(markdown(result)))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -5,7 +5,8 @@
 
 ``lstm-tune bench ARGS`` is the same from an editable install.
 
-Parts (``--only``, comma-separated): tuning (ASHA, ASHA+TPE, PBT, FIFO random and Optuna TPE+Hyperband on Beijing
+Parts (``--only``, comma-separated): startup (launch to the first result: ``lstm-tune run`` against a plain script,
+median of 5 launches each), tuning (ASHA, ASHA+TPE, PBT, FIFO random and Optuna TPE+Hyperband on Beijing
 PM2.5 and Reuters R8), cpu (where the CPU goes; start-up before/after worker reuse), scaling (household power at
 fractions of its rows), data-plane (reader vs raw GET; S3 bytes per experiment), in-trial (a Tune trial against a bare
 loop), scheduling (Tune's overhead against the number of trials). Nothing here is a test: the figures depend on the
@@ -30,7 +31,7 @@ from typing import Any
 from benchmarks import plots
 from benchmarks.common import fmt
 
-PARTS = ("tuning", "cpu", "scaling", "data-plane", "in-trial", "scheduling")
+PARTS = ("startup", "tuning", "cpu", "scaling", "data-plane", "in-trial", "scheduling")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Mode:
     sched_ns: tuple[int, ...]
     sched_iterations: int
     data_plane_quick: bool
+    startup_launches: int
     methods: tuple[str, ...] = ("asha", "asha-tpe", "pbt", "random", "optuna")
 
 
@@ -62,6 +64,7 @@ FULL = Mode(
     sched_ns=(8, 32, 128),
     sched_iterations=3,
     data_plane_quick=False,
+    startup_launches=5,
 )
 QUICK = Mode(
     datasets=("beijing",),
@@ -74,6 +77,7 @@ QUICK = Mode(
     sched_ns=(8, 32),
     sched_iterations=2,
     data_plane_quick=True,
+    startup_launches=3,
 )
 SMOKE = Mode(
     datasets=("beijing",),
@@ -86,6 +90,7 @@ SMOKE = Mode(
     sched_ns=(2,),
     sched_iterations=1,
     data_plane_quick=True,
+    startup_launches=1,
 )
 """What CI runs: every code path of every part, seconds each; no figure from it means anything."""
 
@@ -105,6 +110,12 @@ def machine() -> dict[str, Any]:
         "torch_threads_per_trial": 1,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def run_startup(mode: Mode, workdir: Path, out: Path, results: dict[str, Any]) -> None:
+    from benchmarks.startup import measure
+
+    results["startup"] = measure(mode.startup_launches, workdir / "startup", log)
 
 
 def run_tuning(mode: Mode, workdir: Path, out: Path, results: dict[str, Any]) -> None:
@@ -181,6 +192,7 @@ def run_scheduling(mode: Mode, workdir: Path, out: Path, results: dict[str, Any]
 
 
 RUNNERS = {
+    "startup": run_startup,
     "tuning": run_tuning,
     "cpu": run_cpu,
     "scaling": run_scaling,
@@ -349,6 +361,10 @@ def summary_markdown(results: dict[str, Any]) -> str:
         f"torch {m['torch']}; suite wall time {results['wall_s'] / 60:.1f} min.",
         "",
     ]
+    if "startup" in results:
+        from benchmarks.startup import markdown
+
+        lines += markdown(results["startup"])
     for name, t in results.get("tuning", {}).items():
         lines += tuning_markdown(name, t)
     if "in_trial" in results:
@@ -377,6 +393,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of: {', '.join(PARTS)}")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1,2; quick: 0)")
     parser.add_argument("--methods", default=None, help="tuning methods to run (default: all of them)")
+    parser.add_argument("--datasets", default=None, help="tuning datasets: beijing, r8 (default: the mode's)")
     parser.add_argument(
         "--merge",
         type=Path,
@@ -411,6 +428,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             mode = replace(mode, seeds=tuple(int(s) for s in args.seeds.split(",")))
         except ValueError:
             parser.error(f"--seeds = {args.seeds!r}: comma-separated integers, e.g. 0,1,2")
+    if args.datasets:
+        from benchmarks.tuning import SETS
+
+        datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
+        bad = [d for d in datasets if d not in SETS]
+        if bad or not datasets:
+            parser.error(f"--datasets: unknown dataset(s) {bad}; allowed: {', '.join(SETS)}")
+        mode = replace(mode, datasets=datasets)
     if args.methods:
         from benchmarks.tuning import METHODS
 

@@ -103,8 +103,16 @@ def test_summary_renders_every_part_present() -> None:
         "wall_s": 120.0,
         "machine": {"date": "today", "cpus": 2, "platform": "linux", "python": "3.11", "torch": "2"},
         "tuning": {"beijing": analyse(BEIJING, curves([(10.0, 20.0)], [(40.0, 20.3)]), trials, 90)},
+        "startup": {
+            "launches": 5,
+            "plain_median_s": 3.0,
+            "lstm_tune_median_s": 6.6,
+            "ratio": 2.2,
+            "lstm_tune_cold_s": 8,
+        },
     }
     text = summary_markdown(results)
+    assert "| `lstm-tune run` (bundled data, 2 trials, local Ray) | 6.60 s | 2.20 |" in text
     assert "asha time-to-target / random's: median 0.25" in text and "| optuna | 21.0000" in text
     assert "asha vs Optuna at equal wall clock" in text
     assert "scheduling" not in text.lower()
@@ -170,10 +178,11 @@ def test_scaling_smoke(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--only", "tuning,nope"], "--only: unknown part(s) ['nope']; allowed: tuning, cpu, scaling"),
+        (["--only", "tuning,nope"], "--only: unknown part(s) ['nope']; allowed: startup, tuning, cpu, scaling"),
         (["--seeds", "0,x"], "--seeds = '0,x': comma-separated integers"),
         (["--quick", "--smoke"], "not allowed with argument"),
         (["--methods", "asha,hyperopt"], "--methods: unknown method(s) ['hyperopt']; allowed: asha, asha-tpe"),
+        (["--datasets", "beijing,mnist"], "--datasets: unknown dataset(s) ['mnist']; allowed: beijing, r8"),
         (["--merge", "/nonexistent/results.json"], "--merge /nonexistent/results.json: [Errno 2]"),
     ],
 )
@@ -183,3 +192,18 @@ def test_bench_command_refuses_bad_arguments_before_running_anything(args: list[
     done = cli("bench", *args, timeout=60)
     assert done.returncode == 2 and needle in done.stderr and "lstm-tune bench" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.integration
+def test_startup_part_times_both_launches_to_their_first_result(tmp_path: Path) -> None:
+    """One cold and one warm launch of each (about 30 s): the part's code, not the machine's figures."""
+    from benchmarks.startup import measure
+
+    lines: list[str] = []
+    r = measure(1, tmp_path, lines.append)
+    assert len(r["plain_s"]) == len(r["lstm_tune_s"]) == 1
+    assert (
+        0 < r["plain_median_s"] < r["lstm_tune_median_s"]
+        and r["ratio"] == r["lstm_tune_median_s"] / r["plain_median_s"]
+    )
+    assert r["lstm_tune_cold_s"] > 0 and any("best val RMSE" in line for line in lines)

@@ -1,0 +1,113 @@
+"""A pack of K members computes and trains as K separate models (trainables/packed.py; docs/design/packing.md).
+
+The separate runs use torch's own ``nn.LSTM`` (oneDNN here), ``nn.Linear``, ``AdamW`` and ``clip_grad_norm_``; the
+pack has its own kernels, so the bar is float rounding: relative 1e-5 on losses over 25 steps of training with a
+different learning rate, weight decay and clipping norm per member."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trainables.packed import PackedAdamW, PackedLinear, PackedLSTM, clip_per_member
+
+pytestmark = pytest.mark.unit
+
+K, B, T, IN, H = 4, 16, 12, 5, 8
+
+
+def _lstms(layers: int, bidirectional: bool, seed: int = 0) -> list[nn.LSTM]:
+    torch.manual_seed(seed)
+    return [nn.LSTM(IN, H, layers, batch_first=True, bidirectional=bidirectional) for _ in range(K)]
+
+
+@pytest.mark.parametrize(("layers", "bidirectional"), [(1, False), (2, False), (2, True)])
+def test_forward_equals_each_members_nn_lstm(layers: int, bidirectional: bool) -> None:
+    lstms = _lstms(layers, bidirectional)
+    pack = PackedLSTM.from_lstms(lstms)
+    shared = torch.randn(B, T, IN)
+    own = torch.randn(K, B, T, IN)
+    out_shared, out_own = pack(shared), pack(own)
+    assert out_shared.shape == (K, B, T, H * (2 if bidirectional else 1))
+    for k, lstm in enumerate(lstms):
+        torch.testing.assert_close(out_shared[k], lstm(shared)[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out_own[k], lstm(own[k])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_member_leaves_and_enters_as_an_nn_lstm_state() -> None:
+    lstms = _lstms(2, True)
+    pack = PackedLSTM.from_lstms(lstms)
+    alone = nn.LSTM(IN, H, 2, batch_first=True, bidirectional=True)
+    alone.load_state_dict(pack.member_state(2))
+    x = torch.randn(B, T, IN)
+    torch.testing.assert_close(alone(x)[0], lstms[2](x)[0])
+    pack.load_member(0, lstms[3].state_dict())  # a PBT exploit inside one pack: member 0 takes member 3's weights
+    torch.testing.assert_close(pack(x)[0], pack(x)[3])
+
+
+def test_bad_shapes_are_named() -> None:
+    pack = PackedLSTM(K, IN, H)
+    with pytest.raises(ValueError, match=r"input of shape \(16, 12, 3\); expected \[B, T, 5\]"):
+        pack(torch.randn(B, T, 3))
+    with pytest.raises(ValueError, match="member 1 differs in shape"):
+        PackedLSTM.from_lstms([nn.LSTM(IN, H, batch_first=True), nn.LSTM(IN, H + 1, batch_first=True)])
+    with pytest.raises(ValueError, match="must be >= 1"):
+        PackedLSTM(0, IN, H)
+
+
+class _Alone(nn.Module):
+    def __init__(self, lstm: nn.LSTM, head: nn.Linear) -> None:
+        super().__init__()
+        self.lstm, self.head = lstm, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(x)[0][:, -1]).squeeze(-1)
+
+
+def test_training_a_pack_equals_training_each_member_alone() -> None:
+    """Per-member learning rate, weight decay and clipping norm; the same batches; 25 steps."""
+    lrs, decays, clips = [1e-3, 3e-3, 1e-2, 3e-2], [0.0, 1e-4, 1e-2, 0.1], [math.inf, 1.0, 0.5, 0.1]
+    lstms = _lstms(2, False, seed=1)
+    torch.manual_seed(2)
+    heads = [nn.Linear(H, 1) for _ in range(K)]
+    pack_lstm, pack_head = PackedLSTM.from_lstms(lstms), PackedLinear.from_linears(heads)
+    alone = [_Alone(lstm, head) for lstm, head in zip(lstms, heads, strict=True)]
+    optimizers = [
+        torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=wd) for m, lr, wd in zip(alone, lrs, decays, strict=True)
+    ]
+    params = [*pack_lstm.parameters(), *pack_head.parameters()]
+    packed = PackedAdamW(params, lr=torch.tensor(lrs), weight_decay=torch.tensor(decays))
+    g = torch.Generator().manual_seed(3)
+    for step in range(25):
+        x, y = torch.randn(B, T, IN, generator=g), torch.randn(B, generator=g)
+        losses_alone = []
+        for model, optimizer, clip in zip(alone, optimizers, clips, strict=True):
+            loss = nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            losses_alone.append(loss.item())
+        forecast = pack_head(pack_lstm(x)[:, :, -1]).squeeze(-1)  # [K, B]
+        member_losses = ((forecast - y) ** 2).mean(dim=1)
+        packed.zero_grad()
+        member_losses.sum().backward()  # members share no parameter: each gets its own gradient
+        clip_per_member(params, torch.tensor(clips))
+        packed.step()
+        assert member_losses.tolist() == pytest.approx(losses_alone, rel=1e-5), f"step {step}"
+    for k, model in enumerate(alone):
+        for name, value in pack_lstm.member_state(k).items():
+            torch.testing.assert_close(value, getattr(model.lstm, name), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(pack_head.weight[k], model.head.weight, rtol=1e-4, atol=1e-5)
+
+
+def test_clipping_is_per_member_and_reports_each_norm() -> None:
+    w = nn.Parameter(torch.zeros(2, 3))
+    w.grad = torch.tensor([[3.0, 4.0, 0.0], [0.3, 0.4, 0.0]])  # norms 5 and 0.5
+    norms = clip_per_member([w], torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(norms, torch.tensor([5.0, 0.5]))
+    torch.testing.assert_close(w.grad[0].norm(), torch.tensor(1.0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w.grad[1], torch.tensor([0.3, 0.4, 0.0]))  # under its norm: untouched
