@@ -383,6 +383,17 @@ def summary_markdown(results: dict[str, Any]) -> str:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _names(
+    parser: argparse.ArgumentParser, option: str, kind: str, given: str, allowed: tuple[str, ...]
+) -> tuple[str, ...]:
+    """A comma-separated choice of ``allowed``; anything else stops the command with a line naming it."""
+    names = tuple(n.strip() for n in given.split(",") if n.strip())
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        parser.error(f"{option}: unknown {kind}(s) {bad}; allowed: {', '.join(allowed)}")
+    return names
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -428,22 +439,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             mode = replace(mode, seeds=tuple(int(s) for s in args.seeds.split(",")))
         except ValueError:
             parser.error(f"--seeds = {args.seeds!r}: comma-separated integers, e.g. 0,1,2")
-    if args.datasets:
-        from benchmarks.tuning import SETS
+    if args.datasets or args.methods:
+        from benchmarks.tuning import METHODS, SETS
 
-        datasets = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
-        bad = [d for d in datasets if d not in SETS]
-        if bad or not datasets:
-            parser.error(f"--datasets: unknown dataset(s) {bad}; allowed: {', '.join(SETS)}")
-        mode = replace(mode, datasets=datasets)
-    if args.methods:
-        from benchmarks.tuning import METHODS
-
-        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        bad = [m for m in methods if m not in METHODS]
-        if bad or not methods:
-            parser.error(f"--methods: unknown method(s) {bad}; allowed: {', '.join(METHODS)}")
-        mode = replace(mode, methods=methods)
+        if args.datasets:
+            mode = replace(mode, datasets=_names(parser, "--datasets", "dataset", args.datasets, tuple(SETS)))
+        if args.methods:
+            mode = replace(mode, methods=_names(parser, "--methods", "method", args.methods, tuple(METHODS)))
     earlier: dict[str, Any] = {}
     if args.merge:
         try:

@@ -88,6 +88,7 @@ print(json.dumps({"dynamo": "torch._dynamo" in sys.modules, "reports": len(sessi
 """
 
 
+@pytest.mark.integration  # two trials in new processes: the import check needs a fresh interpreter
 def test_a_trial_trains_checkpoints_and_resumes_without_importing_dynamo(prepared_data: str, tmp_path: Path) -> None:
     def trial(*args: str) -> dict[str, object]:
         out = subprocess.run(

@@ -155,21 +155,28 @@ def _check(scheduler: LineagePBT, trials: list[Trial], epoch: int, losses: list[
             state.last_perturbation_time = epoch
 
 
-def test_a_resumed_pbt_keeps_its_population_and_the_exploit_due_at_the_kill(tmp_path: Path) -> None:
-    losses = {1: [0.9, 0.5, 0.4, 0.3], 2: [0.8, 0.45, 0.35, 0.2], 3: [0.75, 0.4, 0.3, 0.15]}
-    whole, trials = _pbt(None), _pbt_trials()
-    population = _Population(trials)
-    for t in trials:
-        whole.on_trial_add(population, t)
-    for epoch, row in losses.items():
-        _check(whole, trials, epoch, row)
+LOSSES = {1: [0.9, 0.5, 0.4, 0.3], 2: [0.8, 0.45, 0.35, 0.2], 3: [0.75, 0.4, 0.3, 0.15]}
+"""Four trials' losses at epochs 1-3: t0 the weakest, t3 the strongest."""
 
-    first, killed = _pbt(tmp_path / "pbt_state.json"), _pbt_trials()
+
+def _killed_after(state: Path, losses: dict[int, list[float]]) -> None:
+    """A driver that saw ``losses`` and was lost: only what its PBT wrote to ``state`` remains."""
+    first, killed = _pbt(state), _pbt_trials()
     for t in killed:
         first.on_trial_add(_Population(killed), t)
     for epoch, row in losses.items():
         _check(first, killed, epoch, row)
-    del first
+
+
+def test_a_resumed_pbt_keeps_its_population_and_the_exploit_due_at_the_kill(tmp_path: Path) -> None:
+    whole, trials = _pbt(None), _pbt_trials()
+    population = _Population(trials)
+    for t in trials:
+        whole.on_trial_add(population, t)
+    for epoch, row in LOSSES.items():
+        _check(whole, trials, epoch, row)
+
+    _killed_after(tmp_path / "pbt_state.json", LOSSES)
 
     resumed, again = _pbt(tmp_path / "pbt_state.json"), _pbt_trials()
     for t in again:
@@ -209,26 +216,20 @@ def _restored(trials: list[Trial], folder: Path) -> list[Trial]:
 def test_the_exploit_due_at_the_kill_happens_after_resume(tmp_path: Path) -> None:
     """Through PBT's own ``on_trial_result``: after a kill at epoch 3, the weakest trial's next due check (epoch 4)
     clones the strongest one's checkpoint, as in the run that was never killed; Ray's empty rebuild exploits nothing."""
-    losses = {1: [0.9, 0.5, 0.4, 0.3], 2: [0.8, 0.45, 0.35, 0.2], 3: [0.75, 0.4, 0.3, 0.15]}
     at_4 = {"training_iteration": 4, METRIC: 0.7}
 
     whole, trials = _pbt(tmp_path / "whole.json"), _restored(_pbt_trials(), tmp_path / "whole")
     population = _Population(trials)
     for t in trials:
         whole.on_trial_add(population, t)
-    for epoch, row in losses.items():
+    for epoch, row in LOSSES.items():
         _check(whole, trials, epoch, row)
     for t in trials:  # what the controller's save at each trial's last check left as its clone source
         whole._trial_state[t].last_checkpoint = t.checkpoint
     whole.on_trial_result(population, trials[0], at_4)
     assert [(e["trial"], e["cloned_from"]) for e in whole.exploits] == [("t0", "t3")]
 
-    first, killed = _pbt(tmp_path / "pbt_state.json"), _pbt_trials()
-    for t in killed:
-        first.on_trial_add(_Population(killed), t)
-    for epoch, row in losses.items():
-        _check(first, killed, epoch, row)
-    del first
+    _killed_after(tmp_path / "pbt_state.json", LOSSES)
 
     resumed, again = _pbt(tmp_path / "pbt_state.json"), _restored(_pbt_trials(), tmp_path / "resumed")
     controller = _Population(again)

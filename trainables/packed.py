@@ -192,22 +192,30 @@ class PackedAdamW:
         return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, active: torch.Tensor | None = None) -> None:
+        """One update of every member, or of the members where ``active`` [K] is true (the others keep their
+        weights, moments and step count: an empty slot of a pack)."""
         beta1, beta2 = self.betas
-        self.steps += 1
-        correction1 = 1 - beta1**self.steps
-        correction2_sqrt = (1 - beta2**self.steps).sqrt()
+        live = torch.ones_like(self.steps, dtype=torch.bool) if active is None else active.to(torch.bool)
+        self.steps += live.double()
+        steps = self.steps.clamp(min=1)  # a member that never stepped is not updated; keep its corrections finite
+        correction1 = 1 - beta1**steps
+        correction2_sqrt = (1 - beta2**steps).sqrt()
         step_size = self.lr / correction1
         decay = 1 - self.lr * self.weight_decay
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             if p.grad is None:
                 continue
             g = p.grad
-            p.mul_(self._per_member(decay, p))
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (v.sqrt() / self._per_member(correction2_sqrt, p)).add_(self.eps)
-            p.sub_(self._per_member(step_size, p) * m / denom)
+            mask = self._per_member(live, p).to(torch.bool)
+            new_p = p * self._per_member(decay, p)
+            new_m = m.lerp(g, 1 - beta1)
+            new_v = (v * beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (new_v.sqrt() / self._per_member(correction2_sqrt, p)).add_(self.eps)
+            new_p.sub_(self._per_member(step_size, p) * new_m / denom)
+            p.copy_(torch.where(mask, new_p, p))
+            m.copy_(torch.where(mask, new_m, m))
+            v.copy_(torch.where(mask, new_v, v))
 
 
 __all__ = ["PackedAdamW", "PackedLSTM", "PackedLinear", "clip_per_member"]
