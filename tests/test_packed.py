@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.packed import PackedAdamW, PackedLinear, PackedLSTM, clip_per_member
+from trainables.packed import PackedAdamW, PackedEmbedding, PackedLinear, PackedLSTM, clip_per_member
 
 pytestmark = pytest.mark.unit
 
@@ -102,6 +102,54 @@ def test_training_a_pack_equals_training_each_member_alone() -> None:
         for name, value in pack_lstm.member_state(k).items():
             torch.testing.assert_close(value, getattr(model.lstm, name), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(pack_head.weight[k], model.head.weight, rtol=1e-4, atol=1e-5)
+
+
+class _Classifier(nn.Module):
+    def __init__(self, embedding: nn.Embedding, lstm: nn.LSTM, head: nn.Linear) -> None:
+        super().__init__()
+        self.embedding, self.lstm, self.head = embedding, lstm, head
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(self.embedding(tokens))[0].mean(dim=1))
+
+
+def test_training_a_pack_of_classifiers_equals_training_each_alone() -> None:
+    """Token embeddings, a bidirectional LSTM, mean pooling and a linear head over 3 classes, with cross-entropy;
+    per-member learning rate, weight decay and clipping; the same token batches; 20 steps."""
+    vocab, dim, classes = 40, 6, 3
+    lrs, decays, clips = [2e-3, 1e-2, 3e-2, 5e-3], [0.0, 1e-3, 0.05, 0.2], [math.inf, 2.0, 0.3, 1.0]
+    torch.manual_seed(4)
+    embeddings = [nn.Embedding(vocab, dim) for _ in range(K)]
+    lstms = [nn.LSTM(dim, H, batch_first=True, bidirectional=True) for _ in range(K)]
+    heads = [nn.Linear(2 * H, classes) for _ in range(K)]
+    alone = [_Classifier(e, lstm, h) for e, lstm, h in zip(embeddings, lstms, heads, strict=True)]
+    pack_emb = PackedEmbedding.from_embeddings(embeddings)
+    pack_lstm, pack_head = PackedLSTM.from_lstms(lstms), PackedLinear.from_linears(heads)
+    optimizers = [
+        torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=wd) for m, lr, wd in zip(alone, lrs, decays, strict=True)
+    ]
+    params = [*pack_emb.parameters(), *pack_lstm.parameters(), *pack_head.parameters()]
+    packed = PackedAdamW(params, lr=torch.tensor(lrs), weight_decay=torch.tensor(decays))
+    g = torch.Generator().manual_seed(5)
+    for step in range(20):
+        tokens, labels = torch.randint(0, vocab, (B, T), generator=g), torch.randint(0, classes, (B,), generator=g)
+        losses_alone = []
+        for model, optimizer, clip in zip(alone, optimizers, clips, strict=True):
+            loss = nn.functional.cross_entropy(model(tokens), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            losses_alone.append(loss.item())
+        logits = pack_head(pack_lstm(pack_emb(tokens)).mean(dim=2))  # [K, B, classes]
+        member_losses = torch.stack([nn.functional.cross_entropy(logits[k], labels) for k in range(K)])
+        packed.zero_grad()
+        member_losses.sum().backward()
+        clip_per_member(params, torch.tensor(clips))
+        packed.step()
+        assert member_losses.tolist() == pytest.approx(losses_alone, rel=1e-5), f"step {step}"
+    for k, model in enumerate(alone):
+        torch.testing.assert_close(pack_emb.weight[k], model.embedding.weight, rtol=1e-4, atol=1e-5)
 
 
 def test_clipping_is_per_member_and_reports_each_norm() -> None:

@@ -151,6 +151,29 @@ class PackedLinear(nn.Module):
         return out.view(*x.shape[:-1], -1)
 
 
+class PackedEmbedding(nn.Module):
+    """``members`` ``nn.Embedding`` tables of one shape: token ids [B, T] (shared) or [K, B, T] -> [K, B, T, dim]."""
+
+    def __init__(self, members: int, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(members, num_embeddings, embedding_dim))  # nn.Embedding's N(0, 1)
+
+    @classmethod
+    def from_embeddings(cls, embeddings: Sequence[nn.Embedding]) -> PackedEmbedding:
+        rows, dim = embeddings[0].weight.shape
+        pack = cls(len(embeddings), rows, dim)
+        pack.weight = _stacked([e.weight for e in embeddings])
+        return pack
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        k, rows = self.weight.shape[0], self.weight.shape[1]
+        if tokens.dim() == 2:
+            tokens = tokens.unsqueeze(0).expand(k, *tokens.shape)
+        # Member k's rows sit at k * rows in the flattened tables: one gather for every member.
+        offsets = (torch.arange(k, device=tokens.device) * rows).view(k, 1, 1)
+        return self.weight.reshape(k * rows, -1)[tokens + offsets]
+
+
 def clip_per_member(parameters: Iterable[torch.Tensor], max_norm: torch.Tensor) -> torch.Tensor:
     """``clip_grad_norm_`` for each member on its own slices: ``max_norm`` [K] (``inf``: no clipping). Returns each
     member's total gradient norm before clipping."""
@@ -218,4 +241,4 @@ class PackedAdamW:
             v.copy_(torch.where(mask, new_v, v))
 
 
-__all__ = ["PackedAdamW", "PackedLSTM", "PackedLinear", "clip_per_member"]
+__all__ = ["PackedAdamW", "PackedEmbedding", "PackedLSTM", "PackedLinear", "clip_per_member"]
