@@ -27,14 +27,19 @@ BIRTHS = DATASETS / "us_births_by_state_daily.csv.xz"
 NF_PINS = ["torch==2.13.0", "neuralforecast==3.3.0"]
 
 
-def ours(seconds: float, workdir: Path, seed: int, holidays: str | None, ensemble: int = 1) -> dict[str, Any]:
+def ours(
+    seconds: float, workdir: Path, seed: int, holidays: str | None, ensemble: int = 1, lags: str | None = None
+) -> dict[str, Any]:
     import cluster
 
     data = workdir / (f"births-{holidays.lower()}-holidays" if holidays else "births")
+    if lags:
+        data = data.with_name(f"{data.name}-lags{lags.replace(',', '-')}")
     if not (data / "manifest.json").exists():
         cluster.prepare(
             str(BIRTHS), str(data), series_column="state", static="state", time_columns="date", target="births",
             season_length=7, max_window=56, horizon=7, frequency="1D", duplicates="mean", holidays=holidays,
+            lags=lags,
         )  # fmt: skip
     started = time.perf_counter()
     result = cluster.run(
@@ -49,6 +54,7 @@ def ours(seconds: float, workdir: Path, seed: int, holidays: str | None, ensembl
     return {
         "tool": "lstm-tune"
         + (f" ({holidays} holidays)" if holidays else "")
+        + (f" lags {lags}" if lags else "")
         + (f" ens {ensemble}" if ensemble > 1 else ""),
         "seconds_budget": seconds,
         "seconds": elapsed,
@@ -95,12 +101,16 @@ def main(argv: list[str] | None = None) -> None:
         "--holidays", default="US", help="lstm-tune's holiday calendar (--holidays none: the calendar features alone)"
     )
     parser.add_argument("--ensemble", type=int, default=1, help="lstm-tune exports the mean of the best N trials")
+    parser.add_argument(
+        "--lags", default=None, help="target lags as inputs, e.g. 357 (a year minus the horizon: the year-ago day of "
+        "each of the 7 targets sits in the window's last 7 rows)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     if args.skip != "ours":
         holidays = None if args.holidays.lower() == "none" else args.holidays
-        rows.append(ours(args.seconds, args.workdir, args.seed, holidays, args.ensemble))
+        rows.append(ours(args.seconds, args.workdir, args.seed, holidays, args.ensemble, args.lags))
         print(json.dumps(rows[-1], default=str), flush=True)
     if args.skip != "theirs":
         rows.append(theirs(args.seconds, args.venv, args.workdir))
