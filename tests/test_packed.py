@@ -7,6 +7,7 @@ different learning rate, weight decay and clipping norm per member."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -58,6 +59,26 @@ def test_bad_shapes_are_named() -> None:
         PackedLSTM(0, IN, H)
 
 
+def _step_alone(
+    models: list[nn.Module],
+    optimizers: list[torch.optim.Optimizer],
+    clips: list[float],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> list[float]:
+    """One step of each member trained alone, as an unpacked trial steps: torch's AdamW and clip_grad_norm_."""
+    losses = []
+    for model, optimizer, clip in zip(models, optimizers, clips, strict=True):
+        loss = loss_fn(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 class _Alone(nn.Module):
     def __init__(self, lstm: nn.LSTM, head: nn.Linear) -> None:
         super().__init__()
@@ -83,14 +104,7 @@ def test_training_a_pack_equals_training_each_member_alone() -> None:
     g = torch.Generator().manual_seed(3)
     for step in range(25):
         x, y = torch.randn(B, T, IN, generator=g), torch.randn(B, generator=g)
-        losses_alone = []
-        for model, optimizer, clip in zip(alone, optimizers, clips, strict=True):
-            loss = nn.functional.mse_loss(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            losses_alone.append(loss.item())
+        losses_alone = _step_alone(alone, optimizers, clips, nn.functional.mse_loss, x, y)
         forecast = pack_head(pack_lstm(x)[:, :, -1]).squeeze(-1)  # [K, B]
         member_losses = ((forecast - y) ** 2).mean(dim=1)
         packed.zero_grad()
@@ -133,14 +147,7 @@ def test_training_a_pack_of_classifiers_equals_training_each_alone() -> None:
     g = torch.Generator().manual_seed(5)
     for step in range(20):
         tokens, labels = torch.randint(0, vocab, (B, T), generator=g), torch.randint(0, classes, (B,), generator=g)
-        losses_alone = []
-        for model, optimizer, clip in zip(alone, optimizers, clips, strict=True):
-            loss = nn.functional.cross_entropy(model(tokens), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            losses_alone.append(loss.item())
+        losses_alone = _step_alone(alone, optimizers, clips, nn.functional.cross_entropy, tokens, labels)
         logits = pack_head(pack_lstm(pack_emb(tokens)).mean(dim=2))  # [K, B, classes]
         member_losses = torch.stack([nn.functional.cross_entropy(logits[k], labels) for k in range(K)])
         packed.zero_grad()
