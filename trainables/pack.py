@@ -167,6 +167,10 @@ class Pack:
         out: torch.Tensor = self.head(self.lstm(x)[:, :, -1])
         return out
 
+    def _losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Every slot's mean squared error on one batch: [K]."""
+        return ((self.forward(x) - y.unsqueeze(0)) ** 2).mean(dim=(1, 2))
+
     def _occupied(self) -> torch.Tensor:
         return torch.tensor([m is not None for m in self.slots])
 
@@ -175,7 +179,7 @@ class Pack:
         occupied = self._occupied().float()
         total, count = torch.zeros(self.capacity), 0
         for x, y in batches:
-            losses = ((self.forward(x) - y.unsqueeze(0)) ** 2).mean(dim=(1, 2))  # [K]
+            losses = self._losses(x, y)
             self.optimizer.zero_grad()
             (losses * occupied).sum().backward()  # members share no parameter: each gets its own gradient
             clip_per_member(self.params, self.clip)
@@ -186,7 +190,7 @@ class Pack:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        losses = ((self.forward(x) - y.unsqueeze(0)) ** 2).mean(dim=(1, 2))
+        losses = self._losses(x, y)
         return {m: float(losses[k]) for k, m in enumerate(self.slots) if m is not None}
 
 
