@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from cluster.plan.options import CheckpointOptions, OptionError, ResourceOptions, RunOptions, SchedulerOptions
+from cluster.plan.options import (
+    PACK_ON_CPU,
+    CheckpointOptions,
+    OptionError,
+    ResourceOptions,
+    RunOptions,
+    SchedulerOptions,
+)
 
 
 def run_opts(**kw: Any) -> RunOptions:
@@ -98,6 +105,21 @@ def run_opts(**kw: Any) -> RunOptions:
             {"resources": ResourceOptions(max_concurrent_trials=0)},
             "--max-concurrent-trials = 0",
         ),
+        (
+            {"resources": ResourceOptions(pack=1024)},
+            {"resources": ResourceOptions(pack=1025)},
+            r"--pack = 1025: must be 0 \(off\) or 1..1024",
+        ),
+        (
+            {"resources": ResourceOptions(pack=0)},
+            {"resources": ResourceOptions(pack=-1)},
+            "--pack = -1",
+        ),
+        (
+            {"resources": ResourceOptions(pack=8, workers_per_trial=1)},
+            {"resources": ResourceOptions(pack=8, workers_per_trial=2)},
+            "--pack = 8 with --workers-per-trial = 2: a data-parallel trial already fills its GPUs",
+        ),
     ],
 )
 def test_option_boundaries(inside: dict[str, Any], outside: dict[str, Any], match: str) -> None:
@@ -119,6 +141,15 @@ def test_resources_must_fit_a_node() -> None:
     ResourceOptions(gpus_per_trial=0.5).check_fits([4.0], [1.0])
     with pytest.raises(OptionError, match=r"--gpus-per-trial = 0.5: .*the cluster has no GPU"):
         ResourceOptions(gpus_per_trial=0.5).check_fits([4.0], [])
+
+
+def test_packing_needs_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PACK_ON_CPU, raising=False)
+    ResourceOptions(pack=8).check_fits([16.0], [1.0])
+    with pytest.raises(OptionError, match=r"--pack = 8: packing needs a CUDA GPU and the cluster has none.*4-9x"):
+        ResourceOptions(pack=8).check_fits([16.0], [])
+    monkeypatch.setenv(PACK_ON_CPU, "1")  # tests only
+    ResourceOptions(pack=8).check_fits([16.0], [])
 
 
 def test_data_parallel_resources() -> None:

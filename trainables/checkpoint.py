@@ -63,15 +63,40 @@ def save_checkpoint(
     ``report`` is the result published with it, kept so a trial restored from this checkpoint with nothing left to
     train can publish its final result again (:func:`trainables.loop.run_trial`).
     """
+    return save_checkpoint_state(
+        directory,
+        model_state=model.state_dict(),
+        optimizer_state=optimizer.state_dict(),
+        state=state,
+        model_config=model_config,
+        data_info=data_info,
+        report=report,
+    )
+
+
+def save_checkpoint_state(
+    directory: str,
+    *,
+    model_state: dict[str, Any],
+    optimizer_state: dict[str, Any],
+    state: TrainState,
+    model_config: dict[str, Any],
+    data_info: dict[str, Any],
+    report: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """:func:`save_checkpoint` from state dicts (a packed member's, which has no module of its own); ``extra``:
+    further plain-data keys (a packed member's pack marker)."""
     payload = {
         "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": model_state,
+        "optimizer": optimizer_state,
         "state": asdict(state),
         "model_config": dict(model_config),
         "data_info": dict(data_info),
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         "report": dict(report or {}),
+        **(extra or {}),
     }
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, CHECKPOINT_FILE)
@@ -134,4 +159,5 @@ __all__ = [
     "load_checkpoint",
     "restore_rng",
     "save_checkpoint",
+    "save_checkpoint_state",
 ]

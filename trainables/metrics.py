@@ -72,6 +72,18 @@ WORKER_GROUP = "worker_group"
 """Placement group id of a data-parallel trial's workers, so the driver can release it when Tune ends the trial."""
 TRAIN_SHARDS = "train_shards"
 """The training shards each data-parallel worker read, by rank."""
+PACK = "pack/name"
+"""Packed trials only: the pack that trained the epoch (``<run>/<shape>/<n>``)."""
+PACK_JOIN = "pack/join"
+"""Packed trials only, on the first epoch after (re)joining: fresh, checkpoint, in place (a PBT donor's slot
+copied on the device) or kept (its own slot, untouched since its checkpoint)."""
+PACK_MEMBERS = "pack/members"
+"""Packed trials only: members trained in the epoch's round."""
+PACK_ROUND = "pack/round"
+"""Packed trials only: the pack's round counter."""
+PACK_SAMPLES_PER_SECOND = "pack/samples_per_s"
+"""Packed trials only: training samples per second summed over every member of the round (the device's throughput;
+``train/samples_per_s`` is one member's share of the round's time)."""
 
 SCHEDULER_METRIC = VAL_LOSS
 SCHEDULER_MODE = "min"
@@ -90,6 +102,11 @@ __all__ = [
     "GRAD_NORM",
     "LEARNING_RATE",
     "NODE_ID",
+    "PACK",
+    "PACK_JOIN",
+    "PACK_MEMBERS",
+    "PACK_ROUND",
+    "PACK_SAMPLES_PER_SECOND",
     "REPLAYED",
     "SAMPLES_PER_SECOND",
     "SCHEDULER_METRIC",

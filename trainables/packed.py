@@ -109,8 +109,10 @@ class PackedLSTM(nn.Module):
             outputs[step] = h
         return torch.stack(outputs, dim=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, T, I] or [K, B, T, I] -> every step's output [K, B, T, H * directions] (``nn.LSTM``'s ``output``)."""
+    def forward(self, x: torch.Tensor, dropout: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T, I] or [K, B, T, I] -> every step's output [K, B, T, H * directions] (``nn.LSTM``'s ``output``).
+
+        ``dropout`` [K]: each member's probability between layers in training (``nn.LSTM``'s ``dropout``)."""
         given = tuple(x.shape)
         if x.dim() == 3:
             x = x.unsqueeze(0).expand(self.members, *x.shape)
@@ -124,7 +126,19 @@ class PackedLSTM(nn.Module):
             if self.bidirectional:
                 parts.append(self._direction(x, layer, "_reverse", True))
             x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+            if dropout is not None and self.training and layer < self.num_layers - 1:
+                x = member_dropout(x, dropout)
         return x
+
+
+def member_dropout(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Dropout on [K, ...] with member k's probability ``p[k]``, scaled as ``nn.Dropout`` scales; a member at 0
+    passes unchanged (multiplied by exactly 1)."""
+    if not bool((p > 0).any()):
+        return x
+    keep = (1 - p).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    mask = (torch.rand_like(x) < keep).to(x.dtype)
+    return x * mask / keep
 
 
 class PackedLinear(nn.Module):
@@ -180,7 +194,7 @@ def clip_per_member(parameters: Iterable[torch.Tensor], max_norm: torch.Tensor) 
     grads = [p.grad for p in parameters if p.grad is not None]
     k = max_norm.shape[0]
     norms = torch.stack([g.reshape(k, -1).pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
-    coef = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
+    coef = torch.clamp(max_norm.to(norms.device, norms.dtype) / (norms + 1e-6), max=1.0)
     for g in grads:
         g.mul_(coef.view(k, *([1] * (g.dim() - 1))))
     return norms
@@ -212,14 +226,15 @@ class PackedAdamW:
             p.grad = None
 
     def _per_member(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        # Per-member values live on the host (a few numbers); the tensors they scale may be on a GPU.
+        return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
     @torch.no_grad()
     def step(self, active: torch.Tensor | None = None) -> None:
         """One update of every member, or of the members where ``active`` [K] is true (the others keep their
         weights, moments and step count: an empty slot of a pack)."""
         beta1, beta2 = self.betas
-        live = torch.ones_like(self.steps, dtype=torch.bool) if active is None else active.to(torch.bool)
+        live = torch.ones_like(self.steps, dtype=torch.bool) if active is None else active.to("cpu", torch.bool)
         self.steps += live.double()
         steps = self.steps.clamp(min=1)  # a member that never stepped is not updated; keep its corrections finite
         correction1 = 1 - beta1**steps
@@ -241,4 +256,4 @@ class PackedAdamW:
             v.copy_(torch.where(mask, new_v, v))
 
 
-__all__ = ["PackedAdamW", "PackedEmbedding", "PackedLSTM", "PackedLinear", "clip_per_member"]
+__all__ = ["PackedAdamW", "PackedEmbedding", "PackedLSTM", "PackedLinear", "clip_per_member", "member_dropout"]

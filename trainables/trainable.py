@@ -15,6 +15,7 @@ from trainables.data.loader import DataHandle, ForecastData, load_forecast_data
 from trainables.data.text_loader import TextData, load_text_data
 from trainables.device import Placement, placement, trial_device
 from trainables.loop import Startup, run_trial
+from trainables.member import PackEnv, run_member
 from trainables.ray_api import Checkpoint, get_checkpoint, get_context, report
 from trainables.restore import restore_state
 from trainables.storage import Location, resolve, wait_until_reachable
@@ -36,6 +37,8 @@ class TrialEnv:
     """Above 1: the trial drives a data-parallel Ray Train run (:mod:`trainables.parallel`)."""
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    pack: PackEnv | None = None
+    """Set: the trial is a member of a pack (``--pack``); a pack actor trains it (:mod:`trainables.member`)."""
 
 
 class TuneSession:
@@ -128,6 +131,9 @@ def _trial(config: dict[str, Any], env: TrialEnv, task: str) -> None:
     if env.workers_per_trial > 1:
         _run_parallel(config, env, task, tags)
         return
+    if env.pack is not None:
+        _run_member(cfg, config, env, env.pack, tags)
+        return
     place = placement()
     # Threads first: loading the data already computes.
     torch.set_num_threads(cfg.limits.threads or place.cpus)
@@ -168,6 +174,31 @@ def _run(
                 embeddings_uri=env.embeddings_uri,
                 startup=startup,
             )
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def _run_member(cfg: TrialConfig, config: dict[str, Any], env: TrialEnv, pack: PackEnv, tags: list[str]) -> None:
+    """A packed trial: no data and no model in this process, only its pack's rounds, reported as its epochs."""
+    import ray
+
+    context = get_context()
+    logger = None
+    if env.tensorboard_uri:
+        logger = TrialLogger(
+            resolve(env.tensorboard_uri, endpoint=env.data.endpoint), context.get_trial_name(), config, tags
+        )
+    try:
+        run_member(
+            cfg,
+            config,
+            pack,
+            TuneSession(_trial_storage(env)),
+            member=context.get_trial_id(),
+            logger=logger,
+            extra_metrics={M.NODE_ID: ray.get_runtime_context().get_node_id()},
+        )
     finally:
         if logger is not None:
             logger.close()

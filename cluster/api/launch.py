@@ -13,14 +13,15 @@ from cluster.api.preflight import Finished, Ready, preflight, preflight_resume
 from cluster.plan.options import RunOptions
 from cluster.plan.planning import Plan
 from cluster.plan.space import WarmStart, grid_size, warm_start
-from cluster.plan.storage import WARM_START_FILE
+from cluster.plan.storage import PACKS_FILE, WARM_START_FILE
 from cluster.results.finish import finish
 from cluster.results.summary import Summary, render
+from cluster.tune.packing import PackPlan, fill_line, pack_plan, start_registry, stop_registry
 from cluster.tune.progress import ProgressCallback, ProgressHook, restored_output
 from cluster.tune.session import ray_session
 from cluster.tune.tuner import build_tuner, cluster_capacity, restore_tuner, round_results, trial_env
 from trainables import metrics as M
-from trainables.storage import resolve, write_bytes_atomic
+from trainables.storage import exists, read_bytes, resolve, write_bytes_atomic
 
 
 def run_experiment(opts: RunOptions, console: Console | None = None, *, resume_if_exists: bool = False) -> Summary:
@@ -54,23 +55,45 @@ def _launch_held(ready: Ready, console: Console, hook: ProgressHook | None) -> S
     p, handle, task, opts = ready.plan, ready.data, ready.task, ready.plan.options
     with ray_session(opts.address):
         previous = [round_results(resolve(uri), p, handle, task) for uri in ready.previous]
+        capacity = cluster_capacity()
+        pack = None
+        if opts.resources.pack:
+            opts.resources.check_fits(*capacity)
+            plan = pack_plan(opts.resources, *capacity)
+            pack = start_registry(p.paths.root.uri, handle, plan)
+            console.print(_packing(plan), highlight=False)
         if ready.resuming:
             with restored_output(console, hook):
-                tuner = restore_tuner(p, handle, task, console)
+                tuner = restore_tuner(p, handle, task, console, pack)
         else:
-            capacity = cluster_capacity()
             opts.resources.check_fits(*capacity)
-            opts = replace(
-                opts, resources=replace(opts.resources, max_concurrent_trials=opts.resources.concurrency(*capacity))
-            )
+            concurrent = opts.resources.concurrency(*capacity)
+            if pack is not None:
+                concurrent = min(concurrent or plan.members, plan.members)
+            opts = replace(opts, resources=replace(opts.resources, max_concurrent_trials=concurrent))
             p = replace(p, options=opts)
             warm = _warm_start(p, previous) if previous else None
             progress = ProgressCallback(console, max_epochs=opts.max_epochs, hook=hook, metric=opts.metric)
-            tuner = build_tuner(p, trial_env(p, handle), progress, task, warm)
+            tuner = build_tuner(p, trial_env(p, handle, pack), progress, task, warm)
             console.print(_starting(p, previous, warm), highlight=False)
-        summary = finish(p, [*previous, tuner.fit()], handle, task, ready.started)
+        grid = tuner.fit()
+        if pack is not None:
+            _record_packs(p, stop_registry(pack), pack.capacity, console)
+        summary = finish(p, [*previous, grid], handle, task, ready.started)
     render(summary, console)
     return summary
+
+
+def _record_packs(p: Plan, packs: list[dict[str, Any]], capacity: int, console: Console) -> None:
+    where = p.paths.root.child(PACKS_FILE)
+    launches = json.loads(read_bytes(where)) if exists(where) else []
+    write_bytes_atomic(where, json.dumps([*launches, packs], indent=1).encode())
+    console.print(fill_line(packs, capacity), highlight=False)
+
+
+def _packing(plan: PackPlan) -> str:
+    where = f"{plan.gpus:g} GPU each" if plan.gpus else "on CPU (tests only: slower than unpacked trials)"
+    return f"packing: up to {plan.capacity} trials per pack, {plan.packs} pack(s) at once, {where}"
 
 
 def _warm_start(p: Plan, previous: list[Any]) -> WarmStart:

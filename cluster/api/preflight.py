@@ -40,13 +40,15 @@ from cluster.plan.storage import (
 )
 from cluster.results.summary import Summary, render, summary_from_json
 from search_spaces import SearchSpace, SearchSpaceError, load_space, space_yaml
-from trainables.config import ModelConfig
+from trainables.config import ModelConfig, OptimConfig
 from trainables.data.budget import budget_bytes, streams
 from trainables.data.cache import ShardCache
 from trainables.data.embeddings import align, read_vectors, vector_dim
 from trainables.data.handle import DataHandle
 from trainables.data.manifest import Manifest, read_manifest
+from trainables.data.prep_config import FittedPrep
 from trainables.data.shards import verify_all
+from trainables.pack_rules import PACKABLE, packable_problem
 from trainables.storage import Location, exists, read_bytes, resolve, s3_endpoint, write_bytes_atomic
 
 
@@ -107,6 +109,35 @@ def check_embeddings(p: Plan, root: Location, manifest: Manifest, console: Conso
         f"({aligned.coverage:.1%})",
         highlight=False,
     )
+
+
+def check_pack(p: Plan, manifest: Manifest, uri: str, streamed: bool) -> None:
+    """``--pack``: a forecasting dataset held in memory, and a space whose every value a pack can train."""
+    k = p.options.resources.pack
+    if not k:
+        return
+    if manifest.task != "forecast":
+        raise OptionError(
+            f"--pack = {k}: packs train forecasters; {uri} is a {manifest.task!r} dataset: leave --pack out"
+        )
+    if streamed:
+        raise OptionError(
+            f"--pack = {k}: {uri} is larger than a trial's memory budget and would be streamed; a pack holds the "
+            "training split in memory: raise --memory-budget or leave --pack out"
+        )
+    fitted = manifest.preprocessing.get("fitted")
+    if fitted and FittedPrep.from_dict(fitted).categorical_codes:
+        raise OptionError(
+            f"--pack = {k}: {uri} has categorical columns the model embeds; packs take numeric inputs only "
+            "(prepare them one-hot) or leave --pack out"
+        )
+    defaults = {**asdict(ModelConfig()), **asdict(OptimConfig())}
+    for key in PACKABLE:
+        spec = p.space.params.get(key)
+        for value in spec.values if spec is not None and spec.values else (defaults[key],):
+            problem = packable_problem(key, value)
+            if problem:
+                raise SearchSpaceError(f"{p.space.source}: params.{problem} (--pack = {k})")
 
 
 def check_metric(metric: str, manifest: Manifest, uri: str) -> None:
@@ -177,7 +208,9 @@ def prepare_data(p: Plan, console: Console) -> tuple[DataHandle, str]:
     verify_all(root, manifest, None if root.is_local else ShardCache.default(opts.cache_dir))
     budget = opts.memory_budget if isinstance(opts.memory_budget, int) else None
     limit = budget_bytes(budget)
-    if manifest.task == "forecast" and streams(manifest, ("train", "val"), limit):
+    streamed = manifest.task == "forecast" and streams(manifest, ("train", "val"), limit)
+    check_pack(p, manifest, root.uri, streamed)
+    if streamed:
         rows = sum(s.rows for s in manifest.splits.values())
         console.print(
             f"the panel ({rows:,} rows) is larger than a trial's memory budget "

@@ -29,6 +29,12 @@ def run(
     reuse_workers: Annotated[
         bool, typer.Option(help="Run trials in finished trials' worker processes (imports and data already loaded).")
     ] = True,
+    pack: Annotated[
+        int,
+        typer.Option(
+            help="GPU only: train up to N same-shape forecasting trials together in one process per GPU (0: off)."
+        ),
+    ] = 0,
     storage: Annotated[str, typer.Option(help="Folder or s3://bucket/prefix for experiments.")] = "./runs",
     name: Annotated[str | None, typer.Option(help="Experiment name (default: <space>-<scheduler>-<time>).")] = None,
     data: Annotated[str | None, typer.Option(help="Prepared dataset URI (default: bundled Beijing PM2.5).")] = None,

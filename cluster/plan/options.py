@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -20,6 +21,9 @@ PANEL_METRICS = ("mase", "smape")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PBT_MIN_CHECKPOINTS = 3
 MAX_WORKERS_PER_TRIAL = 64
+MAX_PACK = 1024
+PACK_ON_CPU = "LSTM_TUNE_PACK_ON_CPU"
+"""Set to 1 (tests only): let ``--pack`` run on a cluster without a GPU, so CI can check packing's semantics."""
 MAX_ENSEMBLE = 64
 
 
@@ -84,6 +88,9 @@ class ResourceOptions:
     reuse_workers: bool = True
     """Run the next trial in a finished trial's worker process, which keeps its imports and loaded dataset. Off: a
     fresh process per trial (slower start-up; what the start-up benchmark compares against)."""
+    pack: int = 0
+    """Above 0: trials of one shape train together, up to this many per GPU, in one pack actor each
+    (docs/design/packing.md); ``gpus_per_trial`` is then each pack's share of a GPU (0: one whole GPU)."""
 
     def validate(self) -> None:
         if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
@@ -99,6 +106,13 @@ class ResourceOptions:
             raise OptionError(f"--max-concurrent-trials = {self.max_concurrent_trials}: must be >= 1")
         if not 1 <= self.workers_per_trial <= MAX_WORKERS_PER_TRIAL:
             raise OptionError(f"--workers-per-trial = {self.workers_per_trial}: must be 1..{MAX_WORKERS_PER_TRIAL}")
+        if not 0 <= self.pack <= MAX_PACK:
+            raise OptionError(f"--pack = {self.pack}: must be 0 (off) or 1..{MAX_PACK} members per pack")
+        if self.pack and self.workers_per_trial > 1:
+            raise OptionError(
+                f"--pack = {self.pack} with --workers-per-trial = {self.workers_per_trial}: a data-parallel trial "
+                "already fills its GPUs; use one or the other"
+            )
 
     def concurrency(self, node_cpus: list[float], node_gpus: list[float]) -> int | None:
         """Trials to run at once. Data-parallel trials reserve their workers only after Tune starts them, so Tune
@@ -114,6 +128,11 @@ class ResourceOptions:
 
     def check_fits(self, node_cpus: list[float], node_gpus: list[float]) -> None:
         """Refuse a trial no node can hold: it would wait forever instead of failing."""
+        if self.pack and not node_gpus and os.environ.get(PACK_ON_CPU) != "1":
+            raise OptionError(
+                f"--pack = {self.pack}: packing needs a CUDA GPU and the cluster has none. On CPU, K models trained "
+                "one after another beat a packed step by 4-9x (docs/design/packing.md); leave --pack out"
+            )
         if node_cpus and self.cpus_per_trial > max(node_cpus):
             raise OptionError(
                 f"--cpus-per-trial = {self.cpus_per_trial:g}: no node has that many CPUs (largest: {max(node_cpus):g})"
@@ -322,6 +341,7 @@ RESOURCE_KEYS = {
     "max_concurrent_trials": "max_concurrent_trials",
     "workers_per_trial": "workers_per_trial",
     "reuse_workers": "reuse_workers",
+    "pack": "pack",
 }
 CHECKPOINT_KEYS = {"keep_checkpoints": "num_to_keep", "keep_stopped": "keep_stopped", "sync_period_s": "sync_period_s"}
 _NESTED = {"scheduler": SCHEDULER_KEYS, "resources": RESOURCE_KEYS, "checkpoints": CHECKPOINT_KEYS}
@@ -364,6 +384,8 @@ def options_from_flat(params: Mapping[str, Any], base: RunOptions | None = None)
 
 
 __all__ = [
+    "MAX_PACK",
+    "PACK_ON_CPU",
     "RUN_WIDE_KEYS",
     "CheckpointOptions",
     "OptionError",

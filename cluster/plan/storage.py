@@ -52,6 +52,8 @@ SERIES_FILE = "series.json"
 EXTENSION_PREFIX = "extend-"
 """``extend-1``, ``extend-2``, ...: the Tune experiment of each ``lstm-tune extend`` round, inside the experiment."""
 WARM_START_FILE = "warm_start.json"
+PACKS_FILE = "packs.json"
+"""``--pack`` runs: every pack's joins, leaves and rounds, one list per launch (a resume appends its own)."""
 """In an extension round's folder: the finished trials its searcher was told of before it proposed anything."""
 
 
@@ -193,6 +195,7 @@ __all__ = [
     "EXTENSION_PREFIX",
     "LINEAGE_FILE",
     "MODEL_CARD",
+    "PACKS_FILE",
     "PROGRESS_FILE",
     "RESULT_FILE",
     "RUNGS_FILE",

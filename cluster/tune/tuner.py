@@ -23,6 +23,7 @@ from cluster.tune.schedulers import build_scheduler
 from cluster.tune.worker_groups import WorkerGroupReaper
 from trainables import metrics as M
 from trainables.data.handle import DataHandle
+from trainables.member import PackEnv
 from trainables.storage import Location
 from trainables.trainable import TrialEnv, classify_trainable, forecast_trainable
 
@@ -49,6 +50,10 @@ def trainable_for(opts: RunOptions, env: TrialEnv, task: str) -> Any:
             cpus_per_worker=res.cpus_per_trial,
             gpus_per_worker=res.gpus_per_trial,
         )
+        return tune.with_resources(tune.with_parameters(function, env=env), {"cpu": 0, "memory": 64 * 2**20})
+    if env.pack is not None:
+        # A packed trial only asks its pack for rounds: the pack holds the GPU and the CPUs. How many run at once is
+        # --max-concurrent-trials, set to the packs' slots (cluster.tune.packing).
         return tune.with_resources(tune.with_parameters(function, env=env), {"cpu": 0, "memory": 64 * 2**20})
     return tune.with_resources(
         tune.with_parameters(function, env=env), {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
@@ -129,21 +134,22 @@ def build_tuner(p: Plan, env: TrialEnv, progress: ProgressCallback, task: str, w
     return tuner
 
 
-def trial_env(p: Plan, handle: DataHandle) -> TrialEnv:
+def trial_env(p: Plan, handle: DataHandle, pack: PackEnv | None = None) -> TrialEnv:
     return TrialEnv(
         data=handle,
         tensorboard_uri=p.paths.tensorboard.uri,
         experiment_uri=p.paths.root.uri,
         embeddings_uri=p.options.embeddings,
+        pack=pack,
     )
 
 
-def restore_tuner(p: Plan, handle: DataHandle, task: str, console: Console) -> Tuner:
+def restore_tuner(p: Plan, handle: DataHandle, task: str, console: Console, pack: PackEnv | None = None) -> Tuner:
     root = p.tune_root
     console.print(f"resuming {root.uri}", highlight=False)
     return Tuner.restore(
         root.uri if root.is_local else root.path,
-        trainable=trainable_for(p.options, trial_env(p, handle), task),
+        trainable=trainable_for(p.options, trial_env(p, handle, pack), task),
         resume_unfinished=True,
         resume_errored=True,
         storage_filesystem=None if root.is_local else root.fs,
