@@ -290,3 +290,15 @@ def test_a_member_trains_as_its_unpacked_trial(ray_local: None, prepared_data: s
         assert out["stats"]["loss"] == pytest.approx(report[M.TRAIN_LOSS], rel=1e-4)
         assert out["scores"][M.VAL_LOSS] == pytest.approx(report[M.VAL_LOSS], rel=1e-4)
         assert out["scores"][M.VAL_RMSE] == pytest.approx(report[M.VAL_RMSE], rel=1e-4)
+
+
+def test_the_pack_throughput_script_measures_each_way(prepared_data: str) -> None:
+    """benchmarks/pack_throughput.py on the CPU with small figures: the GPU run's script works end to end."""
+    from benchmarks.pack_throughput import _way, pack_rounds, trial_rounds
+
+    trial = trial_rounds(prepared_data, "cpu", rounds=2, samples=512)
+    packed, peak = pack_rounds(prepared_data, "cpu", k=3, rounds=2, samples=512)
+    assert len(trial) == len(packed) == 2 and all(t > 0 for t in trial + packed) and peak is None
+    way = _way("pack 3", 3, [9.0, 2.0, 4.0], samples=512, peak=None)
+    assert way.samples_per_s == pytest.approx(3 * 512 / 3.0) and way.per_model == pytest.approx(512 / 3.0)
+    assert way.rounds == [2.0, 4.0]  # the warm-up round left out

@@ -46,7 +46,6 @@ from trainables.data.cache import ShardCache
 from trainables.data.embeddings import align, read_vectors, vector_dim
 from trainables.data.handle import DataHandle
 from trainables.data.manifest import Manifest, read_manifest
-from trainables.data.prep_config import FittedPrep
 from trainables.data.shards import verify_all
 from trainables.pack_rules import PACKABLE, packable_problem
 from trainables.storage import Location, exists, read_bytes, resolve, s3_endpoint, write_bytes_atomic
@@ -125,6 +124,8 @@ def check_pack(p: Plan, manifest: Manifest, uri: str, streamed: bool) -> None:
             f"--pack = {k}: {uri} is larger than a trial's memory budget and would be streamed; a pack holds the "
             "training split in memory: raise --memory-budget or leave --pack out"
         )
+    from trainables.data.prep_config import FittedPrep  # pandas: paid only with --pack
+
     fitted = manifest.preprocessing.get("fitted")
     if fitted and FittedPrep.from_dict(fitted).categorical_codes:
         raise OptionError(
