@@ -67,10 +67,19 @@ def ours(
 
 
 def venv_python(venv: Path) -> Path:
+    """AutoLSTM's interpreter, its virtual environment built first if need be. Checked before lstm-tune's half
+    runs, so a failed install (no package index inside ``loopback-only``: build it outside first) costs seconds,
+    not the whole budget."""
     python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *NF_PINS], check=True)
+    check = [str(python), "-c", "import neuralforecast"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if subprocess.run([str(python), "-m", "pip", "install", "-q", *NF_PINS]).returncode != 0:
+        raise SystemExit(
+            f"could not install {' '.join(NF_PINS)} into {venv}: build it where the package index is reachable "
+            f"(outside loopback-only): python3 -m benchmarks.panel_quality --setup --venv {venv}"
+        )
     return python
 
 
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lstm-tune-panel-quality")
     parser.add_argument("--skip", choices=["ours", "theirs"], default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--setup", action="store_true", help="build AutoLSTM's virtual environment, then stop")
     parser.add_argument(
         "--holidays", default="US", help="lstm-tune's holiday calendar (--holidays none: the calendar features alone)"
     )
@@ -107,6 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.skip != "theirs" or args.setup:
+        venv_python(args.venv)  # before lstm-tune's half: fail in seconds, not after it
+    if args.setup:
+        return
     rows = []
     if args.skip != "ours":
         holidays = None if args.holidays.lower() == "none" else args.holidays

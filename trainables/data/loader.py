@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from trainables.data.budget import budget_bytes, piece_rows, streams
 from trainables.data.cache import ShardCache
-from trainables.data.forecast_prep import FittedPrep
 from trainables.data.handle import DataHandle
 from trainables.data.manifest import Manifest, read_manifest
+from trainables.data.prep_config import FittedPrep
 from trainables.data.shards import read_split, read_split_shards
 from trainables.data.stream import SplitStream
 from trainables.data.windows import SeriesArrays

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TIME = "timestamp"
 ROW = "__row__"
@@ -67,6 +69,8 @@ def series_statistic(values: np.ndarray, scaler: str) -> tuple[float, float]:
 
 def step_of(frequency: str) -> pd.Timedelta:
     """A fixed step from a pandas offset alias (1h, 15min); calendar offsets such as 1M have no fixed length."""
+    import pandas as pd  # here: a trial reads the fitted preparation without paying for pandas
+
     return pd.Timedelta(frequency if frequency[0].isdigit() else f"1{frequency}")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from trainables.data.forecast_prep import (
+from trainables.data.prep_config import (
     CONTEXT,
     NAIVE_SCALE,
     OBSERVED,
