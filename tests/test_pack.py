@@ -7,17 +7,18 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from trainables.evaluate import masked_loss
 from trainables.model import l1_penalty
-from trainables.pack import MemberConfig, Pack, PackShape
+from trainables.pack import ClassifierPack, ClassifierShape, MemberConfig, Pack, PackShape
 from trainables.pack_rules import NotPackable, check_packable, shape_key
 
 pytestmark = pytest.mark.unit
 
 SHAPE = PackShape(n_features=5, target_index=2, hidden_size=8, num_layers=2, horizon=2)
 B, T = 16, 10
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, ...]
 
 
 class Alone:
@@ -220,4 +221,54 @@ def test_what_cannot_be_packed_is_named() -> None:
     with pytest.raises(NotPackable, match="pooling = 'additive'"):
         check_packable({"pooling": "additive"})
     check_packable({"head": "linear", "pooling": "mean", "loss": "huber", "lr": 0.1})
-    assert shape_key({"hidden_size": 32, "window": 12, "bidirectional": True}) == "h32-l1-bi-last-w12-b128-mse"
+    assert shape_key({"hidden_size": 32, "window": 12, "bidirectional": True}) == "h32-l1-bi-last-w12-b128-mse-e100"
+
+
+TEXT = ClassifierShape(vocab_size=30, num_classes=4, embedding_dim=6, hidden_size=8, bidirectional=True)
+
+
+def _documents(seed: int, n: int = 4, shape: ClassifierShape = TEXT) -> list[Batch]:
+    """Padded batches of documents of ragged lengths (token 0 is padding), as the text loader makes them."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        lengths = torch.randint(1, T + 1, (B,), generator=g)
+        tokens = torch.randint(1, shape.vocab_size, (B, T), generator=g)
+        tokens[torch.arange(T).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
+        out.append((tokens, lengths, torch.randint(0, shape.num_classes, (B,), generator=g)))
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [TEXT, ClassifierShape(vocab_size=30, num_classes=3, embedding_dim=5, hidden_size=6, num_layers=2, pooling="mean")],
+    ids=["bidirectional-last", "stacked-mean"],
+)
+def test_classifier_members_train_as_they_would_alone(shape: ClassifierShape) -> None:
+    """Text classifiers (``LSTMClassifier``: embedding with a padding row, encoder over packed ragged sequences,
+    pooling, head, cross-entropy) in one pack, each as it would train alone."""
+    pack = ClassifierPack(shape, capacity=3)
+    configs = [MemberConfig(lr=1e-2, grad_clip=1.0), MemberConfig(lr=3e-3, weight_decay=0.05, l1=1e-4)]
+    alone = []
+    for seed, cfg in enumerate(configs):
+        torch.manual_seed(seed)
+        model = shape.model(cfg)
+        pack.join(f"m{seed}", cfg, {"model": model.state_dict()})
+        alone.append((model, torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), cfg))
+    for r in range(3):
+        batches = _documents(r, shape=shape)
+        packed = pack.train_round(batches)
+        for seed, (model, optimizer, cfg) in enumerate(alone):
+            total = 0.0
+            for tokens, lengths, labels in batches:
+                loss = nn.functional.cross_entropy(model(tokens, lengths), labels)
+                optimizer.zero_grad()
+                (loss + cfg.l1 * l1_penalty(model) if cfg.l1 > 0 else loss).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                total += loss.item()
+            assert packed[f"m{seed}"].loss == pytest.approx(total / len(batches), rel=1e-5), (seed, r)
+    state = pack.member_state("m1")
+    assert torch.count_nonzero(state["model"]["embedding.weight"][0]) == 0  # the padding row never learned
+    for name, value in alone[1][0].state_dict().items():
+        torch.testing.assert_close(state["model"][name], value, rtol=1e-4, atol=1e-6)

@@ -302,3 +302,31 @@ def test_the_pack_throughput_script_measures_each_way(prepared_data: str) -> Non
     way = _way("pack 3", 3, [9.0, 2.0, 4.0], samples=512, peak=None)
     assert way.samples_per_s == pytest.approx(3 * 512 / 3.0) and way.per_model == pytest.approx(512 / 3.0)
     assert way.rounds == [2.0, 4.0]  # the warm-up round left out
+
+
+def test_a_text_classifier_member_trains_as_its_unpacked_trial(
+    ray_local: None, prepared_r8: str, tmp_path: Path
+) -> None:
+    """The same for a text classifier on Reuters R8: ragged documents in length-grouped batches, an embedding with
+    its padding row, a bidirectional encoder and mean pooling."""
+    import ray
+
+    from trainables.data.text_loader import load_text_data
+
+    flat = {
+        "hidden_size": 16, "embedding_dim": 16, "bidirectional": True, "pooling": "mean", "batch_size": 64,
+        "lr": 5e-3, "grad_clip": 1.0, "epoch_samples": 1024, "max_epochs": 2,
+    }  # fmt: skip
+    pack = ray.remote(PackServer).options(num_cpus=1).remote("t/text/0", DataHandle(uri=prepared_r8), flat, 2, 1.0)
+    ray.get(pack.join.remote("A", flat, None, "proc-a", None))
+    packed = [ray.get(pack.next_round.remote("A", epoch)) for epoch in (1, 2)]
+    ray.kill(pack)
+    alone = DirSession(str(tmp_path / "alone"))
+    run_trial(
+        TrialConfig.from_flat(flat), load_text_data(DataHandle(uri=prepared_r8)), alone, device=torch.device("cpu")
+    )
+    for out, report in zip(packed, alone.reports, strict=True):
+        assert out["stats"]["loss"] == pytest.approx(report[M.TRAIN_LOSS], rel=1e-4)
+        assert out["scores"][M.VAL_LOSS] == pytest.approx(report[M.VAL_LOSS], rel=1e-4)
+        assert out["scores"][M.VAL_ACCURACY] == report[M.VAL_ACCURACY]
+    assert out["model_info"]["task"] == "classify"

@@ -166,3 +166,24 @@ def test_clipping_is_per_member_and_reports_each_norm() -> None:
     torch.testing.assert_close(norms, torch.tensor([5.0, 0.5]))
     torch.testing.assert_close(w.grad[0].norm(), torch.tensor(1.0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(w.grad[1], torch.tensor([0.3, 0.4, 0.0]))  # under its norm: untouched
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_ragged_sequences_equal_nn_lstm_on_packed_sequences(bidirectional: bool) -> None:
+    """Padded batches of documents: each member's outputs and final states equal ``nn.LSTM`` run on
+    ``pack_padded_sequence`` (padding skipped, the backward direction starting at each sequence's last step)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    lstms = _lstms(2, bidirectional)
+    pack = PackedLSTM.from_lstms(lstms)
+    lengths = torch.tensor([T, 1, 5, T - 3, 2, 7, T, 4] * (B // 8))
+    x = torch.randn(B, T, IN)
+    out = pack(x, lengths=lengths)
+    for k, lstm in enumerate(lstms):
+        packed, (h, _) = lstm(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        expected, _ = pad_packed_sequence(packed, batch_first=True, total_length=T)
+        torch.testing.assert_close(out[k], expected, rtol=1e-5, atol=1e-6)
+        last = out[k, torch.arange(B), lengths - 1, :H]
+        torch.testing.assert_close(last, h[-2] if bidirectional else h[-1], rtol=1e-5, atol=1e-6)
+        if bidirectional:
+            torch.testing.assert_close(out[k, :, 0, H:], h[-1], rtol=1e-5, atol=1e-6)

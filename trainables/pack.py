@@ -28,9 +28,16 @@ import torch
 from torch import nn
 
 from trainables.config import ModelConfig, TrialConfig
-from trainables.model import LSTMForecaster, build_model
+from trainables.model import LSTMClassifier, LSTMForecaster, build_classifier, build_model
 from trainables.pack_rules import NotPackable, check_packable
-from trainables.packed import PackedAdamW, PackedLinear, PackedLSTM, clip_per_member, member_dropout
+from trainables.packed import (
+    PackedAdamW,
+    PackedEmbedding,
+    PackedLinear,
+    PackedLSTM,
+    clip_per_member,
+    member_dropout,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,19 +140,16 @@ def _group_template(cfg: MemberConfig) -> dict[str, Any]:
     return group
 
 
-class Pack:
-    """``capacity`` slots of one :class:`PackShape`; members are named by the caller (a trial id)."""
+class SlotPack:
+    """``capacity`` slots of one shape; members are named by the caller (a trial id). What a slot holds (the packed
+    modules, the loss) is the subclass's: :class:`Pack` for forecasters, :class:`ClassifierPack` for text."""
 
-    def __init__(self, shape: PackShape, capacity: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, capacity: int, device: torch.device | str = "cpu") -> None:
         if capacity < 1:
             raise ValueError(f"Pack: capacity = {capacity}; must be >= 1")
-        self.shape, self.capacity, self.device = shape, capacity, torch.device(device)
-        directions = 2 if shape.bidirectional else 1
-        self.lstm = PackedLSTM(capacity, shape.n_features, shape.hidden_size, shape.num_layers, shape.bidirectional)
-        self.head = PackedLinear(capacity, shape.hidden_size * directions, shape.horizon)
-        self.lstm.to(self.device)
-        self.head.to(self.device)
-        self.params = [*self.lstm.parameters(), *self.head.parameters()]
+        self.capacity, self.device = capacity, torch.device(device)
+        self._build()
+        self.params = [p for _, p in self._named()]
         self.weights = [p for name, p in self._named() if "bias" not in name]
         self.optimizer = PackedAdamW(self.params, lr=torch.zeros(capacity), weight_decay=torch.zeros(capacity))
         self.clip = torch.full((capacity,), math.inf)
@@ -157,12 +161,24 @@ class Pack:
         self.slots: list[str | None] = [None] * capacity
         self.configs: dict[str, MemberConfig] = {}
 
+    def _build(self) -> None:
+        """Create the packed modules (on ``self.device``)."""
+        raise NotImplementedError
+
     def _named(self) -> list[tuple[str, nn.Parameter]]:
-        """Parameters under the names :class:`LSTMForecaster` gives them, in its order."""
-        return [
-            *((f"encoder.lstm.{n}", p) for n, p in self.lstm.named_parameters()),
-            *((f"head.{n}", p) for n, p in self.head.named_parameters()),
-        ]
+        """Parameters under the names the unpacked model gives them, in its order (its optimizer's order)."""
+        raise NotImplementedError
+
+    def alone(self, cfg: MemberConfig) -> nn.Module:
+        """One member as an unpacked trial builds it (its initial weights when it joins without a checkpoint)."""
+        raise NotImplementedError
+
+    def losses(self, batch: tuple[torch.Tensor, ...], *, training: bool = False) -> torch.Tensor:
+        """Every slot's loss on one batch: [K]."""
+        raise NotImplementedError
+
+    def _after_backward(self) -> None:
+        """Gradient fix-ups before clipping (a padding row that must not learn)."""
 
     # -- membership ---------------------------------------------------------------------------------------------
 
@@ -188,7 +204,7 @@ class Pack:
             raise ValueError(f"Pack: all {self.capacity} slots are taken (members: {self.members})")
         slot = self.slots.index(None)
         if state is None:
-            state = {"model": self.shape.model(cfg).state_dict()}
+            state = {"model": self.alone(cfg).state_dict()}
         self._load(slot, state, cfg)
         self.slots[slot] = member
         self.configs[member] = cfg
@@ -211,7 +227,7 @@ class Pack:
     # -- state --------------------------------------------------------------------------------------------------
 
     def member_state(self, member: str) -> dict[str, Any]:
-        """``{"model": LSTMForecaster state, "optimizer": torch.optim.AdamW state}`` of one member, on the host."""
+        """``{"model": the unpacked model's state, "optimizer": torch.optim.AdamW state}`` of one member, on the host."""
         k = self.slot_of(member)
         model = {name: p[k].detach().cpu().clone() for name, p in self._named()}
         step = float(self.optimizer.steps[k])
@@ -227,7 +243,9 @@ class Pack:
         named = self._named()
         missing = [name for name, _ in named if name not in model]
         if missing:
-            raise ValueError(f"Pack: the member state lacks {', '.join(missing)}; is it a packable forecaster?")
+            raise ValueError(
+                f"Pack: the member state lacks {', '.join(missing)}; is it a packable model of this shape?"
+            )
         opt: dict[str, Any] = state.get("optimizer") or {"state": {}}
         with torch.no_grad():
             for name, p in named:
@@ -251,39 +269,6 @@ class Pack:
 
     # -- training -----------------------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, *, training: bool = False) -> torch.Tensor:
-        """[B, T, I] -> every slot's forecast [K, B, horizon], as each slot's :class:`LSTMForecaster` computes it."""
-        self.lstm.train(training)
-        k, shape = self.capacity, self.shape
-        inputs = member_dropout(x.expand(k, *x.shape), self.input_dropout) if training else x
-        out = self.lstm(inputs, dropout=self.dropout if training and shape.num_layers > 1 else None)
-        if shape.pooling == "mean":
-            pooled = out.mean(dim=2)
-        elif shape.bidirectional:
-            # nn.LSTM's final states: the forward direction's at the last step, the backward one's at the first.
-            h = shape.hidden_size
-            pooled = torch.cat([out[:, :, -1, :h], out[:, :, 0, h:]], dim=-1)
-        else:
-            pooled = out[:, :, -1]
-        if training:
-            pooled = member_dropout(pooled, self.dropout)
-        forecast: torch.Tensor = self.head(pooled)
-        last = x[:, -1, shape.target_index]
-        return forecast + self.residual.view(k, 1, 1) * last.view(1, -1, 1)
-
-    def losses(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, *, training: bool = False) -> torch.Tensor:
-        """Every slot's loss on one batch, over the scored targets only: [K] (``masked_loss`` per member)."""
-        pred = self.forward(x, training=training)
-        target = y.unsqueeze(0).expand_as(pred)
-        if self.shape.loss == "mse":
-            per = (pred - target) ** 2
-        elif self.shape.loss == "mae":
-            per = (pred - target).abs()
-        else:
-            per = nn.functional.huber_loss(pred, target, reduction="none", delta=1.0)
-        weights = mask.to(pred.dtype).unsqueeze(0)
-        return (per * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2)).clamp(min=1.0)
-
     def _l1_penalty(self) -> torch.Tensor:
         k = self.capacity
         return torch.stack([p.abs().reshape(k, -1).sum(dim=1) for p in self.weights]).sum(dim=0)
@@ -294,24 +279,26 @@ class Pack:
         return torch.tensor([m is not None and m in chosen for m in self.slots])
 
     def train_round(
-        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], members: Iterable[str] | None = None
+        self, batches: Iterable[tuple[torch.Tensor, ...]], members: Iterable[str] | None = None
     ) -> dict[str, RoundStats]:
         """One round (an epoch) on the same batches for ``members`` (default: all); the others sit it out."""
         live = self.occupied(members)
         weight = live.to(self.device, torch.float32)
         sums = torch.zeros(3, self.capacity, dtype=torch.float64, device=self.device)  # loss x n, norm, clipped
         steps = samples = 0
-        for x, y, mask in batches:
-            losses = self.losses(x, y, mask, training=True)
+        for batch in batches:
+            losses = self.losses(batch, training=True)
             total = losses + self.l1 * self._l1_penalty() if bool((self.l1 > 0).any()) else losses
             self.optimizer.zero_grad()
             (total * weight).sum().backward()  # members share no parameter: each gets its own gradient
+            self._after_backward()
             norms = clip_per_member(self.params, self.clip)
             self.optimizer.step(active=live)
             clipped = norms > self.clip.to(norms.device)
-            sums += torch.stack([losses.detach().double() * len(x), norms.double(), clipped.double()])
+            n = len(batch[0])
+            sums += torch.stack([losses.detach().double() * n, norms.double(), clipped.double()])
             steps += 1
-            samples += len(x)
+            samples += n
         values = sums.cpu()
         return {
             m: RoundStats(
@@ -326,9 +313,171 @@ class Pack:
         }
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, float]:
-        losses = self.losses(x, y, torch.ones_like(y, dtype=torch.bool) if mask is None else mask)
+    def evaluate(self, *batch: torch.Tensor) -> dict[str, float]:
+        """Every member's loss on one batch, without dropout."""
+        losses = self.losses(tuple(batch))
         return {m: float(losses[k]) for k, m in enumerate(self.slots) if m is not None}
 
 
-__all__ = ["MemberConfig", "Pack", "PackShape", "RoundStats"]
+class Pack(SlotPack):
+    """Forecasters of one :class:`PackShape`: batches are ``(x [B, T, I], y [B, horizon], mask [B, horizon])``."""
+
+    def __init__(self, shape: PackShape, capacity: int, device: torch.device | str = "cpu") -> None:
+        self.shape = shape
+        super().__init__(capacity, device)
+
+    def _build(self) -> None:
+        shape, k = self.shape, self.capacity
+        directions = 2 if shape.bidirectional else 1
+        self.lstm = PackedLSTM(k, shape.n_features, shape.hidden_size, shape.num_layers, shape.bidirectional)
+        self.head = PackedLinear(k, shape.hidden_size * directions, shape.horizon)
+        self.lstm.to(self.device)
+        self.head.to(self.device)
+
+    def _named(self) -> list[tuple[str, nn.Parameter]]:
+        return [
+            *((f"encoder.lstm.{n}", p) for n, p in self.lstm.named_parameters()),
+            *((f"head.{n}", p) for n, p in self.head.named_parameters()),
+        ]
+
+    def alone(self, cfg: MemberConfig) -> nn.Module:
+        return self.shape.model(cfg)
+
+    def forward(self, x: torch.Tensor, *, training: bool = False) -> torch.Tensor:
+        """[B, T, I] -> every slot's forecast [K, B, horizon], as each slot's :class:`LSTMForecaster` computes it."""
+        self.lstm.train(training)
+        k, shape = self.capacity, self.shape
+        inputs = member_dropout(x.expand(k, *x.shape), self.input_dropout) if training else x
+        out = self.lstm(inputs, dropout=self.dropout if training and shape.num_layers > 1 else None)
+        pooled = pooled_states(out, shape.pooling, shape.hidden_size, shape.bidirectional, None)
+        if training:
+            pooled = member_dropout(pooled, self.dropout)
+        forecast: torch.Tensor = self.head(pooled)
+        last = x[:, -1, shape.target_index]
+        return forecast + self.residual.view(k, 1, 1) * last.view(1, -1, 1)
+
+    def losses(self, batch: tuple[torch.Tensor, ...], *, training: bool = False) -> torch.Tensor:
+        """Every slot's loss on one batch, over the scored targets only: [K] (``masked_loss`` per member)."""
+        x, y, mask = batch
+        pred = self.forward(x, training=training)
+        target = y.unsqueeze(0).expand_as(pred)
+        if self.shape.loss == "mse":
+            per = (pred - target) ** 2
+        elif self.shape.loss == "mae":
+            per = (pred - target).abs()
+        else:
+            per = nn.functional.huber_loss(pred, target, reduction="none", delta=1.0)
+        weights = mask.to(pred.dtype).unsqueeze(0)
+        return (per * weights).sum(dim=(1, 2)) / weights.sum(dim=(1, 2)).clamp(min=1.0)
+
+
+def pooled_states(
+    out: torch.Tensor, pooling: str, hidden: int, bidirectional: bool, lengths: torch.Tensor | None
+) -> torch.Tensor:
+    """``SequenceEncoder``'s pooling of packed outputs [K, B, T, D] (padding 0 past ``lengths``): [K, B, D]."""
+    b = out.shape[1]
+    if pooling == "mean":
+        if lengths is None:
+            return out.mean(dim=2)
+        return out.sum(dim=2) / lengths.to(out.device, out.dtype).clamp(min=1.0).view(1, b, 1)
+    last = out[:, :, -1] if lengths is None else out[:, torch.arange(b, device=out.device), lengths.to(out.device) - 1]
+    if not bidirectional:
+        return last
+    # nn.LSTM's final states: the forward direction's at each sequence's last step, the backward one's at the first.
+    return torch.cat([last[..., :hidden], out[:, :, 0, hidden:]], dim=-1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierShape:
+    """What every member of a text-classifier pack shares."""
+
+    vocab_size: int
+    num_classes: int
+    embedding_dim: int
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    pooling: str = "last"
+
+    def model(self, member: MemberConfig | None = None) -> LSTMClassifier:
+        member = member or MemberConfig(lr=1e-3)
+        cfg = ModelConfig(
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+            pooling=self.pooling,
+            embedding_dim=self.embedding_dim,
+            dropout=member.dropout,
+            input_dropout=member.input_dropout,
+        )
+        return build_classifier(cfg, vocab_size=self.vocab_size, num_classes=self.num_classes)
+
+
+class ClassifierPack(SlotPack):
+    """Text classifiers of one :class:`ClassifierShape` (``LSTMClassifier``: embedding, encoder over ragged
+    documents, pooling, linear head; cross-entropy): batches are ``(tokens [B, T], lengths [B], labels [B])``."""
+
+    def __init__(self, shape: ClassifierShape, capacity: int, device: torch.device | str = "cpu") -> None:
+        if shape.pooling not in ("last", "mean"):
+            raise NotPackable(
+                f"pooling = {shape.pooling!r} cannot be packed; a packed member takes pooling in ['last', 'mean']"
+            )
+        self.shape = shape
+        super().__init__(capacity, device)
+
+    def _build(self) -> None:
+        shape, k = self.shape, self.capacity
+        directions = 2 if shape.bidirectional else 1
+        self.embedding = PackedEmbedding(k, shape.vocab_size, shape.embedding_dim)
+        self.lstm = PackedLSTM(k, shape.embedding_dim, shape.hidden_size, shape.num_layers, shape.bidirectional)
+        self.head = PackedLinear(k, shape.hidden_size * directions, shape.num_classes)
+        for module in (self.embedding, self.lstm, self.head):
+            module.to(self.device)
+
+    def _named(self) -> list[tuple[str, nn.Parameter]]:
+        return [
+            ("embedding.weight", self.embedding.weight),
+            *((f"encoder.lstm.{n}", p) for n, p in self.lstm.named_parameters()),
+            *((f"head.{n}", p) for n, p in self.head.named_parameters()),
+        ]
+
+    def alone(self, cfg: MemberConfig) -> nn.Module:
+        return self.shape.model(cfg)
+
+    def _after_backward(self) -> None:
+        grad = self.embedding.weight.grad
+        if grad is not None:
+            grad[:, 0].zero_()  # the padding token's row, as nn.Embedding(padding_idx=0) leaves it
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, *, training: bool = False) -> torch.Tensor:
+        """Every slot's logits: [K, B, classes]."""
+        self.lstm.train(training)
+        embedded = self.embedding(tokens)
+        if training:
+            embedded = member_dropout(embedded, self.input_dropout)
+        shape = self.shape
+        out = self.lstm(embedded, dropout=self.dropout if training and shape.num_layers > 1 else None, lengths=lengths)
+        pooled = pooled_states(out, shape.pooling, shape.hidden_size, shape.bidirectional, lengths)
+        if training:
+            pooled = member_dropout(pooled, self.dropout)
+        logits: torch.Tensor = self.head(pooled)
+        return logits
+
+    def losses(self, batch: tuple[torch.Tensor, ...], *, training: bool = False) -> torch.Tensor:
+        tokens, lengths, labels = batch
+        logits = self.forward(tokens, lengths, training=training)
+        k, b, classes = logits.shape
+        per = nn.functional.cross_entropy(logits.reshape(k * b, classes), labels.repeat(k), reduction="none")
+        return per.view(k, b).mean(dim=1)
+
+
+__all__ = [
+    "ClassifierPack",
+    "ClassifierShape",
+    "MemberConfig",
+    "Pack",
+    "PackShape",
+    "RoundStats",
+    "SlotPack",
+    "pooled_states",
+]

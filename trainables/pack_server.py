@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +29,10 @@ import torch
 from trainables import metrics as M
 from trainables.config import TrialConfig
 from trainables.data.handle import DataHandle
-from trainables.data.windows import gather
 from trainables.loop import epoch_lr, trial_seed
-from trainables.pack import MemberConfig, Pack, PackShape
+from trainables.pack import ClassifierPack, ClassifierShape, MemberConfig, Pack, PackShape, SlotPack
+from trainables.pack_rules import NotPackable, check_packable
+from trainables.tasks import ClassifyTask, ForecastTask
 
 PACK_MARKER = "pack"
 """Checkpoint key of a packed member: ``{"pack": name, "member": trial id, "version": rounds trained}``."""
@@ -51,27 +53,23 @@ class _Member:
 class PackServer:
     """K slots of one shape on one device; see the module's docstring."""
 
-    def __init__(self, name: str, data: DataHandle, flat: dict[str, Any], capacity: int, grace_s: float = 5.0) -> None:
-        from trainables.data.loader import load_forecast_data
+    def __init__(
+        self,
+        name: str,
+        data: DataHandle,
+        flat: dict[str, Any],
+        capacity: int,
+        grace_s: float = 5.0,
+        embeddings_uri: str | None = None,
+    ) -> None:
         from trainables.device import placement
-        from trainables.tasks import ForecastTask
 
         self.name, self.grace_s = name, grace_s
         place = placement()
         torch.set_num_threads(place.cpus)
         self.device = place.device
-        self.data = load_forecast_data(data)
         self.cfg = TrialConfig.from_flat(flat)
-        self.task = ForecastTask(self.data, self.cfg)
-        fitted = self.data.fitted
-        self.shape = PackShape.of(
-            self.cfg,
-            n_features=self.data.n_features,
-            target_index=fitted.target_index,
-            horizon=self.data.horizon,
-            categorical=fitted.categorical_codes,
-        )
-        self.pack = Pack(self.shape, capacity, self.device)
+        self.task, self.pack = _task_and_pack(data, self.cfg, capacity, self.device, embeddings_uri)
         self.members: dict[str, _Member] = {}
         self.live: set[str] = set()
         """Members trained in the last round (or joined since): a round waits for them, up to ``grace_s``."""
@@ -275,17 +273,10 @@ class PackServer:
         self._event("round", None, round=self.rounds, members=sorted(members))
         return out
 
-    def _batches(self) -> Any:
-        """This round's batches: the training windows in an order drawn from the pack's seed and round."""
-        train, positions = self.task._train_on(self.device)
+    def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        """This round's batches, drawn as the pack's first configuration's trial draws its epoch of that number."""
         seed = trial_seed(self.cfg) + 7919 * self.rounds
-        shuffle = torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))
-        if self.cfg.limits.epoch_samples:
-            shuffle = shuffle[: self.cfg.limits.epoch_samples]
-        order = positions[shuffle.to(positions.device)]
-        size = self.cfg.optim.batch_size
-        for start in range(0, len(order), size):
-            yield gather(train, order[start : start + size], window=self.cfg.window.window, horizon=self.data.horizon)
+        return self.task.batches(self.cfg, seed, self.device, self.cfg.limits.epoch_samples)
 
     # -- slots ---------------------------------------------------------------------------------------------------
 
@@ -335,6 +326,42 @@ class PackServer:
         self.events.append({"event": kind, "member": member, "t": time.time(), **extra})
 
 
+def _task_and_pack(
+    data: DataHandle, cfg: TrialConfig, capacity: int, device: torch.device, embeddings_uri: str | None
+) -> tuple[ForecastTask | ClassifyTask, SlotPack]:
+    """The dataset's task (its data loaded once for every member) and an empty pack of this configuration's shape."""
+    from trainables.data.loader import load_forecast_data
+    from trainables.data.manifest import read_manifest
+    from trainables.data.text_loader import load_text_data
+    from trainables.storage import resolve
+
+    if read_manifest(resolve(data.uri, endpoint=data.endpoint)).task == "classify":
+        check_packable(cfg.to_flat(), "classify")
+        text = load_text_data(data)
+        shape = ClassifierShape(
+            vocab_size=text.vocab_size,
+            num_classes=text.num_classes,
+            embedding_dim=cfg.model.embedding_dim,
+            hidden_size=cfg.model.hidden_size,
+            num_layers=cfg.model.num_layers,
+            bidirectional=cfg.model.bidirectional,
+            pooling=cfg.model.pooling,
+        )
+        return ClassifyTask(text, cfg, embeddings_uri), ClassifierPack(shape, capacity, device)
+    series = load_forecast_data(data)
+    if series.streamed:
+        raise NotPackable("the panel is streamed (larger than the memory budget); a pack holds its data in memory")
+    fitted = series.fitted
+    forecast_shape = PackShape.of(
+        cfg,
+        n_features=series.n_features,
+        target_index=fitted.target_index,
+        horizon=series.horizon,
+        categorical=fitted.categorical_codes,
+    )
+    return ForecastTask(series, cfg), Pack(forecast_shape, capacity, device)
+
+
 class PackRegistry:
     """Where each member goes: the packs of its shape, a new one while fewer than ``max_packs`` exist. A pack left
     empty for ``grace_s`` is retired when another shape needs its GPU."""
@@ -347,9 +374,10 @@ class PackRegistry:
         max_packs: int,
         pack_resources: dict[str, float],
         grace_s: float = 5.0,
+        embeddings_uri: str | None = None,
     ) -> None:
         self.run, self.data, self.capacity, self.max_packs = run, data, capacity, max_packs
-        self.pack_resources, self.grace_s = pack_resources, grace_s
+        self.pack_resources, self.grace_s, self.embeddings_uri = pack_resources, grace_s, embeddings_uri
         self.packs: dict[str, list[tuple[str, Any]]] = {}
         self.started = 0
 
@@ -371,7 +399,11 @@ class PackRegistry:
             "num_gpus": self.pack_resources.get("gpu", 0.0),
             "max_concurrency": 1000,
         }
-        actor = ray.remote(PackServer).options(**options).remote(name, self.data, flat, self.capacity, self.grace_s)
+        actor = (
+            ray.remote(PackServer)
+            .options(**options)
+            .remote(name, self.data, flat, self.capacity, self.grace_s, self.embeddings_uri)
+        )
         self.packs.setdefault(key, []).append((name, actor))
         return name, actor
 

@@ -89,8 +89,12 @@ class PackedLSTM(nn.Module):
             for name, _ in self._shapes():
                 getattr(self, name)[k].copy_(state[name])
 
-    def _direction(self, x: torch.Tensor, layer: int, suffix: str, reverse: bool) -> torch.Tensor:
-        """One layer, one direction, every member: ``x`` [K, B, T, W] -> [K, B, T, H]."""
+    def _direction(
+        self, x: torch.Tensor, layer: int, suffix: str, reverse: bool, valid: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One layer, one direction, every member: ``x`` [K, B, T, W] -> [K, B, T, H]. ``valid`` [T, B] marks the
+        steps inside each sequence: outside, the state is held and the output is 0 (``nn.LSTM`` on a packed
+        sequence, so the forward direction ends at each sequence's last step and the backward one starts there)."""
         w_ih, w_hh = getattr(self, f"weight_ih_l{layer}{suffix}"), getattr(self, f"weight_hh_l{layer}{suffix}")
         bias = getattr(self, f"bias_ih_l{layer}{suffix}") + getattr(self, f"bias_hh_l{layer}{suffix}")
         k, b, t, _ = x.shape
@@ -104,15 +108,25 @@ class PackedLSTM(nn.Module):
         for step in steps:
             gates = torch.baddbmm(projected[:, :, step], h, w_hh_t)  # the one recurrent product per step
             i, f, g, o = gates.chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            outputs[step] = h
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            if valid is None:
+                h, c = h_new, c_new
+                outputs[step] = h
+            else:
+                inside = valid[step].view(1, b, 1)
+                h, c = torch.where(inside, h_new, h), torch.where(inside, c_new, c)
+                outputs[step] = torch.where(inside, h_new, torch.zeros_like(h_new))
         return torch.stack(outputs, dim=2)
 
-    def forward(self, x: torch.Tensor, dropout: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, dropout: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """[B, T, I] or [K, B, T, I] -> every step's output [K, B, T, H * directions] (``nn.LSTM``'s ``output``).
 
-        ``dropout`` [K]: each member's probability between layers in training (``nn.LSTM``'s ``dropout``)."""
+        ``dropout`` [K]: each member's probability between layers in training (``nn.LSTM``'s ``dropout``).
+        ``lengths`` [B]: each sequence's true length; steps past it are padding (0 in the output), as
+        ``pack_padded_sequence`` and ``pad_packed_sequence`` around ``nn.LSTM`` make them."""
         given = tuple(x.shape)
         if x.dim() == 3:
             x = x.unsqueeze(0).expand(self.members, *x.shape)
@@ -121,10 +135,14 @@ class PackedLSTM(nn.Module):
                 f"PackedLSTM: input of shape {given}; expected [B, T, {self.input_size}] or "
                 f"[{self.members}, B, T, {self.input_size}]"
             )
+        valid = None
+        if lengths is not None:
+            steps = torch.arange(x.shape[2], device=x.device).unsqueeze(1)
+            valid = steps < lengths.to(x.device).unsqueeze(0)  # [T, B]
         for layer in range(self.num_layers):
-            parts = [self._direction(x, layer, "", False)]
+            parts = [self._direction(x, layer, "", False, valid)]
             if self.bidirectional:
-                parts.append(self._direction(x, layer, "_reverse", True))
+                parts.append(self._direction(x, layer, "_reverse", True, valid))
             x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
             if dropout is not None and self.training and layer < self.num_layers - 1:
                 x = member_dropout(x, dropout)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -188,14 +188,27 @@ class ForecastTask:
         model.train()
         if self.data.streamed:
             return self._train_streamed(model, optimizer, cfg, seed, device, samples)
+        epoch = EpochAccumulator(device)
+        for x, y, mask in self.batches(cfg, seed, device, samples):
+            loss = masked_loss(cfg.optim.loss, model(x), y, mask, cfg.limits.levels)
+            epoch.add(loss, len(x), _step(model, optimizer, loss, cfg))
+        return epoch.stats()
+
+    def batches(
+        self, cfg: TrialConfig, seed: int, device: torch.device, samples: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """An epoch's ``(x, y, mask)`` batches of a split held in memory: every training window in an order drawn
+        from ``seed``, or the first ``samples`` of it (what a trial trains on, and a pack's round)."""
         train, positions = self._train_on(device)
         # The permutation is drawn on the host from the seed, so every device sees the same batches.
         shuffle = torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))
         if samples:
             shuffle = shuffle[:samples]
-        epoch = EpochAccumulator(device)
-        self._train_order(model, optimizer, cfg, train, positions[shuffle.to(positions.device)], epoch)
-        return epoch.stats()
+        order = positions[shuffle.to(positions.device)]
+        for start in range(0, len(order), cfg.optim.batch_size):
+            yield gather(
+                train, order[start : start + cfg.optim.batch_size], window=cfg.window.window, horizon=self.data.horizon
+            )
 
     def _train_order(
         self,
@@ -336,16 +349,26 @@ class ClassifyTask:
         """One epoch: every document in length-grouped batches of a new order, or batches of that order until
         ``samples`` documents are seen (0: all)."""
         model.train()
-        train = self.data.splits["train"]
         epoch = EpochAccumulator(device)
-        for idx in length_batches(train.lengths, cfg.optim.batch_size, torch.Generator().manual_seed(seed)):
-            if samples and epoch.samples >= samples:
-                break
-            idx = idx[: samples - epoch.samples] if samples else idx
-            tokens, lengths, labels = train.batch(idx)
-            loss = nn.functional.cross_entropy(model(tokens.to(device), lengths), labels.to(device))
-            epoch.add(loss, len(idx), _step(model, optimizer, loss, cfg))
+        for tokens, lengths, labels in self.batches(cfg, seed, device, samples):
+            loss = nn.functional.cross_entropy(model(tokens, lengths), labels)
+            epoch.add(loss, len(tokens), _step(model, optimizer, loss, cfg))
         return epoch.stats()
+
+    def batches(
+        self, cfg: TrialConfig, seed: int, device: torch.device, samples: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """An epoch's ``(tokens, lengths, labels)`` batches (lengths stay on the host, as packing wants them):
+        length-grouped batches in an order drawn from ``seed``, until ``samples`` documents (0: all)."""
+        train = self.data.splits["train"]
+        seen = 0
+        for idx in length_batches(train.lengths, cfg.optim.batch_size, torch.Generator().manual_seed(seed)):
+            if samples and seen >= samples:
+                break
+            idx = idx[: samples - seen] if samples else idx
+            tokens, lengths, labels = train.batch(idx)
+            seen += len(idx)
+            yield tokens.to(device), lengths, labels.to(device)
 
     def evaluate(self, model: nn.Module, cfg: TrialConfig, device: torch.device) -> dict[str, float]:
         val = self.data.splits["val"]

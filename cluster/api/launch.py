@@ -60,7 +60,7 @@ def _launch_held(ready: Ready, console: Console, hook: ProgressHook | None) -> S
         if opts.resources.pack:
             opts.resources.check_fits(*capacity)
             plan = pack_plan(opts.resources, *capacity)
-            pack = start_registry(p.paths.root.uri, handle, plan)
+            pack = start_registry(p.paths.root.uri, handle, plan, embeddings_uri=opts.embeddings)
             console.print(_packing(plan), highlight=False)
         if ready.resuming:
             with restored_output(console, hook):

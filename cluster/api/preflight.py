@@ -47,7 +47,7 @@ from trainables.data.embeddings import align, read_vectors, vector_dim
 from trainables.data.handle import DataHandle
 from trainables.data.manifest import Manifest, read_manifest
 from trainables.data.shards import verify_all
-from trainables.pack_rules import PACKABLE, packable_problem
+from trainables.pack_rules import packable_problem, rules_for
 from trainables.storage import Location, exists, read_bytes, resolve, s3_endpoint, write_bytes_atomic
 
 
@@ -111,7 +111,8 @@ def check_embeddings(p: Plan, root: Location, manifest: Manifest, console: Conso
 
 
 def check_pack(p: Plan, manifest: Manifest, uri: str, streamed: bool) -> None:
-    """``--pack``: a forecasting dataset held in memory, and a space whose every value a pack can train."""
+    """``--pack``: a dataset held in memory (no streamed panel, no learned categorical embedding), and a space whose
+    every value a pack can train."""
     k = p.options.resources.pack
     if not k:
         return
@@ -126,17 +127,17 @@ def check_pack(p: Plan, manifest: Manifest, uri: str, streamed: bool) -> None:
         )
     from trainables.data.prep_config import FittedPrep  # pandas: paid only with --pack
 
-    fitted = manifest.preprocessing.get("fitted")
+    fitted = manifest.preprocessing.get("fitted") if manifest.task == "forecast" else None
     if fitted and FittedPrep.from_dict(fitted).categorical_codes:
         raise OptionError(
             f"--pack = {k}: {uri} has categorical columns the model embeds; packs take numeric inputs only "
             "(prepare them one-hot) or leave --pack out"
         )
     defaults = {**asdict(ModelConfig()), **asdict(OptimConfig())}
-    for key in PACKABLE:
+    for key in rules_for(manifest.task):
         spec = p.space.params.get(key)
         for value in spec.values if spec is not None and spec.values else (defaults[key],):
-            problem = packable_problem(key, value)
+            problem = packable_problem(key, value, manifest.task)
             if problem:
                 raise SearchSpaceError(f"{p.space.source}: params.{problem} (--pack = {k})")
 

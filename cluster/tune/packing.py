@@ -49,7 +49,13 @@ def registry_name(experiment_uri: str) -> str:
     return REGISTRY_PREFIX + hashlib.sha256(experiment_uri.encode()).hexdigest()[:12]
 
 
-def start_registry(experiment_uri: str, data: DataHandle, plan: PackPlan, grace_s: float = GRACE_S) -> PackEnv:
+def start_registry(
+    experiment_uri: str,
+    data: DataHandle,
+    plan: PackPlan,
+    grace_s: float = GRACE_S,
+    embeddings_uri: str | None = None,
+) -> PackEnv:
     """The run's registry (created once; a second call finds it), and what members need to find it."""
     import ray
 
@@ -60,7 +66,7 @@ def start_registry(experiment_uri: str, data: DataHandle, plan: PackPlan, grace_
     _HELD[name] = (
         ray.remote(PackRegistry)
         .options(name=name, get_if_exists=True, num_cpus=0)
-        .remote(name, data, plan.capacity, plan.packs, {"cpu": plan.cpus, "gpu": plan.gpus}, grace_s)
+        .remote(name, data, plan.capacity, plan.packs, {"cpu": plan.cpus, "gpu": plan.gpus}, grace_s, embeddings_uri)
     )
     return PackEnv(registry=name, capacity=plan.capacity, grace_s=grace_s)
 
