@@ -31,9 +31,7 @@ def run(
     ] = True,
     pack: Annotated[
         int,
-        typer.Option(
-            help="GPU only: train up to N same-shape forecasting trials together in one process per GPU (0: off)."
-        ),
+        typer.Option(help="GPU only: train up to N same-shape trials together in one process per GPU (0: off)."),
     ] = 0,
     storage: Annotated[str, typer.Option(help="Folder or s3://bucket/prefix for experiments.")] = "./runs",
     name: Annotated[str | None, typer.Option(help="Experiment name (default: <space>-<scheduler>-<time>).")] = None,
