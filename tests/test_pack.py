@@ -272,3 +272,14 @@ def test_classifier_members_train_as_they_would_alone(shape: ClassifierShape) ->
     assert torch.count_nonzero(state["model"]["embedding.weight"][0]) == 0  # the padding row never learned
     for name, value in alone[1][0].state_dict().items():
         torch.testing.assert_close(state["model"][name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_a_pack_takes_as_many_slots_as_the_card_holds() -> None:
+    """fit_capacity: --pack, or what fits in 80% of the free memory after the fixed part; never 0 slots."""
+    from trainables.pack_server import fit_capacity
+
+    gib = 2**30
+    assert fit_capacity(128, per_member=100 * 2**20, fixed=2 * gib, free=80 * gib) == 128  # 62 GiB / 100 MiB > 128
+    assert fit_capacity(128, per_member=1 * gib, fixed=2 * gib, free=80 * gib) == 62  # (64 - 2) GiB / 1 GiB
+    assert fit_capacity(8, per_member=1 * gib, fixed=2 * gib, free=3 * gib) == 1  # not even one fits: one, not none
+    assert fit_capacity(8, per_member=0, fixed=0, free=gib) == 8  # no measurable growth (CPU): as asked

@@ -326,6 +326,45 @@ class PackServer:
         self.events.append({"event": kind, "member": member, "t": time.time(), **extra})
 
 
+MEMORY_SHARE = 0.8
+"""Of the card's free memory (its share of it, for a pack on a GPU fraction), what a pack may plan to use."""
+
+
+def fit_capacity(requested: int, per_member: int, fixed: int, free: int, share: float = MEMORY_SHARE) -> int:
+    """Slots a pack gets on a card: ``--pack``, or fewer when that many would not fit in ``share`` of ``free``
+    bytes; never 0 (one member that does not fit fails as an unpacked trial would, with CUDA's own error)."""
+    if per_member <= 0:
+        return requested
+    return max(1, min(requested, int((free * share - fixed) // per_member)))
+
+
+def _probe_capacity(make: Any, batch: tuple[torch.Tensor, ...], requested: int, device: torch.device) -> int:
+    """On a GPU: one training step of a 1-slot and a 2-slot pack on a real batch; the difference of their peak
+    memory is one member's (weights, Adam state, activations), the rest is fixed."""
+    peaks = []
+    for slots in (1, 2):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        probe = make(slots)
+        for k in range(slots):
+            probe.join(f"probe{k}", MemberConfig(lr=1e-3))
+        probe.train_round([batch])
+        peaks.append(torch.cuda.max_memory_allocated(device) - before)
+        del probe
+    per_member, fixed = peaks[1] - peaks[0], 2 * peaks[0] - peaks[1]
+    free, _ = torch.cuda.mem_get_info(device)
+    fraction = _gpu_share()
+    return fit_capacity(requested, per_member, fixed, int(free * fraction) if fraction < 1 else free)
+
+
+def _gpu_share() -> float:
+    import ray
+
+    share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0))
+    return share if 0 < share < 1 else 1.0
+
+
 def _task_and_pack(
     data: DataHandle, cfg: TrialConfig, capacity: int, device: torch.device, embeddings_uri: str | None
 ) -> tuple[ForecastTask | ClassifyTask, SlotPack]:
@@ -347,7 +386,12 @@ def _task_and_pack(
             bidirectional=cfg.model.bidirectional,
             pooling=cfg.model.pooling,
         )
-        return ClassifyTask(text, cfg, embeddings_uri), ClassifierPack(shape, capacity, device)
+        task = ClassifyTask(text, cfg, embeddings_uri)
+        if device.type == "cuda":
+            capacity = _probe_capacity(
+                lambda k: ClassifierPack(shape, k, device), next(task.batches(cfg, 0, device)), capacity, device
+            )
+        return task, ClassifierPack(shape, capacity, device)
     series = load_forecast_data(data)
     if series.streamed:
         raise NotPackable("the panel is streamed (larger than the memory budget); a pack holds its data in memory")
@@ -359,7 +403,12 @@ def _task_and_pack(
         horizon=series.horizon,
         categorical=fitted.categorical_codes,
     )
-    return ForecastTask(series, cfg), Pack(forecast_shape, capacity, device)
+    forecast = ForecastTask(series, cfg)
+    if device.type == "cuda":
+        capacity = _probe_capacity(
+            lambda k: Pack(forecast_shape, k, device), next(forecast.batches(cfg, 0, device)), capacity, device
+        )
+    return forecast, Pack(forecast_shape, capacity, device)
 
 
 class PackRegistry:
@@ -421,4 +470,4 @@ class PackRegistry:
         return [p for packs in self.packs.values() for p in packs]
 
 
-__all__ = ["PACK_MARKER", "PackRegistry", "PackServer"]
+__all__ = ["MEMORY_SHARE", "PACK_MARKER", "PackRegistry", "PackServer", "fit_capacity"]
