@@ -79,19 +79,17 @@ def _options(tmp_path: Path, prepared_data: str, name: str, **kw: Any) -> RunOpt
     return RunOptions(**{**base, **kw})
 
 
-def test_asha_stops_members_and_their_slots_go_to_new_trials(
-    ray_local: None, prepared_data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def packs_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PACK_ON_CPU, "1")
-    opts = _options(
-        tmp_path,
-        prepared_data,
-        "asha",
-        num_samples=5,
-        max_epochs=4,
-        scheduler=SchedulerOptions(kind="asha", grace_period=1, reduction_factor=2),
-        checkpoints=CheckpointOptions(num_to_keep=2, keep_stopped=5),
-    )
+
+
+def test_asha_stops_members_and_their_slots_go_to_new_trials(
+    ray_local: None, packs_on_cpu: None, prepared_data: str, tmp_path: Path
+) -> None:
+    asha = SchedulerOptions(kind="asha", grace_period=1, reduction_factor=2)
+    keep = CheckpointOptions(num_to_keep=2, keep_stopped=5)
+    opts = _options(tmp_path, prepared_data, "asha", num_samples=5, max_epochs=4, scheduler=asha, checkpoints=keep)
     summary = run_experiment(opts, console=QUIET)
     exp = tmp_path / "asha"
     assert summary.trials["total"] == 5 and summary.trials["errored"] == 0, summary.trials
@@ -126,18 +124,12 @@ def test_asha_stops_members_and_their_slots_go_to_new_trials(
 
 
 def test_pbt_exploits_copy_the_donor_into_the_members_slot(
-    ray_local: None, prepared_data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ray_local: None, packs_on_cpu: None, prepared_data: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv(PACK_ON_CPU, "1")
-    opts = _options(
-        tmp_path,
-        prepared_data,
-        "pbt",
-        num_samples=2,
-        max_epochs=4,
-        scheduler=SchedulerOptions(kind="pbt", perturbation_interval=1, quantile_fraction=0.5),
+    pbt = SchedulerOptions(kind="pbt", perturbation_interval=1, quantile_fraction=0.5)
+    summary = run_experiment(
+        _options(tmp_path, prepared_data, "pbt", num_samples=2, max_epochs=4, scheduler=pbt), console=QUIET
     )
-    summary = run_experiment(opts, console=QUIET)
     exp = tmp_path / "pbt"
     assert summary.trials["errored"] == 0 and summary.pbt_exploits >= 1, (summary.trials, summary.pbt_exploits)
     lineage = [json.loads(line) for line in (exp / "pbt_lineage.jsonl").read_text().splitlines()]

@@ -83,16 +83,21 @@ class PackShape:
     def model(self, member: MemberConfig | None = None) -> LSTMForecaster:
         """One member alone, as an unpacked trial builds it (and names its checkpoint)."""
         member = member or MemberConfig(lr=1e-3)
-        cfg = ModelConfig(
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            pooling=self.pooling,
-            dropout=member.dropout,
-            input_dropout=member.input_dropout,
-            residual=member.residual,
-        )
+        cfg = _model_config(self, member, residual=member.residual)
         return build_model(cfg, n_features=self.n_features, target_index=self.target_index, horizon=self.horizon)
+
+
+def _model_config(shape: PackShape | ClassifierShape, member: MemberConfig, **extra: Any) -> ModelConfig:
+    """The unpacked model's config for one member of a pack of ``shape``."""
+    return ModelConfig(
+        hidden_size=shape.hidden_size,
+        num_layers=shape.num_layers,
+        bidirectional=shape.bidirectional,
+        pooling=shape.pooling,
+        dropout=member.dropout,
+        input_dropout=member.input_dropout,
+        **extra,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -401,15 +406,7 @@ class ClassifierShape:
 
     def model(self, member: MemberConfig | None = None) -> LSTMClassifier:
         member = member or MemberConfig(lr=1e-3)
-        cfg = ModelConfig(
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            pooling=self.pooling,
-            embedding_dim=self.embedding_dim,
-            dropout=member.dropout,
-            input_dropout=member.input_dropout,
-        )
+        cfg = _model_config(self, member, embedding_dim=self.embedding_dim)
         return build_classifier(cfg, vocab_size=self.vocab_size, num_classes=self.num_classes)
 
 
