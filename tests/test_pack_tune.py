@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 from rich.console import Console
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cluster.api.launch import run_experiment
 from cluster.plan.options import (
@@ -116,6 +117,15 @@ def test_asha_stops_members_and_their_slots_go_to_new_trials(
         member_rounds = sum(trial in e["members"] for e in rounds)
         assert member_rounds == len(history), f"{trial}: {member_rounds} rounds trained, {len(history)} reported"
     assert trained == set(results)
+    # Each member has its own TensorBoard run with its epochs' scalars (the pack's among them) and its HParams row.
+    runs = sorted(p for p in (exp / "tensorboard").iterdir() if p.is_dir())
+    assert len(runs) == 5, [p.name for p in runs]
+    for run in runs:
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        assert {M.VAL_LOSS, M.VAL_RMSE, M.TRAIN_LOSS, M.PACK_MEMBERS, M.PACK_SAMPLES_PER_SECOND} <= tags, tags
+        assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
     # A member's checkpoint is an ordinary forecaster checkpoint: it loads into the unpacked model.
     payload = load_checkpoint(summary.best.checkpoint)
     model = forecaster_from_info(payload["model_config"])
