@@ -189,9 +189,7 @@ class ForecastTask:
         if self.data.streamed:
             return self._train_streamed(model, optimizer, cfg, seed, device, samples)
         epoch = EpochAccumulator(device)
-        for x, y, mask in self.batches(cfg, seed, device, samples):
-            loss = masked_loss(cfg.optim.loss, model(x), y, mask, cfg.limits.levels)
-            epoch.add(loss, len(x), _step(model, optimizer, loss, cfg))
+        self._train_batches(model, optimizer, cfg, self.batches(cfg, seed, device, samples), epoch)
         return epoch.stats()
 
     def batches(
@@ -204,26 +202,27 @@ class ForecastTask:
         shuffle = torch.randperm(len(positions), generator=torch.Generator().manual_seed(seed))
         if samples:
             shuffle = shuffle[:samples]
-        order = positions[shuffle.to(positions.device)]
-        for start in range(0, len(order), cfg.optim.batch_size):
-            yield gather(
-                train, order[start : start + cfg.optim.batch_size], window=cfg.window.window, horizon=self.data.horizon
-            )
+        return self._windows(train, positions[shuffle.to(positions.device)], cfg)
 
-    def _train_order(
+    def _windows(
+        self, train: SeriesArrays, order: torch.Tensor, cfg: TrialConfig
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(x, y, mask)`` batches of the windows ending at ``order``'s positions, in that order."""
+        for start in range(0, len(order), cfg.optim.batch_size):
+            batch = order[start : start + cfg.optim.batch_size]
+            yield gather(train, batch, window=cfg.window.window, horizon=self.data.horizon)
+
+    def _train_batches(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         cfg: TrialConfig,
-        train: SeriesArrays,
-        order: torch.Tensor,
+        batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         epoch: EpochAccumulator,
     ) -> None:
-        for start in range(0, len(order), cfg.optim.batch_size):
-            batch = order[start : start + cfg.optim.batch_size]
-            x, y, mask = gather(train, batch, window=cfg.window.window, horizon=self.data.horizon)
+        for x, y, mask in batches:
             loss = masked_loss(cfg.optim.loss, model(x), y, mask, cfg.limits.levels)
-            epoch.add(loss, len(batch), _step(model, optimizer, loss, cfg))
+            epoch.add(loss, len(x), _step(model, optimizer, loss, cfg))
 
     def _train_streamed(
         self,
@@ -243,7 +242,7 @@ class ForecastTask:
             order = positions[torch.randperm(len(positions), generator=generator)]
             if samples:
                 order = order[: samples - epoch.samples]
-            self._train_order(model, optimizer, cfg, piece.to(device), order.to(device), epoch)
+            self._train_batches(model, optimizer, cfg, self._windows(piece.to(device), order.to(device), cfg), epoch)
             del piece, positions, order  # before the next piece is read: one piece held at a time
             if samples and epoch.samples >= samples:
                 break

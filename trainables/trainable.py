@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,28 +154,32 @@ def _run(
     tags: list[str],
     startup: Startup,
 ) -> None:
-    context = get_context()
-    logger = None
-    if env.tensorboard_uri:
-        logger = TrialLogger(
-            resolve(env.tensorboard_uri, endpoint=env.data.endpoint), context.get_trial_name(), config, tags
-        )
     import ray
 
     node = ray.get_runtime_context().get_node_id()
     trial_storage = _trial_storage(env)
+    with _trial_logger(env, config, tags) as logger, trial_device(place, cfg.optim.batch_size) as (device, placed):
+        run_trial(
+            cfg,
+            data,
+            TuneSession(trial_storage),
+            device=device,
+            logger=logger,
+            extra_metrics={M.NODE_ID: node, **placed},
+            embeddings_uri=env.embeddings_uri,
+            startup=startup,
+        )
+
+
+@contextmanager
+def _trial_logger(env: TrialEnv, config: dict[str, Any], tags: list[str]) -> Iterator[TrialLogger | None]:
+    """The trial's TensorBoard run (none without a TensorBoard folder), closed however the trial ends."""
+    logger = None
+    if env.tensorboard_uri:
+        uri = resolve(env.tensorboard_uri, endpoint=env.data.endpoint)
+        logger = TrialLogger(uri, get_context().get_trial_name(), config, tags)
     try:
-        with trial_device(place, cfg.optim.batch_size) as (device, placed):
-            run_trial(
-                cfg,
-                data,
-                TuneSession(trial_storage),
-                device=device,
-                logger=logger,
-                extra_metrics={M.NODE_ID: node, **placed},
-                embeddings_uri=env.embeddings_uri,
-                startup=startup,
-            )
+        yield logger
     finally:
         if logger is not None:
             logger.close()
@@ -183,25 +189,16 @@ def _run_member(cfg: TrialConfig, config: dict[str, Any], env: TrialEnv, pack: P
     """A packed trial: no data and no model in this process, only its pack's rounds, reported as its epochs."""
     import ray
 
-    context = get_context()
-    logger = None
-    if env.tensorboard_uri:
-        logger = TrialLogger(
-            resolve(env.tensorboard_uri, endpoint=env.data.endpoint), context.get_trial_name(), config, tags
-        )
-    try:
+    with _trial_logger(env, config, tags) as logger:
         run_member(
             cfg,
             config,
             pack,
             TuneSession(_trial_storage(env)),
-            member=context.get_trial_id(),
+            member=get_context().get_trial_id(),
             logger=logger,
             extra_metrics={M.NODE_ID: ray.get_runtime_context().get_node_id()},
         )
-    finally:
-        if logger is not None:
-            logger.close()
 
 
 __all__ = [

@@ -56,9 +56,10 @@ def _launch_held(ready: Ready, console: Console, hook: ProgressHook | None) -> S
     with ray_session(opts.address):
         previous = [round_results(resolve(uri), p, handle, task) for uri in ready.previous]
         capacity = cluster_capacity()
+        if opts.resources.pack or not ready.resuming:
+            opts.resources.check_fits(*capacity)
         pack = None
         if opts.resources.pack:
-            opts.resources.check_fits(*capacity)
             plan = pack_plan(opts.resources, *capacity)
             pack = start_registry(p.paths.root.uri, handle, plan, embeddings_uri=opts.embeddings)
             console.print(_packing(plan), highlight=False)
@@ -66,7 +67,6 @@ def _launch_held(ready: Ready, console: Console, hook: ProgressHook | None) -> S
             with restored_output(console, hook):
                 tuner = restore_tuner(p, handle, task, console, pack)
         else:
-            opts.resources.check_fits(*capacity)
             concurrent = opts.resources.concurrency(*capacity)
             if pack is not None:
                 concurrent = min(concurrent or plan.members, plan.members)

@@ -127,7 +127,7 @@ def check_pack(p: Plan, manifest: Manifest, uri: str, streamed: bool) -> None:
         )
     from trainables.data.prep_config import FittedPrep  # pandas: paid only with --pack
 
-    fitted = manifest.preprocessing.get("fitted") if manifest.task == "forecast" else None
+    fitted = manifest.preprocessing.get("fitted")
     if fitted and FittedPrep.from_dict(fitted).categorical_codes:
         raise OptionError(
             f"--pack = {k}: {uri} has categorical columns the model embeds; packs take numeric inputs only "

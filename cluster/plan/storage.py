@@ -52,9 +52,9 @@ SERIES_FILE = "series.json"
 EXTENSION_PREFIX = "extend-"
 """``extend-1``, ``extend-2``, ...: the Tune experiment of each ``lstm-tune extend`` round, inside the experiment."""
 WARM_START_FILE = "warm_start.json"
+"""In an extension round's folder: the finished trials its searcher was told of before it proposed anything."""
 PACKS_FILE = "packs.json"
 """``--pack`` runs: every pack's joins, leaves and rounds, one list per launch (a resume appends its own)."""
-"""In an extension round's folder: the finished trials its searcher was told of before it proposed anything."""
 
 
 @dataclass(frozen=True, kw_only=True)

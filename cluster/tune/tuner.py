@@ -42,18 +42,16 @@ def trainable_for(opts: RunOptions, env: TrialEnv, task: str) -> Any:
     function = classify_trainable if task == "classify" else forecast_trainable
     res = opts.resources
     if res.workers_per_trial > 1:
-        # The trial only coordinates its Ray Train workers, which reserve the CPUs and GPUs themselves. Tune refuses
-        # an empty request, so the trial holds a little memory instead of a CPU a worker could use.
         env = replace(
             env,
             workers_per_trial=res.workers_per_trial,
             cpus_per_worker=res.cpus_per_trial,
             gpus_per_worker=res.gpus_per_trial,
         )
-        return tune.with_resources(tune.with_parameters(function, env=env), {"cpu": 0, "memory": 64 * 2**20})
-    if env.pack is not None:
-        # A packed trial only asks its pack for rounds: the pack holds the GPU and the CPUs. How many run at once is
-        # --max-concurrent-trials, set to the packs' slots (cluster.tune.packing).
+    if res.workers_per_trial > 1 or env.pack is not None:
+        # The trial only coordinates: its Ray Train workers (data-parallel), or its pack (--pack; how many run at
+        # once is --max-concurrent-trials, set to the packs' slots), hold the CPUs and GPUs. Tune refuses an empty
+        # request, so the trial holds a little memory instead of a CPU a worker could use.
         return tune.with_resources(tune.with_parameters(function, env=env), {"cpu": 0, "memory": 64 * 2**20})
     return tune.with_resources(
         tune.with_parameters(function, env=env), {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
