@@ -109,7 +109,7 @@ class PackServer:
             info.last_seen = time.monotonic()
             self.live.add(member)
             slot = self.pack.slot_of(member)
-            self._event("join", member, slot=slot, how=how, epoch=epoch)
+            self._event("join", member, slot=slot, how=how, epoch=epoch, donor=marker.get("member"))
             return {"slot": slot, "how": how}
 
     def _place(
